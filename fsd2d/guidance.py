@@ -1,0 +1,52 @@
+"""Classifier-free guidance: the one CFG helper of the project (2D and 3D).
+
+We use the standard form  eps = eps_uncond + s * (eps_cond - eps_uncond):
+s = 1 is the plain conditional model, s = 0 the unconditional one.  The authors' code writes
+eps_cond + s' * (eps_cond - eps_uncond), i.e. s = s' + 1 ("CFG 7 in the +1 form" is s = 8 here).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fsd2d.errors import InputError
+from fsd2d.priors.base import Prior
+
+
+def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Standard classifier-free guidance (Ho & Salimans): eps_u + s (eps_c - eps_u)."""
+    return eps_uncond + scale * (eps_cond - eps_uncond)
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """Encoded prompt, encoded negative prompt and the guidance scale s >= 0."""
+
+    cond: torch.Tensor  # [1, ...]
+    uncond: torch.Tensor  # [1, ...] (the negative prompt; "" is the unconditional model)
+    scale: float
+
+    @classmethod
+    def from_prompts(cls, prior: Prior, prompt: str, negative_prompt: str, scale: float) -> "Guidance":
+        check_cfg(scale)
+        return cls(prior.encode_prompt(prompt), prior.encode_prompt(negative_prompt), float(scale))
+
+
+def check_cfg(scale: float) -> None:
+    if not scale >= 0.0:  # also rejects NaN
+        raise InputError(f"CFG scale must be >= 0 (standard form, 1 = no guidance), got {scale}")
+
+
+def predict_eps(prior: Prior, x_t: torch.Tensor, t: torch.Tensor, guidance: Guidance) -> torch.Tensor:
+    """Guided eps_hat [B, C, h, w]: one batched prior call with [uncond; cond] stacked (2B samples)."""
+    b = x_t.shape[0]
+    if guidance.scale == 1.0:
+        return prior.eps(x_t, t, expand(guidance.cond, b))
+    cond = torch.cat([expand(guidance.uncond, b), expand(guidance.cond, b)])
+    eps_u, eps_c = prior.eps(torch.cat([x_t, x_t]), torch.cat([t, t]), cond).chunk(2)
+    return cfg_combine(eps_u, eps_c, guidance.scale)
+
+
+def expand(cond: torch.Tensor, b: int) -> torch.Tensor:
+    return cond.expand(b, *cond.shape[1:])

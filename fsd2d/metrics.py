@@ -1,0 +1,52 @@
+"""Image metrics for the 2D studies. Inputs: RGB images [B, 3, H, W] in [0, 1] (torch) unless stated.
+
+PSNR and SSIM come from scikit-image (data_range 1, channels last); diversity is the mean pairwise
+1 - SSIM across seeds; mode coverage counts distinct set images reached (analytic priors only).
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+# A result "reaches" a set image when its PSNR to that image is at least this (RMSE <= 0.032 in [0, 1]).
+REACHED_PSNR_DB = 30.0
+
+
+def to_hwc(images: torch.Tensor) -> np.ndarray:
+    """[B, 3, H, W] in [0, 1] -> float64 numpy [B, H, W, 3]."""
+    return images.detach().to("cpu", torch.float64).permute(0, 2, 3, 1).numpy()
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two [H, W, 3] images in [0, 1] (inf when identical)."""
+    return float(peak_signal_noise_ratio(a, b, data_range=1.0)) if not np.array_equal(a, b) else float("inf")
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM of two [H, W, 3] images in [0, 1] (7x7 window, or the largest odd one that fits)."""
+    win = min(7, *(s - (1 - s % 2) for s in a.shape[:2]))
+    return float(structural_similarity(a, b, data_range=1.0, channel_axis=-1, win_size=win))
+
+
+def diversity(images: torch.Tensor) -> float:
+    """Mean pairwise 1 - SSIM over the batch (0 when all equal; needs B >= 2, else NaN)."""
+    ims = to_hwc(images)
+    pairs = list(itertools.combinations(range(len(ims)), 2))
+    return float(np.mean([1.0 - ssim(ims[i], ims[j]) for i, j in pairs])) if pairs else float("nan")
+
+
+def nearest(images: torch.Tensor, references: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index [B] of the nearest reference (L2) for each image and the PSNR [B] (dB) to it."""
+    a = images.detach().to("cpu", torch.float64).flatten(1)
+    r = references.detach().to("cpu", torch.float64).flatten(1)
+    dist, idx = torch.cdist(a, r).min(dim=1)
+    mse = dist**2 / a.shape[1]
+    return idx, torch.where(mse > 0, -10.0 * torch.log10(mse), torch.full_like(mse, float("inf")))
+
+
+def mode_coverage(indices: torch.Tensor, psnrs: torch.Tensor, threshold_db: float = REACHED_PSNR_DB) -> int:
+    """Number of distinct set images reached (nearest image with PSNR >= threshold)."""
+    return len(set(indices[psnrs >= threshold_db].tolist()))

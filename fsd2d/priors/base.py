@@ -1,0 +1,68 @@
+"""The prior interface: one small contract that every backend (analytic, local, Stable Diffusion) implements.
+
+Tensors that enter here:
+    x_t  [B, C, h, w]  noisy sample in the prior's working space (pixels in [-1, 1] scaled by alpha_t plus
+                       noise for analytic priors; the VAE latent for Stable Diffusion), channels-first.
+    t    [B]           integer timesteps in {0, ..., T-1} of `prior.schedule`.
+    cond [B, ...]      prompt embeddings from `prior.encode_prompt` (first dim 1 per prompt, expanded per sample).
+    images             [B, 3, H, W] RGB in [0, 1], channels-first (what `decode` returns, `encode` takes).
+"""
+from __future__ import annotations
+
+import abc
+
+import torch
+
+from fsd2d.errors import InputError
+from fsd2d.schedule import NoiseSchedule
+
+
+class PromptError(InputError):
+    """A prompt the prior does not know (the message lists the ones it does)."""
+
+
+class ModelError(InputError):
+    """A model that cannot be used: unknown name, missing weights, unsupported size or dtype."""
+
+
+class Prior(abc.ABC):
+    """A text-conditioned noise predictor eps_phi(x_t | y, t) with its schedule and codec."""
+
+    schedule: NoiseSchedule
+    device: torch.device
+    dtype: torch.dtype  # the working dtype of x_t and eps
+
+    @property
+    @abc.abstractmethod
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(C, h, w) of the working space for this prior's resolution."""
+
+    @property
+    @abc.abstractmethod
+    def resolution(self) -> int:
+        """Side of the square RGB images that `decode` returns."""
+
+    @property
+    def default_cfg(self) -> float:
+        """The guidance scale used when the user gives none (standard form, see guidance.cfg_combine)."""
+        return 7.5
+
+    @abc.abstractmethod
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        """Conditioning for one prompt, [1, ...]. The empty prompt is the unconditional model."""
+
+    @abc.abstractmethod
+    def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Unguided noise prediction eps_phi(x_t | cond, t): [B, C, h, w] from x_t [B, C, h, w], t [B], cond [B, ...]."""
+
+    @abc.abstractmethod
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Working space [B, C, h, w] -> RGB images [B, 3, H, W] in [0, 1] (clamped)."""
+
+    @abc.abstractmethod
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """RGB images [B, 3, H, W] in [0, 1] -> working space [B, C, h, w]."""
+
+    def describe(self) -> dict:
+        """What run.json records about this prior."""
+        return {"class": type(self).__name__, "resolution": self.resolution, "latent_shape": list(self.latent_shape)}

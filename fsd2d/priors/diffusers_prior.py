@@ -1,0 +1,207 @@
+"""Stable Diffusion 1.x / 2.x (diffusers folder layout) as a `Prior`.
+
+Working space: the VAE latent z = scaling_factor * E(2 * image - 1), [B, 4, res/f, res/f] with f the VAE
+scale factor (8 for SD).  The noise schedule is rebuilt from the scheduler config with our own
+`fsd2d.schedule` functions, so alpha_t and sigma_t have one source of truth.  v-prediction models
+(SD 2.x 768) are wrapped so that `eps` always returns the noise prediction.
+
+Only the four components are loaded (no pipeline, no safety checker), safetensors only, weights frozen.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, get_args
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from fsd2d.priors.base import ModelError, Prior
+from fsd2d.schedule import NoiseSchedule, linear_schedule, scaled_linear_schedule
+
+PredictionType = Literal["epsilon", "v_prediction"]
+BetaSchedule = Literal["scaled_linear", "linear"]
+WEIGHTED_COMPONENTS = ("unet", "vae", "text_encoder")
+ALL_COMPONENTS = (*WEIGHTED_COMPONENTS, "tokenizer", "scheduler")
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+ALLOWED_DTYPES = (torch.float32, *HALF_DTYPES)
+
+
+def schedule_from_config(config: dict) -> NoiseSchedule:
+    """Our NoiseSchedule from a diffusers scheduler config (beta_start, beta_end, beta_schedule, T)."""
+    if config.get("trained_betas") is not None or config.get("rescale_betas_zero_snr", False):
+        raise ModelError("scheduler config uses trained_betas or rescale_betas_zero_snr, which are not supported")
+    kind = config.get("beta_schedule", "linear")
+    args = (config.get("beta_start", 0.0001), config.get("beta_end", 0.02), config.get("num_train_timesteps", 1000))
+    if kind == "scaled_linear":
+        return scaled_linear_schedule(*args)
+    if kind == "linear":
+        return linear_schedule(*args)
+    raise ModelError(
+        f"unsupported beta_schedule {kind!r} in the scheduler config; allowed: {list(get_args(BetaSchedule))}"
+    )
+
+
+def v_to_eps(v: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """eps from a v-prediction (Salimans & Ho 2022): v = alpha eps - sigma x_0, x_t = alpha x_0 + sigma eps
+    give eps = alpha v + sigma x_t (alpha^2 + sigma^2 = 1).  v, x_t [B, C, h, w]; alpha, sigma [B, 1, 1, 1]."""
+    return alpha * v + sigma * x_t
+
+
+class StableDiffusionPrior(Prior):
+    """eps_phi(z_t | y, t) of a Stable Diffusion UNet, its CLIP text encoder and its VAE codec (all frozen)."""
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        scheduler_config: dict,
+        resolution: int | None = None,
+        name: str = "",
+    ):
+        prediction_type = scheduler_config.get("prediction_type", "epsilon")
+        if prediction_type not in get_args(PredictionType):
+            raise ModelError(
+                f"unsupported prediction_type {prediction_type!r} in the scheduler config; "
+                f"allowed: {list(get_args(PredictionType))}"
+            )
+        self.prediction_type: PredictionType = prediction_type
+        self.schedule = schedule_from_config(scheduler_config)
+        self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
+        for module in (unet, vae, text_encoder):
+            module.requires_grad_(False).eval()
+        self.device, self.dtype = unet.device, unet.dtype
+        self.name = name
+        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        default = unet.config.sample_size * self.vae_factor
+        multiple = self.vae_factor * 2 ** (len(unet.config.down_block_types) - 1)
+        res = default if resolution is None else resolution
+        if not (isinstance(res, int) and res > 0 and res % multiple == 0):
+            raise ModelError(
+                f"resolution {res} is not a positive multiple of {multiple}, which this model's VAE and UNet need; "
+                f"try {default}"
+            )
+        self._resolution = res
+
+    @property
+    def resolution(self) -> int:
+        return self._resolution
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        side = self._resolution // self.vae_factor
+        return (self.unet.config.in_channels, side, side)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        """CLIP last hidden state [1, max_length (77), D] in the prior's dtype."""
+        ids = self.tokenizer(
+            prompt, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+            return_tensors="pt",
+        ).input_ids  # [1, 77]
+        return self.text_encoder(ids.to(self.device)).last_hidden_state
+
+    def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """x_t [B, C, h, w] latent, t [B] long, cond [B, 77, D] -> eps [B, C, h, w] in x_t's dtype.
+
+        Not wrapped in no_grad: callers that need no graph through the UNet (SDS, FSD) use torch.no_grad()."""
+        if x_t.ndim != 4 or t.shape != x_t.shape[:1] or cond.shape[0] != x_t.shape[0]:
+            raise ValueError(
+                f"eps expects x_t [B, C, h, w], t [B], cond [B, 77, D]; got {list(x_t.shape)}, "
+                f"{list(t.shape)}, {list(cond.shape)}"
+            )
+        out = self.unet(
+            x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=cond.to(self.dtype)
+        ).sample.to(x_t.dtype)  # [B, C, h, w]
+        if self.prediction_type == "v_prediction":
+            alpha, sigma = self.schedule.alpha_sigma(t, dtype=x_t.dtype, device=x_t.device)
+            out = v_to_eps(out, x_t, alpha, sigma)
+        return out
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent z [B, C, h, w] -> RGB [B, 3, H, W] float32 in [0, 1] (clamped)."""
+        images = self.vae.decode(z.to(self.dtype) / self.vae.config.scaling_factor).sample  # [-1, 1]
+        return ((images.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """RGB [B, 3, H, W] in [0, 1] -> latent [B, C, H/f, W/f] (posterior mean), differentiable, in images' dtype."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"encode expects RGB images [B, 3, H, W] in [0, 1], got shape {list(images.shape)}")
+        posterior = self.vae.encode((2.0 * images - 1.0).to(self.dtype)).latent_dist
+        return (posterior.mean * self.vae.config.scaling_factor).to(images.dtype)
+
+    def describe(self) -> dict:
+        return super().describe() | {
+            "model": self.name,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "prediction_type": self.prediction_type,
+        }
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _pick_dtype(device: torch.device, dtype: torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in ALLOWED_DTYPES:
+        raise ModelError(f"dtype {dtype} is not supported; allowed: {[str(d) for d in ALLOWED_DTYPES]}")
+    if device.type == "cpu" and dtype in HALF_DTYPES:
+        raise ModelError(f"dtype {dtype} on CPU is unsupported or very slow; use torch.float32 on CPU")
+    return dtype
+
+
+def _check_folder(folder: Path) -> None:
+    """Fail early, naming the component, when a local model folder lacks a part or safetensors weights."""
+    for component in ALL_COMPONENTS:
+        if not (folder / component).is_dir():
+            raise ModelError(
+                f"model folder {folder} has no '{component}' subfolder "
+                f"(expected the diffusers layout: {', '.join(c + '/' for c in ALL_COMPONENTS)})"
+            )
+    for component in WEIGHTED_COMPONENTS:
+        if not any((folder / component).glob("*.safetensors")):
+            raise ModelError(
+                f"model folder {folder} has no safetensors weights for '{component}' "
+                "(only .safetensors is loaded; convert .bin/.ckpt first)"
+            )
+
+
+def load_stable_diffusion(
+    model: str,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    resolution: int | None = None,
+) -> StableDiffusionPrior:
+    """Load an SD 1.x/2.x model from a local diffusers folder or a hub id (safetensors only).
+
+    dtype defaults to float16 on CUDA and float32 elsewhere; resolution defaults to the UNet's native size.
+    Nothing touches the network when `model` is a local folder or HF_HUB_OFFLINE is set.
+    """
+    device = torch.device(device)
+    dtype = _pick_dtype(device, dtype)
+    local = Path(model).expanduser().is_dir()
+    if local:
+        _check_folder(Path(model).expanduser())
+        model = str(Path(model).expanduser())
+    elif Path(model).is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:
+        raise ModelError(f"model folder {model} does not exist (give a local diffusers folder or a hub id owner/name)")
+    common = dict(local_files_only=local or _hub_offline())
+    weights = dict(common, use_safetensors=True, torch_dtype=dtype)
+    try:
+        unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", **weights)
+        vae = AutoencoderKL.from_pretrained(model, subfolder="vae", **weights)
+        text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", **weights)
+        tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer", **common)
+        scheduler_config = dict(DDIMScheduler.load_config(model, subfolder="scheduler", **common))
+    except Exception as error:  # diffusers/transformers/hub raise many types; the user needs one line
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        hint = " (HF_HUB_OFFLINE is set: only the local cache is searched)" if _hub_offline() and not local else ""
+        raise ModelError(f"could not load model '{model}': {lines[0]}{hint}") from error
+    return StableDiffusionPrior(
+        unet.to(device), vae.to(device), text_encoder.to(device), tokenizer, scheduler_config, resolution, name=model
+    )

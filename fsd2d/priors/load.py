@@ -1,0 +1,61 @@
+"""From a `--model` string to a Prior: a built-in name, a local diffusers folder, or a hub id."""
+from __future__ import annotations
+
+import enum
+import re
+from pathlib import Path
+
+import torch
+
+from fsd2d.priors.base import ModelError, Prior
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+class BuiltinPrior(str, enum.Enum):
+    """Priors embedded in the package: no download, exact ground truth."""
+
+    IMAGESET = "imageset"  # exact posterior mean of scikit-image picture sets (priors/imageset.py)
+
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; anything else must name an available device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ModelError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} asked for, but this machine has no CUDA GPU; use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise ModelError(f"unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def resolve_dtype(dtype: str) -> torch.dtype | None:
+    """'auto' -> None (the prior picks); otherwise one of DTYPES."""
+    if dtype == "auto":
+        return None
+    if dtype not in DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}; allowed: auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def load_prior(model: str, device: str = "auto", dtype: str = "auto", resolution: int | None = None) -> Prior:
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    if model == BuiltinPrior.IMAGESET.value:
+        from fsd2d.priors.imageset import DEFAULT_RESOLUTION, ImageSetPrior
+
+        return ImageSetPrior(resolution or DEFAULT_RESOLUTION, device=dev, dtype=dt or torch.float64)
+    if Path(model).exists() or HUB_ID.fullmatch(model):
+        from fsd2d.priors.diffusers_prior import load_stable_diffusion
+
+        return load_stable_diffusion(model, device=dev, dtype=dt, resolution=resolution)
+    raise ModelError(
+        f"unknown model {model!r}: use a built-in prior ({', '.join(b.value for b in BuiltinPrior)}), "
+        "a local diffusers folder, or a hub id like 'org/name'"
+    )

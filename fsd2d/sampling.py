@@ -1,0 +1,205 @@
+"""The 2D loops: DDIM sampling (the reference) and score distillation (SDS / FSD) on the clean image.
+
+All seeds of a run are one batch [B, C, h, w] through the prior: one prior call per step.
+Noise is drawn per seed from its own CPU generator, so a seed gives the same noise whatever the
+batch, device or dtype (drawn in float32, then cast).
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from fsd2d import updates
+from fsd2d.errors import InputError
+from fsd2d.guidance import Guidance, predict_eps
+from fsd2d.priors.base import Prior
+from fsd2d.schedule import Anneal, check_timestep_range, timesteps
+
+# The authors' 2D playground (REFERENCE.md): Adam betas (0, 0.99), eps 1e-15, lr 2.5e-3 over 1000 steps.
+ADAM_BETAS = (0.0, 0.99)
+ADAM_EPS = 1e-15
+ADAM_TOTAL_LR = 2.5  # lr * steps: 2.5e-3 * 1000; the default lr keeps this product for any step count
+
+
+class Optimizer(str, enum.Enum):
+    EXACT = "exact"  # gradient descent with step Delta(sigma/alpha) on the annealed grid (Prop. 1)
+    ADAM = "adam"  # the paper's practice
+
+
+class TimestepSampling(str, enum.Enum):
+    ANNEALED = "annealed"  # t(tau) decreasing (FSD; Eq. 9)
+    UNIFORM = "uniform"  # t ~ U{t_min..t_max} each step, per seed (original SDS)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """One score-distillation run on the clean image theta."""
+
+    steps: int
+    beta: float = 1.0  # noise blend: 1 = fixed noise (FSD), 0 = fresh noise (SDS)
+    sampling: TimestepSampling = TimestepSampling.ANNEALED
+    anneal: Anneal = Anneal.LINEAR
+    optimizer: Optimizer = Optimizer.ADAM
+    t_min: int = 20
+    t_max: int = 980
+    lr: float | None = None  # Adam learning rate; None -> ADAM_TOTAL_LR / steps
+
+    def __post_init__(self):
+        timesteps(self.steps, self.t_min, self.t_max)  # validates steps and range
+        updates.check_beta(self.beta)
+        if self.optimizer is Optimizer.EXACT and self.sampling is not TimestepSampling.ANNEALED:
+            raise InputError("the exact optimiser steps along the annealed grid; it cannot use uniform timesteps")
+        if self.lr is not None and not self.lr > 0:
+            raise InputError(f"learning rate must be > 0, got {self.lr}")
+
+    @property
+    def adam_lr(self) -> float:
+        return self.lr if self.lr is not None else ADAM_TOTAL_LR / self.steps
+
+
+class Method(str, enum.Enum):
+    """The methods `compare-2d` knows, each a preset of DistillConfig (DDIM is the reference sampler)."""
+
+    DDIM = "ddim"  # DDIM sampler (eta = 0) on x_t
+    FSD = "fsd"  # fixed noise, annealed t, Adam
+    FSD_EXACT = "fsd-exact"  # fixed noise, annealed t, gradient descent with Delta(sigma/alpha): equals DDIM
+    SDS = "sds"  # fresh noise, t uniform in [t_min, t_max], Adam (DreamFusion)
+    SDS_ANNEALED = "sds-annealed"  # fresh noise, annealed t, Adam: differs from FSD in the noise only
+
+    def config(self, base: DistillConfig) -> DistillConfig | None:
+        """This method's DistillConfig, taking steps, t range, anneal, lr and FSD's beta from `base`."""
+        if self is Method.DDIM:
+            return None
+        if self is Method.FSD:
+            return replace(base, sampling=TimestepSampling.ANNEALED, optimizer=Optimizer.ADAM)
+        if self is Method.FSD_EXACT:
+            return replace(base, sampling=TimestepSampling.ANNEALED, optimizer=Optimizer.EXACT)
+        if self is Method.SDS:
+            return replace(base, beta=0.0, sampling=TimestepSampling.UNIFORM, optimizer=Optimizer.ADAM)
+        return replace(base, beta=0.0, sampling=TimestepSampling.ANNEALED, optimizer=Optimizer.ADAM)
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What a callback sees after each step (tensors are detached; do not modify them)."""
+
+    step: int
+    t: torch.Tensor  # [B] timesteps of this step
+    theta: torch.Tensor  # [B, C, h, w] clean image before the update (DDIM: x^gt of the step)
+    x_gt: torch.Tensor  # [B, C, h, w] one-step estimate (Eq. 8)
+    noise: torch.Tensor  # [B, C, h, w] the noise added this step
+
+
+Callback = Callable[[StepInfo], None]
+
+
+def seed_generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+def draw_noise(generators: Sequence[torch.Generator], shape, dtype, device) -> torch.Tensor:
+    """N(0, I) [B, *shape], row b from generator b (CPU float32, then cast): batch-independent per seed."""
+    rows = [torch.randn(tuple(shape), generator=g, dtype=torch.float32) for g in generators]
+    return torch.stack(rows).to(device=device, dtype=dtype)
+
+
+def initial_noise(prior: Prior, seeds: Sequence[int]) -> torch.Tensor:
+    """The per-seed noise eps~ [B, C, h, w] shared by DDIM and FSD (Eq. 11): the first draw of each seed."""
+    return draw_noise(seed_generators(seeds), prior.latent_shape, prior.dtype, prior.device)
+
+
+def ddim_sample(
+    prior: Prior,
+    guidance: Guidance,
+    noise: torch.Tensor,
+    grid: torch.Tensor,
+    theta0: torch.Tensor | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """DDIM (eta = 0) along the decreasing grid [N], then to the clean image; returns x_0 [B, C, h, w].
+
+    Starts from x_{t_0} = alpha_{t_0} theta0 + sigma_{t_0} eps~ (theta0 = 0 by default), the same
+    point FSD starts from, so Proposition 1 holds exactly.
+    """
+    b = noise.shape[0]
+    theta0 = torch.zeros_like(noise) if theta0 is None else theta0
+    alpha, sigma = prior.schedule.alpha_sigma(grid[:1].expand(b), noise.dtype, noise.device)
+    x = updates.add_noise(theta0, noise, alpha, sigma)
+    nexts = torch.cat([grid[1:], grid.new_tensor([-1])])
+    bar = tqdm(range(len(grid)), desc="ddim", disable=not progress, leave=False, dynamic_ncols=True)
+    with torch.no_grad():
+        for i in bar:
+            t, s = grid[i].expand(b), nexts[i].expand(b)
+            alpha_t, sigma_t = prior.schedule.alpha_sigma(t, x.dtype, x.device)
+            alpha_s, sigma_s = prior.schedule.alpha_sigma(s, x.dtype, x.device)
+            eps_hat = predict_eps(prior, x, t, guidance)
+            if callback is not None:
+                x_gt = updates.one_step_estimate(x, eps_hat, alpha_t, sigma_t)
+                callback(StepInfo(i, t, x_gt, x_gt, noise))
+            x = updates.ddim_step(x, eps_hat, alpha_t, sigma_t, alpha_s, sigma_s)
+            bar.set_postfix(t=int(grid[i]), refresh=False)
+    return x
+
+
+def distill(
+    prior: Prior,
+    guidance: Guidance,
+    config: DistillConfig,
+    seeds: Sequence[int],
+    theta0: torch.Tensor | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    desc: str = "distill",
+) -> torch.Tensor:
+    """Score distillation on the clean image theta [B, C, h, w] (one row per seed); returns the final theta.
+
+    Per step (Eq. 9-13):
+      1. t: the annealed grid value t(tau) (same for all seeds) or, for UNIFORM, one draw per seed;
+      2. noise = blend_noise(eps~, fresh, beta)   (eps~ fixed per seed, fresh drawn every step);
+      3. x_t = alpha_t theta + sigma_t noise,  eps_hat = guided eps_phi(x_t | y, t);
+      4. grad = eps_hat - noise  (Eq. 10);
+      5. EXACT: theta -= Delta(sigma/alpha) grad (Eq. 12-13; last step goes to sigma/alpha = 0);
+         ADAM: Adam step on theta with that gradient (w_t = 1: Adam is scale invariant).
+    """
+    gens = seed_generators(seeds)
+    shape, dtype, device = prior.latent_shape, prior.dtype, prior.device
+    b = len(seeds)
+    fixed = draw_noise(gens, shape, dtype, device)  # eps~, identical to initial_noise(prior, seeds)
+    theta = (torch.zeros(b, *shape, dtype=dtype, device=device) if theta0 is None else theta0.clone()).requires_grad_(
+        config.optimizer is Optimizer.ADAM
+    )
+    grid = timesteps(config.steps, config.t_min, config.t_max, config.anneal)
+    ratios = prior.schedule.snr_ratio(torch.cat([grid, grid.new_tensor([-1])]))  # sigma/alpha, float64 [N+1]
+    opt = (
+        torch.optim.Adam([theta], lr=config.adam_lr, betas=ADAM_BETAS, eps=ADAM_EPS)
+        if config.optimizer is Optimizer.ADAM
+        else None
+    )
+    bar = tqdm(range(config.steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    for i in bar:
+        if config.sampling is TimestepSampling.ANNEALED:
+            t = grid[i].expand(b)
+        else:
+            t = torch.stack([torch.randint(config.t_min, config.t_max + 1, (), generator=g) for g in gens])
+        fresh = draw_noise(gens, shape, dtype, device) if config.beta < 1.0 else None
+        noise = updates.blend_noise(fixed, fresh, config.beta) if fresh is not None else fixed
+        alpha, sigma = prior.schedule.alpha_sigma(t, dtype, device)
+        with torch.no_grad():
+            x_t = updates.add_noise(theta, noise, alpha, sigma)
+            eps_hat = predict_eps(prior, x_t, t, guidance)
+            grad = updates.sds_gradient(eps_hat, noise)
+            if callback is not None:
+                x_gt = updates.one_step_estimate(x_t, eps_hat, alpha, sigma)
+                callback(StepInfo(i, t, theta.detach().clone(), x_gt, noise))
+            if opt is None:
+                theta.copy_(updates.flow_step(theta, grad, ratios[i].to(dtype), ratios[i + 1].to(dtype)))
+        if opt is not None:
+            theta.grad = grad
+            opt.step()
+        bar.set_postfix(t=int(t[0]), refresh=False)
+    return theta.detach()

@@ -1,0 +1,111 @@
+"""Noise schedules and timestep schedules: the one source of truth for alpha_t, sigma_t and t(tau).
+
+Symbols (paper, Eq. 1):  x_t = alpha_t * x_0 + sigma_t * eps
+    alpha_t = sqrt(abar_t),  sigma_t = sqrt(1 - abar_t),  t in {0, ..., 999} (integer, discrete).
+The DDIM grid, FSD's annealing t(tau) and SDS's annealed variant all come from `timesteps()`.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import torch
+
+from fsd2d.errors import InputError
+
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """A discrete VP schedule. `alphas_cumprod` is a float64 CPU tensor [T], decreasing in t."""
+
+    alphas_cumprod: torch.Tensor  # [T] float64
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.alphas_cumprod.shape[0]
+
+    def alpha_sigma(self, t: torch.Tensor, dtype: torch.dtype, device: torch.device | str):
+        """(alpha_t, sigma_t) for integer timesteps t [B], shaped [B, 1, 1, 1] to broadcast on images.
+
+        t = -1 means "clean" (alpha = 1, sigma = 0): the end point of a DDIM grid.
+        """
+        abar = self.abar(t)
+        alpha = abar.sqrt().to(dtype=dtype, device=device)
+        sigma = (1.0 - abar).sqrt().to(dtype=dtype, device=device)
+        return alpha.view(-1, 1, 1, 1), sigma.view(-1, 1, 1, 1)
+
+    def abar(self, t: torch.Tensor) -> torch.Tensor:
+        """abar_t in float64 on the CPU for timesteps t [B] (t = -1 gives 1.0)."""
+        t = torch.as_tensor(t, dtype=torch.long).cpu()
+        padded = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod])
+        return padded[t + 1]
+
+    def snr_ratio(self, t: torch.Tensor) -> torch.Tensor:
+        """sigma_t / alpha_t in float64 [B] (0 at t = -1): the variable of Proposition 1, Eq. 12."""
+        abar = self.abar(t)
+        return (1.0 - abar).sqrt() / abar.sqrt()
+
+
+def scaled_linear_schedule(
+    beta_start: float = 0.00085, beta_end: float = 0.012, num_timesteps: int = NUM_TRAIN_TIMESTEPS
+) -> NoiseSchedule:
+    """Stable Diffusion's schedule: betas = linspace(sqrt(b0), sqrt(b1), T)^2, abar = cumprod(1 - betas)."""
+    betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_timesteps, dtype=torch.float64) ** 2
+    return NoiseSchedule(torch.cumprod(1.0 - betas, dim=0))
+
+
+def linear_schedule(
+    beta_start: float = 0.0001, beta_end: float = 0.02, num_timesteps: int = NUM_TRAIN_TIMESTEPS
+) -> NoiseSchedule:
+    """DDPM's linear beta schedule (used by some diffusers pipelines)."""
+    betas = torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
+    return NoiseSchedule(torch.cumprod(1.0 - betas, dim=0))
+
+
+class Anneal(str, enum.Enum):
+    """Shape p(tau) of the annealing t(tau) = t_max - (t_max - t_min) * p(tau), tau in [0, 1]."""
+
+    LINEAR = "linear"  # p = tau
+    SQRT = "sqrt"  # p = sqrt(tau)  (HiFA)
+    PIECEWISE = "piecewise"  # linear through the knots PIECEWISE_KNOTS (fast first, then slow)
+
+
+# (tau, p) knots of the piecewise-linear schedule: half the range in the first fifth of the run.
+PIECEWISE_KNOTS = ((0.0, 0.0), (0.2, 0.5), (1.0, 1.0))
+
+
+def anneal_fraction(tau: torch.Tensor, kind: Anneal) -> torch.Tensor:
+    """p(tau) in [0, 1] for tau in [0, 1] (float64), monotonically increasing."""
+    if kind is Anneal.LINEAR:
+        return tau
+    if kind is Anneal.SQRT:
+        return tau.sqrt()
+    if kind is Anneal.PIECEWISE:
+        xs = torch.tensor([k[0] for k in PIECEWISE_KNOTS], dtype=torch.float64)
+        ys = torch.tensor([k[1] for k in PIECEWISE_KNOTS], dtype=torch.float64)
+        idx = torch.clamp(torch.searchsorted(xs, tau, right=True) - 1, 0, len(xs) - 2)
+        w = (tau - xs[idx]) / (xs[idx + 1] - xs[idx])
+        return ys[idx] + w * (ys[idx + 1] - ys[idx])
+    raise ValueError(f"unknown anneal schedule {kind!r}; allowed: {[a.value for a in Anneal]}")
+
+
+def timesteps(steps: int, t_min: int, t_max: int, kind: Anneal = Anneal.LINEAR) -> torch.Tensor:
+    """The decreasing integer timestep grid t_0 >= ... >= t_{steps-1}, from t_max to t_min.
+
+    This is FSD's annealing t(tau) (Eq. 9, 14) and, with LINEAR, the DDIM grid.  Returns long [steps].
+    """
+    check_timestep_range(t_min, t_max)
+    if steps < 1:
+        raise InputError(f"steps must be >= 1, got {steps}")
+    tau = torch.linspace(0.0, 1.0, steps, dtype=torch.float64) if steps > 1 else torch.zeros(1, dtype=torch.float64)
+    t = t_max - (t_max - t_min) * anneal_fraction(tau, kind)
+    return t.round().long()
+
+
+def check_timestep_range(t_min: int, t_max: int, num_timesteps: int = NUM_TRAIN_TIMESTEPS) -> None:
+    if not (0 <= t_min <= t_max <= num_timesteps - 1):
+        raise InputError(
+            f"timestep range must satisfy 0 <= t_min <= t_max <= {num_timesteps - 1}, got t_min={t_min}, t_max={t_max}"
+        )

@@ -1,0 +1,12 @@
+"""Shared pytest fixtures."""
+from __future__ import annotations
+
+import pytest
+
+from tiny_sd import build_tiny_sd
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_path(tmp_path_factory):
+    """A tiny random SD model in the diffusers layout (safetensors), built once per session."""
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny_sd"))
