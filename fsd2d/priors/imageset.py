@@ -100,21 +100,40 @@ class ImageSetPrior(Prior):
         dtype: torch.dtype = torch.float64,
         schedule: NoiseSchedule | None = None,
     ):
+        """The built-in prior: `crops_per_prompt` crops of each scikit-image picture at `resolution`."""
         if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
             raise ModelError(
                 f"the image-set prior works at {MIN_RESOLUTION}..{MAX_RESOLUTION} pixels, got resolution {resolution}"
             )
+        images, labels = build_image_sets(resolution, crops_per_prompt)
+        self._setup(torch.as_tensor(images), torch.as_tensor(labels), list(PROMPTS), device, dtype, schedule)
+
+    @classmethod
+    def from_images(
+        cls,
+        images: torch.Tensor,  # [K, 3, R, R] in [-1, 1]
+        labels: torch.Tensor,  # [K] index into prompts
+        prompts: list[str],
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float64,
+        schedule: NoiseSchedule | None = None,
+    ) -> "ImageSetPrior":
+        """The exact denoiser of any image sets (tests, your own data)."""
+        prior = cls.__new__(cls)
+        prior._setup(images, labels, prompts, device, dtype, schedule)
+        return prior
+
+    def _setup(self, images, labels, prompts, device, dtype, schedule) -> None:
         if dtype not in (torch.float32, torch.float64):
             raise ModelError(f"the image-set prior computes in float64 or float32, got {dtype}")
-        images, labels = build_image_sets(resolution, crops_per_prompt)
         self.device, self.dtype = torch.device(device), dtype
         self.schedule = schedule or scaled_linear_schedule()
-        self.prompts = list(PROMPTS)
-        self.labels = torch.as_tensor(labels)  # [K] prompt index of each set image
-        self.images = torch.as_tensor(images, dtype=dtype, device=self.device)  # [K, 3, R, R] in [-1, 1]
+        self.prompts = [p.lower() for p in prompts]
+        self.labels = labels.long().cpu()  # [K] prompt index of each set image
+        self.images = images.to(self.device, dtype)  # [K, 3, R, R] in [-1, 1]
         self._flat = self.images.flatten(1)  # [K, D]
         self._half_sq_norms = 0.5 * (self._flat**2).sum(1)  # [K]
-        self._resolution = resolution
+        self._resolution = images.shape[-1]
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -134,7 +153,7 @@ class ImageSetPrior(Prior):
         counts = torch.bincount(self.labels, minlength=len(self.prompts)).to(torch.float64)
         if key == "":
             logw = -torch.log(counts[self.labels] * len(self.prompts))  # equal mixture of all prompts
-        elif key in PROMPTS:
+        elif key in self.prompts:
             p = self.prompts.index(key)
             logw = torch.full(self.labels.shape, -torch.inf, dtype=torch.float64)
             logw[self.labels == p] = -torch.log(counts[p])
@@ -175,7 +194,7 @@ class ImageSetPrior(Prior):
         if prompt is None:
             return self.decode(self.images)
         key = prompt.strip().lower()
-        if key not in PROMPTS:
+        if key not in self.prompts:
             raise unknown_prompt(prompt, self.prompts)
         return self.decode(self.images[self.labels.to(self.device) == self.prompts.index(key)])
 

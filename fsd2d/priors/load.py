@@ -2,15 +2,11 @@
 from __future__ import annotations
 
 import enum
-import re
 from pathlib import Path
 
 import torch
 
 from fsd2d.priors.base import ModelError, Prior
-
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-
 
 class BuiltinPrior(str, enum.Enum):
     """Priors embedded in the package: no download, exact ground truth."""
@@ -51,7 +47,7 @@ def load_prior(model: str, device: str = "auto", dtype: str = "auto", resolution
         from fsd2d.priors.imageset import DEFAULT_RESOLUTION, ImageSetPrior
 
         return ImageSetPrior(resolution or DEFAULT_RESOLUTION, device=dev, dtype=dt or torch.float64)
-    if Path(model).exists() or HUB_ID.fullmatch(model):
+    if Path(model).exists() or "/" in model or "\\" in model or model.startswith((".", "~")):  # folder or hub id
         from fsd2d.priors.diffusers_prior import load_stable_diffusion
 
         return load_stable_diffusion(model, device=dev, dtype=dt, resolution=resolution)
