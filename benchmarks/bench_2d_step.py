@@ -1,0 +1,68 @@
+"""Time one step of DDIM, FSD and SDS with the same prior and batch; and batching seeds vs a loop.
+
+    python benchmarks/bench_2d_step.py [--model imageset] [--seeds 16] [--steps 50] [--cfg 7.5]
+
+Prints ms/step per method, the ratios FSD/DDIM and SDS/DDIM (the prior call is the whole cost, so the
+limit is 1.0), and the speed-up of one batch of all seeds over running the seeds one by one.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from fsd2d.guidance import Guidance
+from fsd2d.priors.load import load_prior
+from fsd2d.sampling import DistillConfig, Method, ddim_sample, distill, initial_noise
+from fsd2d.schedule import timesteps
+
+
+def best_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="imageset")
+    ap.add_argument("--prompt", default="cat")
+    ap.add_argument("--seeds", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--cfg", type=float, default=7.5)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--resolution", type=int, default=None)
+    args = ap.parse_args()
+
+    prior = load_prior(args.model, args.device, "auto", args.resolution)
+    g = Guidance.from_prompts(prior, args.prompt, "", args.cfg)
+    seeds = list(range(args.seeds))
+    grid = timesteps(args.steps, 20, 980)
+    base = DistillConfig(steps=args.steps)
+    runs = {
+        "ddim": lambda s: ddim_sample(prior, g, initial_noise(prior, s), grid),
+        "fsd": lambda s: distill(prior, g, Method.FSD.config(base), s),
+        "sds": lambda s: distill(prior, g, Method.SDS.config(base), s),
+    }
+    runs["ddim"](seeds[:1])  # warm-up (imports, allocator, BLAS threads)
+    per_step = {name: best_of(lambda: fn(seeds), args.repeats) / args.steps for name, fn in runs.items()}
+
+    print(f"prior {type(prior).__name__} {prior.latent_shape} {prior.dtype} on {prior.device}, "
+          f"{args.seeds} seeds in one batch, cfg {args.cfg} (2 x batch per prior call), {args.steps} steps")
+    print(f"{'method':<8}{'ms/step':>10}{'ratio to DDIM':>16}")
+    for name, t in per_step.items():
+        print(f"{name:<8}{1e3 * t:>10.2f}{t / per_step['ddim']:>16.2f}")
+    one_by_one = best_of(lambda: [runs["fsd"]([s]) for s in seeds], 1) / args.steps
+    print(f"FSD, {args.seeds} seeds one by one: {1e3 * one_by_one:.2f} ms/step "
+          f"-> batching speed-up x{one_by_one / per_step['fsd']:.1f}")
+
+
+if __name__ == "__main__":
+    main()
