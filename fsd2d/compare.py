@@ -12,38 +12,18 @@ import torch
 
 from fsd2d import metrics
 from fsd2d.figures import image_grid
-from fsd2d.guidance import Guidance
 from fsd2d.io import atomic_output_dir, run_record, save_png, write_json
 from fsd2d.priors.base import Prior
 from fsd2d.priors.imageset import ImageSetPrior
-from fsd2d.sampling import DistillConfig, Method, ddim_sample, distill, initial_noise
-from fsd2d.schedule import Anneal, timesteps
+from fsd2d.sampling import Method, ddim_sample, distill, initial_noise
+from fsd2d.study import StudyConfig
 
 DEFAULT_METHODS = (Method.DDIM, Method.FSD, Method.FSD_EXACT, Method.SDS)
 
 
 @dataclass(frozen=True)
-class Compare2DConfig:
-    prompt: str = "cat"
-    negative_prompt: str = ""
-    seeds: tuple[int, ...] = tuple(range(8))
+class Compare2DConfig(StudyConfig):
     methods: tuple[Method, ...] = DEFAULT_METHODS
-    steps: int = 300
-    cfg: float | None = None  # None -> the prior's default (1 for analytic priors, 7.5 for Stable Diffusion)
-    beta: float = 1.0  # FSD's noise blend (fsd, fsd-exact); SDS always uses beta = 0
-    t_min: int = 20
-    t_max: int = 980
-    anneal: Anneal = Anneal.LINEAR
-    lr: float | None = None  # Adam; None -> 2.5 / steps
-    model: str = "imageset"  # built-in prior name, local diffusers folder or hub id (see priors.load)
-    device: str = "auto"
-    dtype: str = "auto"
-    resolution: int | None = None  # None -> the prior's native resolution
-
-    def distill_base(self) -> DistillConfig:
-        return DistillConfig(
-            steps=self.steps, beta=self.beta, anneal=self.anneal, t_min=self.t_min, t_max=self.t_max, lr=self.lr
-        )
 
     def ordered_methods(self) -> tuple[Method, ...]:
         """DDIM first (always run), then the others in the order given, without repeats."""
@@ -53,14 +33,13 @@ class Compare2DConfig:
 
 def run_methods(prior: Prior, config: Compare2DConfig, progress: bool = False) -> dict[Method, torch.Tensor]:
     """Final results in the prior's working space [B, C, h, w], per method (one batch of all seeds each)."""
-    base = config.distill_base()  # validates steps, beta and the timestep range before any work
-    cfg = prior.default_cfg if config.cfg is None else config.cfg
-    guidance = Guidance.from_prompts(prior, config.prompt, config.negative_prompt, cfg)
+    base = config.distill_base()
+    guidance = config.guidance(prior)
     results = {}
     for method in config.ordered_methods():
         if method is Method.DDIM:
-            grid = timesteps(config.steps, config.t_min, config.t_max, Anneal.LINEAR)
-            results[method] = ddim_sample(prior, guidance, initial_noise(prior, config.seeds), grid, progress=progress)
+            noise = initial_noise(prior, config.seeds)
+            results[method] = ddim_sample(prior, guidance, noise, config.ddim_grid(), progress=progress)
         else:
             results[method] = distill(
                 prior, guidance, method.config(base), config.seeds, progress=progress, desc=method.value
@@ -71,37 +50,14 @@ def run_methods(prior: Prior, config: Compare2DConfig, progress: bool = False) -
 def evaluate(prior: Prior, config: Compare2DConfig, images: dict[Method, torch.Tensor]) -> dict:
     """metrics.json: per method and seed the distance to DDIM (PSNR, SSIM); per method the diversity;
     for the analytic prior the nearest set image (index, PSNR) and the mode coverage."""
-    ref = metrics.to_hwc(images[Method.DDIM])
     set_images = prior.set_images(config.prompt) if isinstance(prior, ImageSetPrior) else None
+    ref = images[Method.DDIM]
     out = {"seeds": list(config.seeds), "methods": {}}
     for method, ims in images.items():
-        hwc = metrics.to_hwc(ims)
-        per_seed = [
-            {"seed": s, "psnr_to_ddim": metrics.psnr(hwc[i], ref[i]), "ssim_to_ddim": metrics.ssim(hwc[i], ref[i])}
-            for i, s in enumerate(config.seeds)
-        ]
-        entry = {
-            "per_seed": per_seed,
-            "mean_psnr_to_ddim": _mean([p["psnr_to_ddim"] for p in per_seed]),
-            "mean_ssim_to_ddim": _mean([p["ssim_to_ddim"] for p in per_seed]),
-            "diversity": metrics.diversity(ims),
-        }
-        if set_images is not None:
-            idx, near_psnr = metrics.nearest(ims, set_images)
-            for i, p in enumerate(per_seed):
-                p["nearest_set_image"], p["nearest_psnr"] = int(idx[i]), float(near_psnr[i])
-            entry["mean_nearest_psnr"] = _mean(near_psnr.tolist())
-            entry["modes_reached"] = metrics.mode_coverage(idx, near_psnr)
-            entry["set_size"] = len(set_images)
-        out["methods"][method.value] = entry
+        out["methods"][method.value] = metrics.score(ims, ref, config.seeds, set_images)
     if set_images is not None:
         out["reached_psnr_db"] = metrics.REACHED_PSNR_DB
     return out
-
-
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if v != float("inf")]
-    return float(sum(finite) / len(finite)) if finite else float("inf")
 
 
 def caption(method: Method, seed_metrics: dict) -> str:
@@ -134,8 +90,7 @@ def compare_2d(prior: Prior, config: Compare2DConfig, out: Path, progress: bool 
             [m.value for m in images],
             [f"seed {s}" for s in config.seeds],
             captions=[[caption(m, p) for p in per[m.value]["per_seed"]] for m in images],
-            title=f"'{config.prompt}'  (cfg {prior.default_cfg if config.cfg is None else config.cfg}, "
-            f"{config.steps} steps)",
+            title=f"'{config.prompt}'  (cfg {config.cfg_for(prior)}, {config.steps} steps)",
         )
         write_json(tmp / "metrics.json", summary)
         write_json(tmp / "run.json", run_record("compare-2d", config, {"prior": prior.describe()}))

@@ -50,3 +50,36 @@ def nearest(images: torch.Tensor, references: torch.Tensor) -> tuple[torch.Tenso
 def mode_coverage(indices: torch.Tensor, psnrs: torch.Tensor, threshold_db: float = REACHED_PSNR_DB) -> int:
     """Number of distinct set images reached (nearest image with PSNR >= threshold)."""
     return len(set(indices[psnrs >= threshold_db].tolist()))
+
+
+def score(images: torch.Tensor, reference: torch.Tensor, seeds, set_images: torch.Tensor | None = None) -> dict:
+    """One method's results [B, 3, H, W] against DDIM's from the same seeds [B, 3, H, W] (all in [0, 1]).
+
+    Per seed: PSNR and SSIM to the reference (and, with `set_images`, the nearest set image and its PSNR);
+    overall: their means, the diversity across seeds and, with `set_images`, the mode coverage.
+    """
+    hwc, ref = to_hwc(images), to_hwc(reference)
+    per_seed = [
+        {"seed": int(s), "psnr_to_ddim": psnr(hwc[i], ref[i]), "ssim_to_ddim": ssim(hwc[i], ref[i])}
+        for i, s in enumerate(seeds)
+    ]
+    entry = {
+        "per_seed": per_seed,
+        "mean_psnr_to_ddim": finite_mean([p["psnr_to_ddim"] for p in per_seed]),
+        "mean_ssim_to_ddim": finite_mean([p["ssim_to_ddim"] for p in per_seed]),
+        "diversity": diversity(images),
+    }
+    if set_images is not None:
+        idx, near_psnr = nearest(images, set_images)
+        for i, p in enumerate(per_seed):
+            p["nearest_set_image"], p["nearest_psnr"] = int(idx[i]), float(near_psnr[i])
+        entry["mean_nearest_psnr"] = finite_mean(near_psnr.tolist())
+        entry["modes_reached"] = mode_coverage(idx, near_psnr)
+        entry["set_size"] = len(set_images)
+    return entry
+
+
+def finite_mean(values: list[float]) -> float:
+    """Mean of the finite values (identical images give PSNR = inf); inf if there are none."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("inf")

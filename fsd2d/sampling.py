@@ -155,6 +155,7 @@ def distill(
     callback: Callback | None = None,
     progress: bool = False,
     desc: str = "distill",
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Score distillation on the clean image theta [B, C, h, w] (one row per seed); returns the final theta.
 
@@ -165,11 +166,16 @@ def distill(
       4. grad = eps_hat - noise  (Eq. 10);
       5. EXACT: theta -= Delta(sigma/alpha) grad (Eq. 12-13; last step goes to sigma/alpha = 0);
          ADAM: Adam step on theta with that gradient (w_t = 1: Adam is scale invariant).
+    `noise` [B, C, h, w] replaces eps~ (e.g. a patch-shuffled copy); fresh draws still come from the seeds.
     """
     gens = seed_generators(seeds)
     shape, dtype, device = prior.latent_shape, prior.dtype, prior.device
     b = len(seeds)
     fixed = draw_noise(gens, shape, dtype, device)  # eps~, identical to initial_noise(prior, seeds)
+    if noise is not None:
+        if noise.shape != fixed.shape:
+            raise ValueError(f"noise must have shape {tuple(fixed.shape)}, got {tuple(noise.shape)}")
+        fixed = noise.to(device=device, dtype=dtype)
     theta = (torch.zeros(b, *shape, dtype=dtype, device=device) if theta0 is None else theta0.clone()).requires_grad_(
         config.optimizer is Optimizer.ADAM
     )

@@ -1,0 +1,54 @@
+"""What every 2D study shares: its configuration (prompt, seeds, schedule, model, ...) and the wiring
+from that configuration to a prior, a guidance and a DistillConfig."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fsd2d.guidance import Guidance, check_cfg
+from fsd2d.priors.base import Prior
+from fsd2d.sampling import DistillConfig
+from fsd2d.schedule import Anneal, timesteps
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    prompt: str = "cat"
+    negative_prompt: str = ""
+    seeds: tuple[int, ...] = tuple(range(8))
+    steps: int = 300
+    cfg: float | None = None  # None -> the prior's default (1 for analytic priors, 7.5 for Stable Diffusion)
+    beta: float = 1.0  # FSD's noise blend; SDS always uses beta = 0
+    t_min: int = 20
+    t_max: int = 980
+    anneal: Anneal = Anneal.LINEAR
+    lr: float | None = None  # Adam; None -> 2.5 / steps
+    model: str = "imageset"  # built-in prior name, local diffusers folder or hub id (see priors.load)
+    device: str = "auto"
+    dtype: str = "auto"
+    resolution: int | None = None  # None -> the prior's native resolution
+
+    def validate(self) -> None:
+        """Check everything that needs no prior, before any loading or work."""
+        self.distill_base()
+        if self.cfg is not None:
+            check_cfg(self.cfg)
+
+    def distill_base(self) -> DistillConfig:
+        return DistillConfig(
+            steps=self.steps, beta=self.beta, anneal=self.anneal, t_min=self.t_min, t_max=self.t_max, lr=self.lr
+        )
+
+    def ddim_grid(self):
+        """DDIM's decreasing grid [steps]: the linear annealing over the same range."""
+        return timesteps(self.steps, self.t_min, self.t_max, Anneal.LINEAR)
+
+    def cfg_for(self, prior: Prior) -> float:
+        return prior.default_cfg if self.cfg is None else self.cfg
+
+    def guidance(self, prior: Prior) -> Guidance:
+        return Guidance.from_prompts(prior, self.prompt, self.negative_prompt, self.cfg_for(prior))
+
+    def load_prior(self) -> Prior:
+        from fsd2d.priors.load import load_prior
+
+        return load_prior(self.model, self.device, self.dtype, self.resolution)
