@@ -5,7 +5,7 @@ import functools
 import re
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Annotated, Callable, Optional
 
 import typer
 
@@ -75,61 +75,174 @@ def prompts(model: str = typer.Option("imageset", help="Built-in prior whose pro
         typer.echo(f"  {name:<10} {src.description}  [skimage.data.{src.loader}]")
 
 
+# Options shared by the 2D studies: declared once, used by every command below.
+Prompt = Annotated[str, typer.Option(help="Text prompt (see `fsd prompts` for the built-in priors).")]
+NegativePrompt = Annotated[str, typer.Option(help="Negative prompt for CFG ('' = unconditional).")]
+Seeds = Annotated[str, typer.Option(help="Seeds, like '0-3' or '0,2,5'. The same seed gives the same noise.")]
+Steps = Annotated[int, typer.Option(help="Optimisation steps (= DDIM steps).")]
+Cfg = Annotated[Optional[float], typer.Option(help="CFG scale, standard form (1 = none). Default: 1 analytic, 7.5 SD.")]
+Beta = Annotated[float, typer.Option(help="FSD noise blend sqrt(b)*fixed + sqrt(1-b)*fresh, in [0, 1].")]
+TMin = Annotated[int, typer.Option(help="Smallest timestep of the schedule.")]
+TMax = Annotated[int, typer.Option(help="Largest timestep of the schedule.")]
+AnnealOpt = Annotated[str, typer.Option("--anneal", help="Shape of t(tau): linear, sqrt or piecewise.")]
+Lr = Annotated[Optional[float], typer.Option(help="Adam learning rate (default 2.5 / steps, as the authors' 2.5e-3 x 1000).")]
+Model = Annotated[str, typer.Option(help=MODEL_HELP)]
+Resolution = Annotated[Optional[int], typer.Option(help="Image side in pixels (default: the prior's own, 32 analytic).")]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+Dtype = Annotated[str, typer.Option(help="auto (float64 analytic; fp16 CUDA / fp32 CPU for SD), float64, float32, ...")]
+Progress = Annotated[bool, typer.Option(help="Show progress bars.")]
+
+
+def study_fields(prompt, negative_prompt, seeds, steps, cfg, beta, t_min, t_max, anneal, lr, model, resolution,
+                 device, dtype) -> dict:
+    """The StudyConfig fields from the shared options (parsed and typed)."""
+    from fsd2d.schedule import Anneal
+
+    return dict(prompt=prompt, negative_prompt=negative_prompt, seeds=parse_seeds(seeds), steps=steps, cfg=cfg,
+                beta=beta, t_min=t_min, t_max=t_max, anneal=parse_enum(anneal, Anneal, "--anneal"), lr=lr,
+                model=model, resolution=resolution, device=device, dtype=dtype)
+
+
+def run_study(config, study, out: Path, progress: bool) -> dict:
+    """Validate everything that needs no prior, load the prior, run `study(prior, config, out, progress)`."""
+    config.validate()
+    prior = config.load_prior()
+    return study(prior, config, out, progress=progress)
+
+
 @app.command("compare-2d")
 @user_errors
 def compare_2d(
-    prompt: str = typer.Option("cat", help="Text prompt (see `fsd prompts` for the built-in prior)."),
-    negative_prompt: str = typer.Option("", help="Negative prompt for CFG ('' = unconditional)."),
-    seeds: str = typer.Option("0-7", help="Seeds, like '0-3' or '0,2,5'. Same seeds in every row."),
-    methods: str = typer.Option(
-        "ddim,fsd,fsd-exact,sds", help="Comma list from ddim, fsd, fsd-exact, sds, sds-annealed (ddim always runs)."
-    ),
-    steps: int = typer.Option(300, help="Optimisation steps (= DDIM steps)."),
-    cfg: float = typer.Option(None, help="CFG scale, standard form (1 = none). Default: 1 analytic, 7.5 SD."),
-    beta: float = typer.Option(1.0, help="FSD noise blend sqrt(b)*fixed + sqrt(1-b)*fresh, in [0, 1]."),
-    t_min: int = typer.Option(20, help="Smallest timestep of the schedule."),
-    t_max: int = typer.Option(980, help="Largest timestep of the schedule."),
-    anneal: str = typer.Option("linear", help="Shape of t(tau): linear, sqrt or piecewise."),
-    lr: float = typer.Option(None, help="Adam learning rate (default 2.5 / steps, as the authors' 2.5e-3 x 1000)."),
-    model: str = typer.Option("imageset", help=MODEL_HELP),
-    resolution: int = typer.Option(None, help="Image side in pixels (default: the prior's own, 32 analytic)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    dtype: str = typer.Option("auto", help="auto (float64 analytic; fp16 CUDA / fp32 CPU for SD), float64, float32, ..."),
-    out: Path = typer.Option(Path("outputs/compare-2d"), help="Output folder (replaced only when the run succeeds)."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
+    prompt: Prompt = "cat",
+    negative_prompt: NegativePrompt = "",
+    seeds: Seeds = "0-7",
+    methods: Annotated[str, typer.Option(
+        help="Comma list from ddim, fsd, fsd-exact, sds, sds-annealed (ddim always runs).")] = "ddim,fsd,fsd-exact,sds",
+    steps: Steps = 300, cfg: Cfg = None, beta: Beta = 1.0, t_min: TMin = 20, t_max: TMax = 980,
+    anneal: AnnealOpt = "linear", lr: Lr = None, model: Model = "imageset", resolution: Resolution = None,
+    device: Device = "auto", dtype: Dtype = "auto",
+    out: Annotated[Path, typer.Option(help="Output folder (replaced only when the run succeeds).")] = Path(
+        "outputs/compare-2d"),
+    progress: Progress = True,
 ):
     """Same seeds through DDIM, FSD and SDS (paper Fig. 3): grid.png, images/, metrics.json, run.json."""
-    from fsd2d.compare import Compare2DConfig, compare_2d as run
-    from fsd2d.priors.load import load_prior
+    from fsd2d.compare import Compare2DConfig, compare_2d as study
     from fsd2d.sampling import Method
-    from fsd2d.schedule import Anneal
 
     config = Compare2DConfig(
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        seeds=parse_seeds(seeds),
+        **study_fields(prompt, negative_prompt, seeds, steps, cfg, beta, t_min, t_max, anneal, lr, model, resolution,
+                       device, dtype),
         methods=parse_enum_list(methods, Method, "--methods"),
-        steps=steps,
-        cfg=cfg,
-        beta=beta,
-        t_min=t_min,
-        t_max=t_max,
-        anneal=parse_enum(anneal, Anneal, "--anneal"),
-        lr=lr,
-        model=model,
-        device=device,
-        dtype=dtype,
-        resolution=resolution,
     )
-    config.distill_base()  # check steps, beta, t range and lr before loading anything
-    if cfg is not None:
-        from fsd2d.guidance import check_cfg
-
-        check_cfg(cfg)
-    prior = load_prior(model, device, dtype, resolution)
-    summary = run(prior, config, out, progress=progress)
+    summary = run_study(config, study, out, progress)
     print_summary(summary)
     typer.echo(f"wrote {out}/ (grid.png, images/, metrics.json, run.json) in {summary['seconds']:.1f} s")
+
+
+@app.command("shuffle-noise")
+@user_errors
+def shuffle_noise(
+    prompt: Prompt = "brick",
+    negative_prompt: NegativePrompt = "",
+    seeds: Seeds = "0-3",
+    grid: Annotated[int, typer.Option(help="Cut the noise into grid x grid patches (must divide its size).")] = 4,
+    permutation: Annotated[str, typer.Option(help="random, reverse, transpose or shift.")] = "random",
+    perm_seed: Annotated[int, typer.Option(help="Seed of the random permutation.")] = 0,
+    frames: Annotated[int, typer.Option(help="Corresponding patches framed in colour in the figure (0 = none).")] = 4,
+    steps: Steps = 300, cfg: Cfg = None, beta: Beta = 1.0, t_min: TMin = 20, t_max: TMax = 980,
+    anneal: AnnealOpt = "linear", lr: Lr = None, model: Model = "patches", resolution: Resolution = None,
+    device: Device = "auto", dtype: Dtype = "auto",
+    out: Annotated[Path, typer.Option(help="Output folder (replaced only when the run succeeds).")] = Path(
+        "outputs/shuffle-noise"),
+    progress: Progress = True,
+):
+    """FSD from a noise and from a patch-shuffled copy (paper Fig. 5): shuffle.png, metrics.json, run.json."""
+    from fsd2d.shuffle import Permutation
+    from fsd2d.shuffle_study import ShuffleConfig, shuffle_noise as study
+
+    if frames < 0:
+        raise InputError(f"--frames must be >= 0, got {frames}")
+    config = ShuffleConfig(
+        **study_fields(prompt, negative_prompt, seeds, steps, cfg, beta, t_min, t_max, anneal, lr, model, resolution,
+                       device, dtype),
+        grid=grid, permutation=parse_enum(permutation, Permutation, "--permutation"), perm_seed=perm_seed,
+        frames=frames,
+    )
+    s = run_study(config, study, out, progress)
+    typer.echo(f"{'seed':>6}{'corr permuted':>15}{'corr control':>14}")
+    for p in s["per_seed"]:
+        typer.echo(f"{p['seed']:>6}{p['corr_permuted']:>15.3f}{p['corr_control']:>14.3f}")
+    typer.echo(f"{'mean':>6}{s['mean_corr_permuted']:>15.3f}{s['mean_corr_control']:>14.3f}")
+    typer.echo(f"wrote {out}/ (shuffle.png, metrics.json, run.json) in {s['seconds']:.1f} s")
+
+
+@app.command("consistency")
+@user_errors
+def consistency(
+    prompt: Prompt = "cat",
+    negative_prompt: NegativePrompt = "",
+    seeds: Seeds = "0-7",
+    window: Annotated[int, typer.Option(help="Consecutive steps shown, centred on the middle of the run.")] = 6,
+    show_seed: Annotated[Optional[int], typer.Option(help="Seed shown in the strip (default: the first).")] = None,
+    steps: Steps = 300, cfg: Cfg = None, beta: Beta = 1.0, t_min: TMin = 20, t_max: TMax = 980,
+    anneal: AnnealOpt = "linear", lr: Lr = None, model: Model = "imageset", resolution: Resolution = None,
+    device: Device = "auto", dtype: Dtype = "auto",
+    out: Annotated[Path, typer.Option(help="Output folder (replaced only when the run succeeds).")] = Path(
+        "outputs/consistency"),
+    progress: Progress = True,
+):
+    """How much x_gt moves per step under FSD vs SDS (paper Fig. 4): strip.png, curve.png, metrics.json."""
+    from fsd2d.consistency import ConsistencyConfig, x_gt_consistency as study
+
+    config = ConsistencyConfig(
+        **study_fields(prompt, negative_prompt, seeds, steps, cfg, beta, t_min, t_max, anneal, lr, model, resolution,
+                       device, dtype),
+        window=window, show_seed=show_seed,
+    )
+    s = run_study(config, study, out, progress)
+    typer.echo(f"{'method':<14}{'x_gt RMSE/step, window':>24}{'whole run':>12}")
+    for name, m in s["methods"].items():
+        typer.echo(f"{name:<14}{m['mean_consecutive_rmse_window']:>24.3g}{m['mean_consecutive_rmse_run']:>12.3g}")
+    typer.echo(f"wrote {out}/ (strip.png, curve.png, metrics.json, run.json) in {s['seconds']:.1f} s")
+
+
+@app.command("beta-sweep")
+@user_errors
+def beta_sweep(
+    prompt: Prompt = "cat",
+    negative_prompt: NegativePrompt = "",
+    seeds: Seeds = "0-7",
+    betas: Annotated[str, typer.Option(help="Comma list of beta values in [0, 1].")] = "0,0.25,0.5,0.75,1",
+    steps: Steps = 300, cfg: Cfg = None, t_min: TMin = 20, t_max: TMax = 980,
+    anneal: AnnealOpt = "linear", lr: Lr = None, model: Model = "imageset", resolution: Resolution = None,
+    device: Device = "auto", dtype: Dtype = "auto",
+    out: Annotated[Path, typer.Option(help="Output folder (replaced only when the run succeeds).")] = Path(
+        "outputs/beta-sweep"),
+    progress: Progress = True,
+):
+    """FSD with noise blend beta (paper Fig. 8 in 2D): beta_sweep.png, grid.png, table.csv, metrics.json."""
+    from fsd2d.beta_sweep import BetaSweepConfig, beta_sweep as study
+
+    config = BetaSweepConfig(
+        **study_fields(prompt, negative_prompt, seeds, steps, cfg, 1.0, t_min, t_max, anneal, lr, model, resolution,
+                       device, dtype),
+        betas=parse_floats(betas, "--betas"),
+    )
+    s = run_study(config, study, out, progress)
+    has_modes = "modes_reached" in s["rows"][0]
+    typer.echo(f"{'beta':>6}{'diversity':>11}{'PSNR vs DDIM':>14}{'SSIM vs DDIM':>14}" + ("  modes" if has_modes else ""))
+    for r in s["rows"]:
+        line = f"{r['beta']:>6g}{r['diversity']:>11.3f}{r['mean_psnr_to_ddim']:>14.2f}{r['mean_ssim_to_ddim']:>14.3f}"
+        typer.echo(line + (f"{r['modes_reached']:>7d}" if has_modes else ""))
+    typer.echo(f"wrote {out}/ (beta_sweep.png, grid.png, table.csv, metrics.json, run.json) in {s['seconds']:.1f} s")
+
+
+def parse_floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"bad {flag} {text!r}: use a comma list of numbers like '0,0.5,1'") from None
+    return values
 
 
 def print_summary(summary: dict) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import matplotlib
 
@@ -19,8 +19,12 @@ def image_grid(
     captions: Sequence[Sequence[str]] | None = None,
     title: str = "",
     cell_inches: float = 1.4,
+    overlay: Callable | None = None,
 ) -> None:
-    """One row per entry of `rows` ([N, H, W, 3] in [0, 1]), one column per image; saves a PNG."""
+    """One row per entry of `rows` ([N, H, W, 3] in [0, 1]), one column per image; saves a PNG.
+
+    `overlay(ax, row, col)`, if given, draws on each cell (pixel coordinates of the image).
+    """
     n_rows, n_cols = len(rows), len(col_labels)
     fig, axes = plt.subplots(
         n_rows, n_cols, figsize=(cell_inches * n_cols + 0.9, cell_inches * n_rows + 0.6), squeeze=False
@@ -37,6 +41,8 @@ def image_grid(
                 ax.set_ylabel(row_labels[r], fontsize=10)
             if captions is not None and captions[r][c]:
                 ax.set_xlabel(captions[r][c], fontsize=7)
+            if overlay is not None:
+                overlay(ax, r, c)
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
