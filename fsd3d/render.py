@@ -1,0 +1,299 @@
+"""Render 3D Gaussians: gsplat on CUDA, a dense pure-PyTorch reference everywhere.
+
+Inputs (where they enter the library; camera conventions are in `fsd3d.cameras`):
+    means      [N, 3]  world positions
+    quats      [N, 4]  rotations, (w, x, y, z) order as gsplat, need not be normalised
+    scales     [N, 3]  standard deviations along the rotated axes (already exp'd, > 0)
+    opacities  [N]     in (0, 1) (already sigmoid'ed)
+    colors     [N, 3]  RGB in [0, 1] (already evaluated; no SH here)
+    viewmats   [C, 4, 4] OpenCV world-to-camera;  Ks [C, 3, 3] pinhole intrinsics (pixels)
+    background [3] or [C, 3] RGB in [0, 1], or None (= black)
+Output: `RenderOutput` with channels-first images (rgb [C, 3, H, W] feeds the fsd2d priors,
+which take [B, 3, H, W]).
+
+The maths of `render_reference` is gsplat's default ("classic", packed or not) rasterisation:
+    1. Sigma = R S S^T R^T, R from the normalised quaternion, S = diag(scales).
+    2. Camera space: t = V mu + v, Sigma_c = V Sigma V^T (V, v: rotation, translation of viewmat).
+       Gaussians with t_z <= near are dropped.
+    3. Screen mean: (K t)_{xy} / t_z. EWA: Sigma_2d = J Sigma_c J^T + 0.3 I (gsplat eps2d = 0.3), with
+       J = [[fx/tz, 0, -fx tx'/tz^2], [0, fy/tz, -fy ty'/tz^2]], where tx'/tz and ty'/tz are clamped to
+       [-(cx/fx + 0.3 tan_x), (W - cx)/fx + 0.3 tan_x] (and likewise in y), tan_x = 0.5 W / fx:
+       i.e. 1.3 x the half-fov tangent for a centred principal point.
+    4. Per pixel centre p = (j + 0.5, i + 0.5): alpha_i = min(0.999, o_i exp(-0.5 d^T Sigma_2d^-1 d)),
+       d = p - mean_i; contributions with alpha_i < 1/255 are skipped.
+    5. Front-to-back in camera z: T_i = prod_{j<i} (1 - alpha_j), w_i = alpha_i T_i,
+       rgb = sum_i w_i c_i + T_final * bg, alpha = sum_i w_i = 1 - T_final,
+       depth = sum_i w_i z_i / max(alpha, 1e-10) (gsplat's "ED" expected depth; 0 where alpha = 0).
+Known differences from gsplat's CUDA kernels, all below the tolerances of tests/test_render.py:
+    * gsplat stops a pixel once T would drop below 1e-4; the reference composites every Gaussian
+      (the difference in rgb/alpha is at most ~1e-4).
+    * gsplat only visits Gaussians whose screen box (tile-granular) touches a pixel's tile and culls
+      Gaussians whose box misses the image. Versions that size the box at 3 sigma regardless of
+      opacity miss alpha in [1/255, 0.011 o] beyond 3 sigma, which the dense reference keeps;
+      versions that size it from the opacity and the 1/255 cut agree with the reference.
+    * gsplat's kernels are float32 only; the reference runs in any float dtype (float64 for gradcheck).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+
+from fsd2d.errors import InputError
+
+__all__ = ["Backend", "RenderOutput", "quat_to_rotmat", "render", "render_gsplat", "render_reference"]
+
+Backend = Literal["auto", "reference", "gsplat"]
+
+EPS2D = 0.3  # gsplat's low-pass added to the 2D covariance (pixels^2)
+ALPHA_MIN = 1.0 / 255.0  # contributions below are skipped
+ALPHA_MAX = 0.999  # per-Gaussian alpha clamp
+DEPTH_EPS = 1e-10  # expected depth = accumulated depth / max(alpha, DEPTH_EPS), as gsplat
+FOV_CLAMP = 0.3  # the off-centre clamp of x/z, y/z in the Jacobian: tan_half_fov * (1 + 0.3)
+
+
+@dataclass
+class RenderOutput:
+    """Rendered images, channels-first, one per camera."""
+
+    rgb: torch.Tensor  # [C, 3, H, W] in [0, 1], background composited
+    alpha: torch.Tensor  # [C, 1, H, W] in [0, 1], accumulated opacity 1 - T_final
+    depth: torch.Tensor  # [C, 1, H, W] expected camera-space z (0 where alpha = 0)
+
+
+def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices [..., 3, 3] from quaternions [..., 4] in (w, x, y, z) order (normalised here)."""
+    w, x, y, z = F.normalize(quats, p=2, dim=-1).unbind(-1)
+    R = torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    )
+    return R.reshape(quats.shape[:-1] + (3, 3))
+
+
+def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, background) -> None:
+    """Shape, dtype and size checks shared by both backends; messages print the actual shapes."""
+    for name, v in (("width", width), ("height", height)):
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise InputError(f"image {name} must be a positive int, got {v!r}")
+    if means.ndim != 2 or means.shape[-1] != 3:
+        raise InputError(f"means must be [N, 3], got {tuple(means.shape)}")
+    N = means.shape[0]
+    expected = {"quats": (N, 4), "scales": (N, 3), "opacities": (N,), "colors": (N, 3)}
+    for name, t in (("quats", quats), ("scales", scales), ("opacities", opacities), ("colors", colors)):
+        if tuple(t.shape) != expected[name]:
+            raise InputError(f"{name} must be {list(expected[name])} for N={N} means, got {tuple(t.shape)}")
+    if viewmats.ndim != 3 or viewmats.shape[-2:] != (4, 4):
+        raise InputError(f"viewmats must be [C, 4, 4], got {tuple(viewmats.shape)}")
+    C = viewmats.shape[0]
+    if tuple(Ks.shape) != (C, 3, 3):
+        raise InputError(f"Ks must be [C, 3, 3] with C={C} viewmats, got {tuple(Ks.shape)}")
+    if background is not None and tuple(background.shape) not in ((3,), (C, 3)):
+        raise InputError(f"background must be [3] or [C, 3] with C={C}, got {tuple(background.shape)}")
+    if not means.is_floating_point():
+        raise InputError(f"means must be a floating-point tensor, got {means.dtype}")
+    tensors = [quats, scales, opacities, colors, viewmats, Ks] + ([background] if background is not None else [])
+    for t in tensors:
+        if t.dtype != means.dtype or t.device != means.device:
+            raise InputError(
+                f"all tensors must share means' dtype and device ({means.dtype}, {means.device}), "
+                f"got {t.dtype} on {t.device}"
+            )
+
+
+def _to_camera(means, quats, scales, viewmats):
+    """Steps 1-2: camera-space means [C, N, 3] and covariances [C, N, 3, 3]."""
+    R = quat_to_rotmat(quats)  # [N, 3, 3]
+    M = R * scales[:, None, :]  # [N, 3, 3] = R S
+    covars = M @ M.transpose(-1, -2)  # [N, 3, 3]
+    Rw = viewmats[:, :3, :3]  # [C, 3, 3]
+    tw = viewmats[:, :3, 3]  # [C, 3]
+    means_c = torch.einsum("cij,nj->cni", Rw, means) + tw[:, None, :]  # [C, N, 3]
+    covars_c = torch.einsum("cij,njk,clk->cnil", Rw, covars, Rw)  # [C, N, 3, 3]
+    return means_c, covars_c
+
+
+def _screen_space(means_c, covars_c, Ks, width, height, near):
+    """Step 3: (valid [C, N], depth [C, N], means2d [C, N, 2], conics [C, N, 2, 2])."""
+    tx, ty, tz = means_c.unbind(-1)  # [C, N]
+    valid = tz > near  # [C, N]
+    # Dropped Gaussians get a harmless stand-in depth so no NaN/inf reaches the gradients.
+    tz_s = torch.where(valid, tz, torch.ones_like(tz))  # [C, N]
+    fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]  # [C, 1]
+    cx, cy = Ks[:, 0, 2, None], Ks[:, 1, 2, None]  # [C, 1]
+    tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy  # [C, 1]
+    lim_x_pos, lim_x_neg = (width - cx) / fx + FOV_CLAMP * tan_x, cx / fx + FOV_CLAMP * tan_x
+    lim_y_pos, lim_y_neg = (height - cy) / fy + FOV_CLAMP * tan_y, cy / fy + FOV_CLAMP * tan_y
+    txc = tz_s * torch.maximum(torch.minimum(tx / tz_s, lim_x_pos), -lim_x_neg)  # [C, N]
+    tyc = tz_s * torch.maximum(torch.minimum(ty / tz_s, lim_y_pos), -lim_y_neg)  # [C, N]
+    zero = torch.zeros_like(tz_s)
+    J = torch.stack(
+        [fx / tz_s, zero, -fx * txc / tz_s**2, zero, fy / tz_s, -fy * tyc / tz_s**2], dim=-1
+    ).reshape(tz.shape + (2, 3))  # [C, N, 2, 3]
+    cov2d = J @ covars_c @ J.transpose(-1, -2)  # [C, N, 2, 2]
+    cov2d = cov2d + EPS2D * torch.eye(2, dtype=cov2d.dtype, device=cov2d.device)
+    a, b, c = cov2d[..., 0, 0], 0.5 * (cov2d[..., 0, 1] + cov2d[..., 1, 0]), cov2d[..., 1, 1]  # [C, N]
+    det = (a * c - b * b).clamp(min=1e-10)  # [C, N]
+    conics = torch.stack([c / det, -b / det, -b / det, a / det], dim=-1).reshape(tz.shape + (2, 2))
+    # Screen means use the unclamped camera-space mean, with the full K (skew included).
+    uv = torch.einsum("cij,cnj->cni", Ks[:, :2, :3], means_c) / tz_s[..., None]  # [C, N, 2]
+    return valid, tz, uv, conics
+
+
+def render_reference(
+    means: torch.Tensor,  # [N, 3]
+    quats: torch.Tensor,  # [N, 4] (w, x, y, z)
+    scales: torch.Tensor,  # [N, 3]
+    opacities: torch.Tensor,  # [N]
+    colors: torch.Tensor,  # [N, 3]
+    viewmats: torch.Tensor,  # [C, 4, 4]
+    Ks: torch.Tensor,  # [C, 3, 3]
+    width: int,
+    height: int,
+    background: torch.Tensor | None = None,  # [3] or [C, 3]
+    near: float = 0.01,
+) -> RenderOutput:
+    """Dense pure-PyTorch rasterisation, differentiable w.r.t. every Gaussian parameter.
+
+    Same maths as gsplat's default rasterisation (module docstring, steps 1-5) without the T < 1e-4
+    early stop. Cost per camera: O(N log N) sort plus O(N * H * W) memory; meant for ~1-4k Gaussians
+    at 32-64 px on a CPU.
+    """
+    _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, background)
+    C, P = viewmats.shape[0], height * width
+    dtype, device = means.dtype, means.device
+
+    means_c, covars_c = _to_camera(means, quats, scales, viewmats)
+    valid, depth, uv, conics = _screen_space(means_c, covars_c, Ks, width, height, near)
+
+    xs = torch.arange(width, dtype=dtype, device=device) + 0.5  # [W] pixel-centre x
+    ys = torch.arange(height, dtype=dtype, device=device) + 0.5  # [H] pixel-centre y
+    if background is None:
+        bg = torch.zeros(C, 3, dtype=dtype, device=device)
+    else:
+        bg = background.expand(C, 3)  # [C, 3]
+
+    rgbs, alphas, depths = [], [], []
+    for ci in range(C):
+        # 5a. front-to-back order of the Gaussians in front of the near plane (order not differentiated)
+        order = torch.argsort(depth[ci].detach())  # [N]
+        order = order[valid[ci, order]]  # [M] (M <= N)
+        mu, con = uv[ci, order], conics[ci, order]  # [M, 2], [M, 2, 2]
+        z, o, col = depth[ci, order], opacities[order], colors[order]  # [M], [M], [M, 3]
+        # 4. per-pixel alphas; the quadratic form is separable in (x, y) up to the cross term
+        dx = xs[None, :] - mu[:, 0, None]  # [M, W]
+        dy = ys[None, :] - mu[:, 1, None]  # [M, H]
+        a, b, c = con[:, 0, 0, None, None], con[:, 0, 1, None, None], con[:, 1, 1, None, None]  # [M, 1, 1]
+        power = (
+            0.5 * a * (dx * dx)[:, None, :] + 0.5 * c * (dy * dy)[:, :, None] + b * dy[:, :, None] * dx[:, None, :]
+        ).reshape(-1, P)  # [M, P] = 0.5 d^T conic d, row-major pixels
+        alpha = torch.clamp(o[:, None] * torch.exp(-power), max=ALPHA_MAX)  # [M, P]
+        alpha = torch.where(alpha >= ALPHA_MIN, alpha, torch.zeros_like(alpha))  # [M, P]
+        # 5b. transmittance before each Gaussian: T_i = prod_{j<i} (1 - alpha_j)
+        one_minus = 1.0 - alpha  # [M, P], >= 0.001 so cumprod's backward never divides by 0
+        ones = torch.ones(1, P, dtype=dtype, device=device)
+        T = torch.cumprod(torch.cat([ones, one_minus], dim=0), dim=0)  # [M + 1, P]; T[-1] = T_final
+        w = alpha * T[:-1]  # [M, P] blending weights
+        feats = torch.cat([col, z[:, None], torch.ones_like(z)[:, None]], dim=1)  # [M, 5] = (rgb, z, 1)
+        acc = w.transpose(0, 1) @ feats  # [P, 5] = (sum w c, sum w z, sum w)
+        rgb = acc[:, :3] + T[-1][:, None] * bg[ci][None, :]  # [P, 3]
+        alpha_img = acc[:, 4]  # [P] = 1 - T_final
+        dep = acc[:, 3] / alpha_img.clamp(min=DEPTH_EPS)  # [P]
+        rgbs.append(rgb.transpose(0, 1).reshape(3, height, width))
+        alphas.append(alpha_img.reshape(1, height, width))
+        depths.append(dep.reshape(1, height, width))
+    return RenderOutput(rgb=torch.stack(rgbs), alpha=torch.stack(alphas), depth=torch.stack(depths))
+
+
+def _gsplat_available() -> bool:
+    try:
+        import gsplat  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def render_gsplat(
+    means: torch.Tensor,  # [N, 3]
+    quats: torch.Tensor,  # [N, 4] (w, x, y, z)
+    scales: torch.Tensor,  # [N, 3]
+    opacities: torch.Tensor,  # [N]
+    colors: torch.Tensor,  # [N, 3]
+    viewmats: torch.Tensor,  # [C, 4, 4]
+    Ks: torch.Tensor,  # [C, 3, 3]
+    width: int,
+    height: int,
+    background: torch.Tensor | None = None,  # [3] or [C, 3]
+    near: float = 0.01,
+) -> RenderOutput:
+    """gsplat's CUDA rasterisation (float32 CUDA tensors), returned in our channels-first layout.
+
+    Calls `gsplat.rasterization(..., render_mode="RGB+ED", packed=False, eps2d=0.3,
+    rasterize_mode="classic")`, which returns colors [C, H, W, 4] (RGB, then expected depth) and
+    alphas [C, H, W, 1]; gsplat adds backgrounds [C, 3] as bg * (1 - alpha) to RGB only.
+    """
+    _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, background)
+    try:
+        import gsplat
+    except ImportError as exc:
+        raise InputError(f"backend 'gsplat' needs the gsplat package (pip install 'fsd[cuda]'): {exc}") from exc
+    if not means.is_cuda:
+        raise InputError(f"backend 'gsplat' needs CUDA tensors, got tensors on {means.device}")
+    if means.dtype != torch.float32:
+        raise InputError(f"backend 'gsplat' needs float32 tensors, got {means.dtype}")
+    C = viewmats.shape[0]
+    backgrounds = None if background is None else background.expand(C, 3).contiguous()  # [C, 3]
+    render_colors, render_alphas, _meta = gsplat.rasterization(
+        means,
+        quats,
+        scales,
+        opacities,
+        colors,
+        viewmats,
+        Ks,
+        width,
+        height,
+        near_plane=near,
+        eps2d=EPS2D,
+        sh_degree=None,
+        packed=False,
+        backgrounds=backgrounds,
+        render_mode="RGB+ED",
+        rasterize_mode="classic",
+    )  # [C, H, W, 4], [C, H, W, 1]
+    rgb = render_colors[..., :3].permute(0, 3, 1, 2).contiguous()  # [C, 3, H, W]
+    depth = render_colors[..., 3:4].permute(0, 3, 1, 2).contiguous()  # [C, 1, H, W]
+    alpha = render_alphas.permute(0, 3, 1, 2).contiguous()  # [C, 1, H, W]
+    return RenderOutput(rgb=rgb, alpha=alpha, depth=depth)
+
+
+def render(
+    means: torch.Tensor,  # [N, 3]
+    quats: torch.Tensor,  # [N, 4] (w, x, y, z)
+    scales: torch.Tensor,  # [N, 3]
+    opacities: torch.Tensor,  # [N]
+    colors: torch.Tensor,  # [N, 3]
+    viewmats: torch.Tensor,  # [C, 4, 4]
+    Ks: torch.Tensor,  # [C, 3, 3]
+    width: int,
+    height: int,
+    background: torch.Tensor | None = None,  # [3] or [C, 3]
+    near: float = 0.01,
+    backend: Backend = "auto",
+) -> RenderOutput:
+    """Render with the chosen backend. "auto": gsplat when the tensors are float32 on CUDA and gsplat
+    imports, otherwise the PyTorch reference."""
+    allowed = get_args(Backend)
+    if backend not in allowed:
+        raise InputError(f"unknown render backend {backend!r}; allowed: {', '.join(allowed)}")
+    if backend == "auto":
+        use_gsplat = means.is_cuda and means.dtype == torch.float32 and _gsplat_available()
+        backend = "gsplat" if use_gsplat else "reference"
+    fn = render_gsplat if backend == "gsplat" else render_reference
+    return fn(means, quats, scales, opacities, colors, viewmats, Ks, width, height, background, near)
