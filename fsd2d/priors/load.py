@@ -12,6 +12,7 @@ class BuiltinPrior(str, enum.Enum):
     """Priors embedded in the package: no download, exact ground truth."""
 
     IMAGESET = "imageset"  # exact posterior mean of scikit-image picture sets (priors/imageset.py)
+    PATCHES = "patches"  # local patch posterior mean over the same pictures (priors/patches.py)
 
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -47,6 +48,11 @@ def load_prior(model: str, device: str = "auto", dtype: str = "auto", resolution
         from fsd2d.priors.imageset import DEFAULT_RESOLUTION, ImageSetPrior
 
         return ImageSetPrior(resolution or DEFAULT_RESOLUTION, device=dev, dtype=dt or torch.float64)
+    if model == BuiltinPrior.PATCHES.value:
+        from fsd2d.priors.imageset import DEFAULT_RESOLUTION
+        from fsd2d.priors.patches import PatchPrior
+
+        return PatchPrior(resolution or DEFAULT_RESOLUTION, device=dev, dtype=dt or torch.float64)
     if Path(model).exists() or "/" in model or "\\" in model or model.startswith((".", "~")):  # folder or hub id
         from fsd2d.priors.diffusers_prior import load_stable_diffusion
 
