@@ -62,17 +62,28 @@ def parse_enum_list(text: str, enum_cls, flag: str) -> tuple:
 
 @app.command()
 @user_errors
-def prompts(model: str = typer.Option("imageset", help="Built-in prior whose prompts to list.")):
+def prompts(model: str = typer.Option("imageset", help="Built-in prior: imageset, patches (2D) or references (3D).")):
     """List the prompts of a built-in prior (Stable Diffusion takes any text)."""
     from fsd2d.priors.load import BuiltinPrior
 
-    if model != BuiltinPrior.IMAGESET.value:
-        raise InputError(f"--model {model!r}: only built-in priors have a prompt list ({BuiltinPrior.IMAGESET.value})")
+    if model == "references":
+        from fsd3d.references import REFERENCE_PROMPTS
+
+        typer.echo("prompts of the built-in 3D 'references' prior (each with several variants):")
+        for name, variants in REFERENCE_PROMPTS.items():
+            typer.echo(f"  {name:<10} {', '.join(variant_names(variants))}")
+        return
+    if model not in [b.value for b in BuiltinPrior]:
+        raise InputError(f"--model {model!r}: only built-in priors have a prompt list (imageset, patches, references)")
     from fsd2d.priors.imageset import DEFAULT_CROPS, PROMPTS
 
     typer.echo(f"prompts of the built-in '{model}' prior ({DEFAULT_CROPS} crops each; '' = all of them):")
     for name, src in PROMPTS.items():
         typer.echo(f"  {name:<10} {src.description}  [skimage.data.{src.loader}]")
+
+
+def variant_names(variants) -> list[str]:
+    return [getattr(v, "name", str(v)) for v in (variants.values() if isinstance(variants, dict) else variants)]
 
 
 # Options shared by the 2D studies: declared once, used by every command below.
@@ -235,6 +246,86 @@ def beta_sweep(
         line = f"{r['beta']:>6g}{r['diversity']:>11.3f}{r['mean_psnr_to_ddim']:>14.2f}{r['mean_ssim_to_ddim']:>14.3f}"
         typer.echo(line + (f"{r['modes_reached']:>7d}" if has_modes else ""))
     typer.echo(f"wrote {out}/ (beta_sweep.png, grid.png, table.csv, metrics.json, run.json) in {s['seconds']:.1f} s")
+
+
+@app.command("gen-3d")
+@user_errors
+def gen_3d(
+    prompt: Annotated[str, typer.Option(help="Text prompt (`fsd prompts --model references` for the embedded prior).")] = "mushroom",
+    negative_prompt: NegativePrompt = "",
+    method: Annotated[str, typer.Option(
+        help="fsd (world-map noise), sds (fresh noise), or a noise function: worldmap, constant, random.")] = "fsd",
+    seeds: Seeds = "0-3",
+    steps: Annotated[int, typer.Option(help="Optimisation steps per seed.")] = 300,
+    beta: Annotated[float, typer.Option(help="Noise blend of world-map/constant noise with fresh noise, in [0, 1].")] = 1.0,
+    theta: Annotated[float, typer.Option(help="World-map size Theta in degrees (map = h*180/Theta x w*360/Theta).")] = 180.0,
+    alpha0: Annotated[float, typer.Option(help="Foreground threshold on pooled opacity for world-map noise.")] = 0.5,
+    cfg: Cfg = None,
+    t_min: TMin = 20, t_max: TMax = 980, anneal: AnnealOpt = "linear",
+    t_sampling: Annotated[str, typer.Option(help="annealed (t decreases) or uniform (t random every step).")] = "annealed",
+    cameras_per_step: Annotated[int, typer.Option(help="Views rendered per step (one prior batch).")] = 2,
+    elevation: Annotated[str, typer.Option(help="Camera elevation range 'lo,hi' in degrees.")] = "0,40",
+    radius: Annotated[str, typer.Option(help="Camera distance range 'lo,hi'.")] = "1.5,2.0",
+    fov: Annotated[str, typer.Option(help="Vertical field of view range 'lo,hi' in degrees.")] = "40,65",
+    num_gaussians: Annotated[int, typer.Option(help="Gaussians in the initial ball.")] = 1000,
+    init: Annotated[Optional[Path], typer.Option(help="Start every seed from this PLY instead of a random ball.")] = None,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 50,
+    model: Annotated[str, typer.Option(
+        help="'references' (embedded analytic prior, no download), a local SD folder, or a hub id.")] = "references",
+    resolution: Annotated[Optional[int], typer.Option(help="Render size in pixels (default 32 embedded, 512 SD).")] = None,
+    device: Device = "auto", dtype: Dtype = "auto",
+    out: Annotated[Path, typer.Option(help="Output folder (one sub-folder per seed).")] = Path("outputs/gen-3d"),
+    resume: Annotated[bool, typer.Option(help="Continue from the checkpoints in --out.")] = False,
+    progress: Progress = True,
+):
+    """Text-to-3D Gaussian Splatting with FSD or SDS: per seed gaussians.ply, turntable.gif, views.png."""
+    from fsd2d.sampling import TimestepSampling
+    from fsd2d.schedule import Anneal
+    from fsd3d.cameras import CameraRanges
+    from fsd3d.gen3d import Gen3DConfig, gen_3d as run, load_scene_prior
+    from fsd3d.train import NoiseKind, Train3DConfig
+
+    train = Train3DConfig(
+        steps=steps, method=parse_enum(method, NoiseKind, "--method"), beta=beta, theta=theta, alpha0=alpha0, cfg=cfg,
+        t_min=t_min, t_max=t_max, anneal=parse_enum(anneal, Anneal, "--anneal"),
+        sampling=parse_enum(t_sampling, TimestepSampling, "--t-sampling"), cameras_per_step=cameras_per_step,
+        cameras=CameraRanges(elevation=parse_range(elevation, "--elevation"), radius=parse_range(radius, "--radius"),
+                             fov=parse_range(fov, "--fov")),
+        num_gaussians=num_gaussians, checkpoint_every=checkpoint_every,
+    )
+    config = Gen3DConfig(prompt=prompt, negative_prompt=negative_prompt, seeds=parse_seeds(seeds), model=model,
+                         resolution=resolution, device=device, dtype=dtype, train=train,
+                         init_ply=str(init) if init else None)
+    config.validate()
+    if cfg is not None:
+        from fsd2d.guidance import check_cfg
+
+        check_cfg(cfg)
+    summary = run(load_scene_prior(config), config, out, resume=resume, progress=progress)
+    print_3d_summary(summary)
+    typer.echo(f"wrote {out}/ (seed_*/gaussians.ply, turntable.gif, views.png; summary.png, metrics.json) "
+               f"in {summary['seconds']:.1f} s")
+
+
+def print_3d_summary(summary: dict) -> None:
+    rows = [(seed, m) for seed, m in summary["per_seed"].items() if "majority" in m]
+    if rows:
+        typer.echo(f"{'seed':>6}  {'nearest reference':<20}{'agreement':>10}{'PSNR':>8}{'holes':>8}")
+        for seed, m in rows:
+            typer.echo(f"{seed:>6}  {m['majority']:<20}{m['agreement']:>10.2f}{m['majority_psnr']:>8.2f}"
+                       f"{m['holes']:>8.3f}")
+    line = f"method {summary['method']}: diversity (1 - SSIM, matched views) {summary['diversity']:.3f}"
+    if "references_reached" in summary:
+        line += (f", distinct references reached {summary['references_reached']} / {len(summary['seeds'])} seeds"
+                 f" (PSNR >= {summary['threshold_db']:.0f} dB)")
+    typer.echo(line)
+
+
+def parse_range(text: str, flag: str) -> tuple[float, float]:
+    values = parse_floats(text, flag)
+    if len(values) != 2:
+        raise InputError(f"bad {flag} {text!r}: give 'lo,hi'")
+    return values
 
 
 def parse_floats(text: str, flag: str) -> tuple[float, ...]:

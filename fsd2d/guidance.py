@@ -23,8 +23,8 @@ def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) 
 class Guidance:
     """Encoded prompt, encoded negative prompt and the guidance scale s >= 0."""
 
-    cond: torch.Tensor  # [1, ...]
-    uncond: torch.Tensor  # [1, ...] (the negative prompt; "" is the unconditional model)
+    cond: torch.Tensor  # [1, ...] for one prompt, or [B, ...] per sample (e.g. view-dependent prompts in 3D)
+    uncond: torch.Tensor  # same (the negative prompt; "" is the unconditional model)
     scale: float
 
     @classmethod
@@ -49,4 +49,7 @@ def predict_eps(prior: Prior, x_t: torch.Tensor, t: torch.Tensor, guidance: Guid
 
 
 def expand(cond: torch.Tensor, b: int) -> torch.Tensor:
+    """[1, ...] -> [b, ...] (a view); [b, ...] is returned as is."""
+    if cond.shape[0] not in (1, b):
+        raise ValueError(f"conditioning for {cond.shape[0]} samples given to a batch of {b}")
     return cond.expand(b, *cond.shape[1:])

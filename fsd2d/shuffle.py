@@ -43,7 +43,9 @@ def make_permutation(kind: Permutation, grid: int, seed: int = 0) -> torch.Tenso
 
 
 def check_grid(grid: int, height: int, width: int, what: str) -> None:
-    if grid < 2 or height % grid or width % grid:
+    if grid < 2:
+        raise InputError(f"the shuffle grid must be at least 2 x 2, got {grid}")
+    if height % grid or width % grid:
         raise InputError(
             f"shuffle grid {grid} does not divide the {what} ({height} x {width}); use a divisor of both, >= 2"
         )

@@ -1,0 +1,74 @@
+"""Priors seen from the 3D loop: for a batch of cameras, a 2D prior and the guidance to use with it.
+
+The 3D loop (Eq. 14-15) renders C views, encodes them with `prior.encode`, adds the noise eps(c) and
+calls `fsd2d.guidance.predict_eps(prior2d, x_t, t, guidance)` with what `view_batch(cameras)` returns:
+the same 2D priors and the same CFG helper as the 2D studies. Only the conditioning depends on the view:
+- Stable Diffusion: the prompt with a view suffix ("front view", "side view", "back view") per camera;
+- the embedded reference prior (fsd3d.references): the exact posterior over the references' renders
+  at each camera.
+"""
+from __future__ import annotations
+
+import abc
+
+import torch
+
+from fsd2d.guidance import Guidance, check_cfg
+from fsd2d.priors.base import Prior
+from fsd3d.cameras import Camera
+
+
+class ScenePrior(abc.ABC):
+    """A text-to-image prior lifted to 3D: a 2D `Prior` for the working space plus view-dependent guidance."""
+
+    prior: Prior  # encode / decode / schedule / latent_shape / resolution of the working space
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # RGB the scene is rendered on (white)
+
+    @property
+    def resolution(self) -> int:
+        """Side of the rendered RGB images, in pixels."""
+        return self.prior.resolution
+
+    @property
+    def default_cfg(self) -> float:
+        return self.prior.default_cfg
+
+    def background_tensor(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The background colour as a float32 tensor [3] in [0, 1]."""
+        return torch.tensor(self.background, dtype=torch.float32, device=device)
+
+    @abc.abstractmethod
+    def view_batch(self, cameras: list[Camera], scale: float) -> tuple[Prior, Guidance]:
+        """The 2D prior and guidance (conditioning [C, ...]) for these C cameras."""
+
+    def describe(self) -> dict:
+        return {"class": type(self).__name__, "prior": self.prior.describe()}
+
+
+def view_suffix(azimuth_deg: float) -> str:
+    """The peers' view-dependent prompt suffix: front within 45 degrees of azimuth 0, back within 45 of 180."""
+    a = (azimuth_deg + 180.0) % 360.0 - 180.0
+    if abs(a) <= 45.0:
+        return "front view"
+    if abs(a) >= 135.0:
+        return "back view"
+    return "side view"
+
+
+class StableDiffusionScenePrior(ScenePrior):
+    """Stable Diffusion with view-dependent prompts ('<prompt>, side view'); the negative prompt is shared."""
+
+    def __init__(self, prior: Prior, prompt: str, negative_prompt: str = "", view_dependent: bool = True):
+        self.prior, self.prompt, self.view_dependent = prior, prompt, view_dependent
+        suffixes = ("front view", "side view", "back view") if view_dependent else ("",)
+        self._cond = {s: prior.encode_prompt(f"{prompt}, {s}" if s else prompt) for s in suffixes}
+        self._uncond = prior.encode_prompt(negative_prompt)
+
+    def view_batch(self, cameras: list[Camera], scale: float) -> tuple[Prior, Guidance]:
+        check_cfg(scale)
+        keys = [view_suffix(c.azimuth) if self.view_dependent else "" for c in cameras]
+        cond = torch.cat([self._cond[k] for k in keys])  # [C, 77, D]
+        return self.prior, Guidance(cond, self._uncond, scale)
+
+    def describe(self) -> dict:
+        return super().describe() | {"prompt": self.prompt, "view_dependent": self.view_dependent}

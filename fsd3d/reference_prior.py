@@ -1,0 +1,107 @@
+"""The embedded view-conditioned analytic prior: the exact posterior over the references' renders per camera.
+
+For a batch of C cameras, the K reference objects of `fsd3d.references` are rendered at every camera
+(on the prior's background, white by default) and stacked into ONE image set of C*K images, index
+c*K + k = reference k seen from camera c. Sample c's conditioning is a log-prior-weight vector [C*K]
+that is -inf outside camera c's block, so `ImageSetPrior.posterior` (the project's one posterior
+formula) gives, for sample c,
+
+    p(k | x_t, c) = softmax_k( log pi_k - ||x_t - alpha_t y_{k,c}||^2 / (2 sigma_t^2) ),  y_{k,c} = render of k at c,
+
+i.e. the exact MMSE denoiser of "a reference of this prompt, seen from camera c". Weights:
+    cond   (prompt p): uniform over p's variants;
+    uncond (""):       equal mixture over the prompts, uniform over each prompt's variants;
+    uncond (negative prompt q): uniform over q's variants.
+CFG is `fsd2d.guidance.predict_eps` with these per-sample conditionings, as in 2D.
+
+The scene being optimised must be rendered on the same background (`ReferencePrior.background`).
+"""
+from __future__ import annotations
+
+import torch
+
+from fsd2d.errors import InputError
+from fsd2d.guidance import Guidance, check_cfg
+from fsd2d.priors.base import ModelError, Prior, PromptError
+from fsd2d.priors.imageset import MAX_RESOLUTION, MIN_RESOLUTION, ImageSetPrior
+from fsd3d.cameras import Camera, orbit_camera
+from fsd3d.priors3d import ScenePrior
+from fsd3d.references import DEFAULT_BACKGROUND, REFERENCE_PROMPTS, ReferenceSet
+
+# The camera whose renders make `self.prior` (used only for encode/decode/schedule/latent_shape).
+CANONICAL_VIEW = {"elevation": 20.0, "azimuth": 0.0, "radius": 1.75, "fov": 50.0}
+
+
+class ReferencePrior(ScenePrior):
+    """The reference objects' exact view-conditioned posterior; working space: pixels in [-1, 1], [3, R, R]."""
+
+    def __init__(
+        self,
+        prompt: str,
+        negative_prompt: str = "",
+        resolution: int = 32,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float64,
+        background: tuple[float, float, float] = DEFAULT_BACKGROUND,
+    ):
+        self.prompt, self.negative_prompt = _check_prompt(prompt, allow_empty=False), _check_prompt(negative_prompt)
+        if isinstance(resolution, bool) or not isinstance(resolution, int) or not (
+            MIN_RESOLUTION <= resolution <= MAX_RESOLUTION
+        ):
+            raise ModelError(f"the reference prior works at {MIN_RESOLUTION}..{MAX_RESOLUTION} pixels, got {resolution!r}")
+        if len(background) != 3 or not all(0.0 <= float(b) <= 1.0 for b in background):
+            raise InputError(f"background must be an RGB triple in [0, 1], got {background!r}")
+        self.background = tuple(float(b) for b in background)
+        self.device, self.dtype, self._resolution = torch.device(device), dtype, resolution
+        self.references = ReferenceSet()
+        canonical = orbit_camera(**CANONICAL_VIEW, width=resolution, height=resolution)
+        # The one-view prior: the working space, the schedule and the per-view weights (encode_prompt).
+        self.prior: ImageSetPrior = self._set_prior([canonical], schedule=None)
+        self._cond_w = self.prior.encode_prompt(self.prompt)  # [1, K] log-weights within one camera's block
+        self._uncond_w = self.prior.encode_prompt(self.negative_prompt)  # [1, K]
+
+    def _set_prior(self, cameras: list[Camera], schedule) -> ImageSetPrior:
+        """ImageSetPrior over the K references at the C cameras: images [C*K, 3, R, R] in [-1, 1], c-major.
+
+        Renders are made at the prior's resolution (cameras of another size are re-rendered at R x R with
+        the same fov) in ReferenceSet.render's default dtype for the device, then cast to `dtype`.
+        """
+        out = self.references.render(cameras, self._resolution, self.background, self.device)
+        k, c = out.rgb.shape[:2]
+        images = out.rgb.transpose(0, 1).reshape(c * k, *out.rgb.shape[2:])  # [C*K, 3, R, R], index c*K + k
+        labels = self.references.labels.repeat(c)  # [C*K] prompt index
+        return ImageSetPrior.from_images(images.to(self.dtype) * 2.0 - 1.0, labels, self.references.prompts,
+                                         self.device, self.dtype, schedule)
+
+    def view_batch(self, cameras: list[Camera], scale: float) -> tuple[Prior, Guidance]:
+        """ImageSetPrior over the references rendered at these C cameras, with per-camera conditioning [C, C*K]."""
+        check_cfg(scale)
+        if not cameras:
+            raise InputError("view_batch needs at least one camera")
+        prior = self._set_prior(cameras, self.prior.schedule)
+        c = len(cameras)
+        return prior, Guidance(per_camera_blocks(self._cond_w, c), per_camera_blocks(self._uncond_w, c), float(scale))
+
+    def describe(self) -> dict:
+        return super().describe() | {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "references": list(self.references.names),
+            "background": list(self.background),
+        }
+
+
+def per_camera_blocks(w: torch.Tensor, c: int) -> torch.Tensor:
+    """[C, C*K] log-weights: row i holds the one-camera log-weights w [1, K] in block i, -inf elsewhere."""
+    k = w.shape[1]
+    out = torch.full((c, c, k), -torch.inf, dtype=w.dtype, device=w.device)
+    out[torch.arange(c), torch.arange(c)] = w[0]
+    return out.reshape(c, c * k)
+
+
+def _check_prompt(prompt: str, allow_empty: bool = True) -> str:
+    key = prompt.strip().lower()
+    if key in REFERENCE_PROMPTS or (allow_empty and key == ""):
+        return key
+    extra = " (and '' = all prompts, for the negative prompt)" if allow_empty else ""
+    raise PromptError(f"unknown prompt {prompt!r}; the reference prior knows: {', '.join(REFERENCE_PROMPTS)}{extra}")

@@ -1,0 +1,215 @@
+"""Reference objects, the embedded view-conditioned reference prior and the 3D ground-truth metrics."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fsd2d.guidance import predict_eps
+from fsd2d.priors.base import PromptError
+from fsd3d.cameras import orbit_camera, stack_cameras
+from fsd3d.metrics3d import (
+    REACHED_PSNR_3D_DB,
+    diversity_3d,
+    evaluation_cameras,
+    psnr_matrix,
+    references_reached,
+    score_scene,
+)
+from fsd3d.reference_prior import ReferencePrior
+from fsd3d.references import MAX_RADIUS, REFERENCE_PROMPTS, ReferenceSet, reference_scene
+from fsd3d.render import render
+
+torch.set_num_threads(1)
+R = 32
+WHITE = torch.ones(3)
+
+
+@pytest.fixture(scope="module")
+def refs() -> ReferenceSet:
+    return ReferenceSet()
+
+
+@pytest.fixture(scope="module")
+def eval_renders(refs):
+    """The K references at the 8 evaluation cameras: rgb [K, 8, 3, R, R], alpha [K, 8, 1, R, R]."""
+    return refs.render(evaluation_cameras(R))
+
+
+def render_scene(scene, cameras, opacities=None):
+    viewmats, Ks = stack_cameras(cameras)
+    o = scene.opacities() if opacities is None else opacities
+    with torch.no_grad():
+        return render(scene.means, scene.normalized_quats(), scene.scales(), o, scene.colors(), viewmats, Ks,
+                      R, R, WHITE)
+
+
+def mean_psnr(a, b) -> float:
+    """Mean over views of the PSNR between renders a, b [V, 3, R, R]."""
+    return float(psnr_matrix(a, b[None])[:, 0].mean())
+
+
+# ----------------------------------------------------------------------------------- references
+def test_table_and_set_agree(refs):
+    assert refs.prompts == list(REFERENCE_PROMPTS)
+    assert all(3 <= len(v) <= 4 for v in REFERENCE_PROMPTS.values())
+    assert len(refs) == len(refs.names) == len(refs.labels) == sum(len(v) for v in REFERENCE_PROMPTS.values())
+    for name, label in zip(refs.names, refs.labels.tolist()):
+        assert name.split("/")[0] == refs.prompts[label]
+
+
+def test_scenes_are_deterministic_small_and_fit_the_ball(refs):
+    for name, scene in zip(refs.names, refs.scenes):
+        assert 150 <= len(scene) <= 500, name
+        assert float(scene.means.detach().norm(dim=1).max()) <= MAX_RADIUS, name
+        again = reference_scene(*name.split("/"))
+        assert torch.equal(again.means, scene.means) and torch.equal(again.sh0, scene.sh0)
+
+
+@pytest.mark.parametrize("elev, azim, radius, fov", [(0, 0, 1.5, 40), (40, 135, 2.0, 65), (20, -100, 1.75, 50)])
+def test_solid_silhouettes_inside_the_frame(refs, elev, azim, radius, fov):
+    out = refs.render([orbit_camera(elev, azim, radius, fov, R, R)])
+    alpha = out.alpha[:, 0, 0]  # [K, R, R]
+    assert out.rgb.shape == (len(refs), 1, 3, R, R)
+    assert alpha[:, R // 2, R // 2].min() > 0.9
+    corners = alpha[:, [0, 0, -1, -1], [0, -1, 0, -1]]  # [K, 4]
+    assert corners.max() < 0.01
+    assert alpha[:, [0, -1], :].max() < 0.05 and alpha[:, :, [0, -1]].max() < 0.05  # nothing cut at the border
+
+
+def test_variants_of_a_prompt_differ_clearly(refs, eval_renders):
+    for p, prompt in enumerate(refs.prompts):
+        idx = (refs.labels == p).nonzero().flatten().tolist()
+        for i in idx:
+            for j in idx:
+                if i < j:
+                    assert mean_psnr(eval_renders.rgb[i], eval_renders.rgb[j]) < 25.0, (refs.names[i], refs.names[j])
+
+
+def test_snowman_front_and_back_differ(refs):
+    out = refs.render([orbit_camera(10, 0, 1.75, 50, R, R), orbit_camera(10, 180, 1.75, 50, R, R)])
+    for k in (refs.labels == refs.prompts.index("snowman")).nonzero().flatten().tolist():
+        front, back = out.rgb[k, 0:1], out.rgb[k, 1:2]
+        assert mean_psnr(front, back) < 25.0
+        assert mean_psnr(front, back.flip(-1)) < 25.0  # not a mirror image either: the nose and face are on +x
+
+
+def test_render_resolution_rescales_the_cameras(refs):
+    cam = orbit_camera(20, 30, 1.75, 50, 64, 64)
+    small = refs.render([cam], resolution=16).rgb  # [K, 1, 3, 16, 16]
+    direct = refs.render([orbit_camera(20, 30, 1.75, 50, 16, 16)]).rgb
+    torch.testing.assert_close(small, direct, rtol=0, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------- reference prior
+@pytest.fixture(scope="module")
+def snowman_prior() -> ReferencePrior:
+    return ReferencePrior("snowman", resolution=R)
+
+
+def two_cameras():
+    return [orbit_camera(10, 30, 1.6, 45, R, R), orbit_camera(35, -120, 1.9, 60, R, R)]
+
+
+def test_unknown_prompt_is_a_prompt_error():
+    with pytest.raises(PromptError, match="mushroom"):
+        ReferencePrior("dragon")
+    with pytest.raises(PromptError, match="snowman"):
+        ReferencePrior("mushroom", negative_prompt="dragon")
+    with pytest.raises(PromptError):
+        reference_scene("dragon", "red")
+
+
+def test_view_batch_weights_are_per_camera_blocks(snowman_prior):
+    prior, g = snowman_prior.view_batch(two_cameras(), 2.0)
+    refs = snowman_prior.references
+    k = len(refs)
+    assert prior.images.shape == (2 * k, 3, R, R) and g.cond.shape == g.uncond.shape == (2, 2 * k)
+    assert snowman_prior.prior.latent_shape == (3, R, R) and snowman_prior.default_cfg == 1.0
+    snow = refs.labels == refs.prompts.index("snowman")
+    for c in range(2):
+        w_c, w_u = g.cond[c].exp().view(2, k), g.uncond[c].exp().view(2, k)  # [camera block, reference]
+        assert w_c[1 - c].sum() == 0 and w_u[1 - c].sum() == 0  # only this camera's renders
+        torch.testing.assert_close(w_c[c][snow], torch.full((int(snow.sum()),), 1.0 / int(snow.sum()), dtype=w_c.dtype))
+        assert w_c[c][~snow].sum() == 0
+        per_prompt = torch.zeros(len(refs.prompts), dtype=w_u.dtype).index_add_(0, refs.labels, w_u[c])
+        torch.testing.assert_close(per_prompt, torch.full_like(per_prompt, 1.0 / len(refs.prompts)))
+    _, g_neg = ReferencePrior("snowman", negative_prompt="cactus", resolution=R).view_batch(two_cameras(), 2.0)
+    cactus = (refs.labels == refs.prompts.index("cactus")).repeat(2)
+    assert torch.isinf(g_neg.uncond[:, ~cactus]).all() and torch.isfinite(g_neg.uncond[0, :k][cactus[:k]]).all()
+
+
+def test_denoiser_returns_each_cameras_own_render(snowman_prior):
+    cameras = two_cameras()
+    prior, g = snowman_prior.view_batch(cameras, 1.0)
+    refs = snowman_prior.references
+    k0, k1 = refs.names.index("snowman/top_hat"), refs.names.index("snowman/beanie")
+    renders = refs.render(cameras).rgb  # [K, 2, 3, R, R]
+    x0 = torch.stack([renders[k0, 0], renders[k1, 1]]) * 2 - 1  # [2, 3, R, R] in [-1, 1]
+    t = torch.tensor([20, 20])
+    a, s = prior.schedule.alpha_sigma(t, torch.float64, "cpu")
+    x_t = a * x0 + s * torch.randn(x0.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    post = prior.posterior(x_t, t, g.cond)  # [2, 2K]
+    assert post[0, k0] > 1 - 1e-9 and post[1, len(refs) + k1] > 1 - 1e-9
+    x0_hat = (x_t - s * predict_eps(prior, x_t, t, g)) / a
+    torch.testing.assert_close(x0_hat, x0, rtol=0, atol=1e-6)
+
+
+def test_batched_eps_equals_camera_by_camera(snowman_prior):
+    cameras = two_cameras()
+    x_t = torch.randn(2, 3, R, R, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    t = torch.tensor([400, 700])
+    prior, g = snowman_prior.view_batch(cameras, 3.0)
+    eps = predict_eps(prior, x_t, t, g)
+    for c in range(2):
+        prior_c, g_c = snowman_prior.view_batch([cameras[c]], 3.0)
+        eps_c = predict_eps(prior_c, x_t[c : c + 1], t[c : c + 1], g_c)
+        torch.testing.assert_close(eps[c : c + 1], eps_c, rtol=1e-10, atol=1e-10)
+    # and the two cameras really see different things: the same x_t denoised at the other camera differs
+    swapped = predict_eps(prior, x_t.flip(0), t.flip(0), g)
+    assert not torch.allclose(swapped.flip(0), eps, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------------- metrics
+def test_reference_scores_itself_perfectly(refs, eval_renders):
+    name = "snowman/top_hat"
+    out = render_scene(reference_scene(*name.split("/")), evaluation_cameras(R))
+    s = score_scene(out.rgb, out.alpha, eval_renders.rgb, eval_renders.alpha, refs.names)
+    assert s["majority"] == name and s["agreement"] == 1.0
+    assert all(v["nearest"] == name for v in s["per_view"]) and len(s["per_view"]) == 8
+    assert s["majority_psnr"] > 60.0 and s["holes"] < 1e-3
+    import json
+
+    json.dumps(s)  # plain types only
+
+
+def test_weakened_region_makes_holes(refs, eval_renders):
+    name = "mushroom/red"
+    scene = reference_scene(*name.split("/"))
+    cams = evaluation_cameras(R)
+    full = render_scene(scene, cams)
+    o = scene.opacities().detach().clone()
+    o[scene.means[:, 2].detach() > 0.0] *= 0.5  # the cap's upper part
+    weak = render_scene(scene, cams, opacities=o)
+    s_full = score_scene(full.rgb, full.alpha, eval_renders.rgb, eval_renders.alpha, refs.names)
+    s_weak = score_scene(weak.rgb, weak.alpha, eval_renders.rgb, eval_renders.alpha, refs.names)
+    assert s_weak["holes"] > s_full["holes"] + 0.02
+
+
+def test_reached_counts_distinct_good_majorities():
+    scores = [
+        {"majority": "a/x", "majority_psnr": 30.0},
+        {"majority": "a/x", "majority_psnr": 25.0},
+        {"majority": "a/y", "majority_psnr": REACHED_PSNR_3D_DB - 1.0},
+        {"majority": "a/z", "majority_psnr": REACHED_PSNR_3D_DB},
+    ]
+    r = references_reached(scores)
+    assert r["references_reached"] == 2 and r["reached"] == ["a/x", "a/z"] and r["seeds"] == 4
+
+
+def test_diversity_3d(eval_renders):
+    same = eval_renders.rgb[0].expand(3, *eval_renders.rgb.shape[1:])  # [S=3, V, 3, R, R]
+    assert diversity_3d(same) == pytest.approx(0.0, abs=1e-12)
+    assert diversity_3d(eval_renders.rgb[:3]) > 0.05
+    assert math.isfinite(diversity_3d(eval_renders.rgb[:2]))
