@@ -18,7 +18,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-MODEL_HELP = "Prior: built-in 'imageset' (no download), a local diffusers folder, or a hub id (honours HF_HUB_OFFLINE)."
+MODEL_HELP = ("Prior: built-in 'imageset' or 'patches' (no download), a local diffusers folder, or a hub id "
+              "(honours HF_HUB_OFFLINE).")
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -71,7 +72,9 @@ def prompts(model: str = typer.Option("imageset", help="Built-in prior: imageset
 
         typer.echo("prompts of the built-in 3D 'references' prior (each with several variants):")
         for name, variants in REFERENCE_PROMPTS.items():
-            typer.echo(f"  {name:<10} {', '.join(variant_names(variants))}")
+            typer.echo(f"  {name}")
+            for variant, spec in variants.items():
+                typer.echo(f"    {variant:<12} {spec.description}")
         return
     if model not in [b.value for b in BuiltinPrior]:
         raise InputError(f"--model {model!r}: only built-in priors have a prompt list (imageset, patches, references)")
@@ -80,10 +83,6 @@ def prompts(model: str = typer.Option("imageset", help="Built-in prior: imageset
     typer.echo(f"prompts of the built-in '{model}' prior ({DEFAULT_CROPS} crops each; '' = all of them):")
     for name, src in PROMPTS.items():
         typer.echo(f"  {name:<10} {src.description}  [skimage.data.{src.loader}]")
-
-
-def variant_names(variants) -> list[str]:
-    return [getattr(v, "name", str(v)) for v in (variants.values() if isinstance(variants, dict) else variants)]
 
 
 # Options shared by the 2D studies: declared once, used by every command below.
@@ -256,7 +255,7 @@ def gen_3d(
     method: Annotated[str, typer.Option(
         help="fsd (world-map noise), sds (fresh noise), or a noise function: worldmap, constant, random.")] = "fsd",
     seeds: Seeds = "0-3",
-    steps: Annotated[int, typer.Option(help="Optimisation steps per seed.")] = 300,
+    steps: Annotated[int, typer.Option(help="Optimisation steps per seed.")] = 150,
     beta: Annotated[float, typer.Option(help="Noise blend of world-map/constant noise with fresh noise, in [0, 1].")] = 1.0,
     theta: Annotated[float, typer.Option(help="World-map size Theta in degrees (map = h*180/Theta x w*360/Theta).")] = 180.0,
     alpha0: Annotated[float, typer.Option(help="Foreground threshold on pooled opacity for world-map noise.")] = 0.5,

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from fsd2d import metrics  # noqa: E402
-from fsd2d.figures import image_grid  # noqa: E402
+from fsd2d.figures import image_grid, save_figure  # noqa: E402
 from fsd2d.io import atomic_output_dir, run_record, write_json  # noqa: E402
 from fsd2d.priors.base import Prior  # noqa: E402
 from fsd2d.priors.imageset import ImageSetPrior  # noqa: E402
@@ -82,5 +82,4 @@ def plot_sweep(path: Path, rows: list[dict], has_modes: bool, n_seeds: int) -> N
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -18,7 +18,7 @@ import torch  # noqa: E402
 
 from fsd2d import metrics  # noqa: E402
 from fsd2d.errors import InputError  # noqa: E402
-from fsd2d.figures import image_grid  # noqa: E402
+from fsd2d.figures import image_grid, save_figure  # noqa: E402
 from fsd2d.io import atomic_output_dir, run_record, write_json  # noqa: E402
 from fsd2d.priors.base import Prior  # noqa: E402
 from fsd2d.sampling import Method, StepInfo, distill  # noqa: E402
@@ -119,5 +119,4 @@ def plot_curves(path: Path, traces: dict[Method, Trace], window: range) -> None:
     ax.set_title("How far x_gt moves per step (mean over seeds, band = min..max)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

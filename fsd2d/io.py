@@ -40,9 +40,29 @@ def atomic_output_dir(out: Path):
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         out.rename(old)
-    tmp.rename(out)
+    try:
+        tmp.rename(out)
+    except BaseException:
+        if old is not None:
+            old.rename(out)  # put the previous results back
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary sibling path to write; it replaces `path` only once the block succeeds."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def jsonable(obj):
@@ -65,7 +85,10 @@ def jsonable(obj):
 
 
 def write_json(path: Path, data) -> None:
-    Path(path).write_text(json.dumps(jsonable(data), indent=2) + "\n")
+    """JSON with dataclasses/enums/tensors made plain; written atomically."""
+    text = json.dumps(jsonable(data), indent=2) + "\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def git_commit() -> str | None:

@@ -17,7 +17,7 @@ from fsd2d import updates
 from fsd2d.errors import InputError
 from fsd2d.guidance import Guidance, predict_eps
 from fsd2d.priors.base import Prior
-from fsd2d.schedule import Anneal, check_timestep_range, timesteps
+from fsd2d.schedule import Anneal, timesteps, uniform_timesteps
 
 # The authors' 2D playground (REFERENCE.md): Adam betas (0, 0.99), eps 1e-15, lr 2.5e-3 over 1000 steps.
 ADAM_BETAS = (0.0, 0.99)
@@ -66,7 +66,7 @@ class Method(str, enum.Enum):
 
     DDIM = "ddim"  # DDIM sampler (eta = 0) on x_t
     FSD = "fsd"  # fixed noise, annealed t, Adam
-    FSD_EXACT = "fsd-exact"  # fixed noise, annealed t, gradient descent with Delta(sigma/alpha): equals DDIM
+    FSD_EXACT = "fsd-exact"  # fixed noise (beta = 1), DDIM's grid, gradient descent with Delta(sigma/alpha): = DDIM
     SDS = "sds"  # fresh noise, t uniform in [t_min, t_max], Adam (DreamFusion)
     SDS_ANNEALED = "sds-annealed"  # fresh noise, annealed t, Adam: differs from FSD in the noise only
 
@@ -76,8 +76,8 @@ class Method(str, enum.Enum):
             return None
         if self is Method.FSD:
             return replace(base, sampling=TimestepSampling.ANNEALED, optimizer=Optimizer.ADAM)
-        if self is Method.FSD_EXACT:
-            return replace(base, sampling=TimestepSampling.ANNEALED, optimizer=Optimizer.EXACT)
+        if self is Method.FSD_EXACT:  # Proposition 1 needs the fixed noise: beta = 1 whatever the base says
+            return replace(base, beta=1.0, sampling=TimestepSampling.ANNEALED, optimizer=Optimizer.EXACT)
         if self is Method.SDS:
             return replace(base, beta=0.0, sampling=TimestepSampling.UNIFORM, optimizer=Optimizer.ADAM)
         return replace(base, beta=0.0, sampling=TimestepSampling.ANNEALED, optimizer=Optimizer.ADAM)
@@ -97,6 +97,12 @@ class StepInfo:
 Callback = Callable[[StepInfo], None]
 
 
+def work_dtype(prior: Prior) -> torch.dtype:
+    """The dtype of theta, x_t and the noise: the prior's, but float32 for half-precision priors
+    (Adam's eps = 1e-15 and its second moments underflow in float16; bfloat16 cannot resolve its steps)."""
+    return torch.float64 if prior.dtype == torch.float64 else torch.float32
+
+
 def seed_generators(seeds: Sequence[int]) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(int(s)) for s in seeds]
 
@@ -109,7 +115,7 @@ def draw_noise(generators: Sequence[torch.Generator], shape, dtype, device) -> t
 
 def initial_noise(prior: Prior, seeds: Sequence[int]) -> torch.Tensor:
     """The per-seed noise eps~ [B, C, h, w] shared by DDIM and FSD (Eq. 11): the first draw of each seed."""
-    return draw_noise(seed_generators(seeds), prior.latent_shape, prior.dtype, prior.device)
+    return draw_noise(seed_generators(seeds), prior.latent_shape, work_dtype(prior), prior.device)
 
 
 def ddim_sample(
@@ -169,7 +175,7 @@ def distill(
     `noise` [B, C, h, w] replaces eps~ (e.g. a patch-shuffled copy); fresh draws still come from the seeds.
     """
     gens = seed_generators(seeds)
-    shape, dtype, device = prior.latent_shape, prior.dtype, prior.device
+    shape, dtype, device = prior.latent_shape, work_dtype(prior), prior.device
     b = len(seeds)
     fixed = draw_noise(gens, shape, dtype, device)  # eps~, identical to initial_noise(prior, seeds)
     if noise is not None:
@@ -191,7 +197,7 @@ def distill(
         if config.sampling is TimestepSampling.ANNEALED:
             t = grid[i].expand(b)
         else:
-            t = torch.stack([torch.randint(config.t_min, config.t_max + 1, (), generator=g) for g in gens])
+            t = uniform_timesteps(gens, config.t_min, config.t_max)
         fresh = draw_noise(gens, shape, dtype, device) if config.beta < 1.0 else None
         noise = updates.blend_noise(fixed, fresh, config.beta) if fresh is not None else fixed
         alpha, sigma = prior.schedule.alpha_sigma(t, dtype, device)

@@ -104,6 +104,11 @@ def timesteps(steps: int, t_min: int, t_max: int, kind: Anneal = Anneal.LINEAR) 
     return t.round().long()
 
 
+def uniform_timesteps(generators, t_min: int, t_max: int) -> torch.Tensor:
+    """SDS's timesteps: one draw t ~ U{t_min..t_max} from each generator, long [len(generators)]."""
+    return torch.stack([torch.randint(t_min, t_max + 1, (), generator=g) for g in generators])
+
+
 def check_timestep_range(t_min: int, t_max: int, num_timesteps: int = NUM_TRAIN_TIMESTEPS) -> None:
     if not (0 <= t_min <= t_max <= num_timesteps - 1):
         raise InputError(

@@ -39,8 +39,9 @@ class StudyConfig:
         )
 
     def ddim_grid(self):
-        """DDIM's decreasing grid [steps]: the linear annealing over the same range."""
-        return timesteps(self.steps, self.t_min, self.t_max, Anneal.LINEAR)
+        """DDIM's decreasing grid [steps]: the same t(tau) as FSD's annealing (any decreasing grid is a
+        valid DDIM grid), so fsd-exact equals DDIM for every --anneal."""
+        return timesteps(self.steps, self.t_min, self.t_max, self.anneal)
 
     def cfg_for(self, prior: Prior) -> float:
         return prior.default_cfg if self.cfg is None else self.cfg

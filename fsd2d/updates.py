@@ -44,6 +44,11 @@ def one_step_estimate(x_t: torch.Tensor, eps_hat: torch.Tensor, alpha: torch.Ten
     return (x_t - sigma * eps_hat) / alpha
 
 
+def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """eps = (x_t - alpha_t x0) / sigma_t: the noise prediction of a denoiser that predicts x0 (Eq. 1 inverted)."""
+    return (x_t - alpha * x0) / sigma
+
+
 def sds_gradient(eps_hat: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """grad_theta L_sds-2d = eps_phi(x_t | y, t) - eps (Eq. 10); with eps = eps(c) it is FSD's (Eq. 15)."""
     return eps_hat - noise

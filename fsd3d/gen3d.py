@@ -23,7 +23,7 @@ from PIL import Image
 from fsd2d import metrics
 from fsd2d.errors import InputError
 from fsd2d.figures import image_grid
-from fsd2d.io import run_record, write_json
+from fsd2d.io import atomic_path, run_record, write_json
 from fsd3d.cameras import Camera
 from fsd3d.gaussians import GaussianScene
 from fsd3d.metrics3d import diversity_3d, evaluation_cameras, references_reached, score_scene
@@ -49,6 +49,11 @@ class Gen3DConfig:
     turntable_frames: int = 36
     init_ply: str | None = None  # start every seed from this scene instead of a random ball
 
+    def identity(self) -> dict:
+        """What, besides the training settings, a checkpoint must match to be continued."""
+        return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "model": self.model,
+                "resolution": self.resolution, "dtype": self.dtype, "init_ply": self.init_ply}
+
     def validate(self) -> None:
         self.train.validate()
         if not self.seeds:
@@ -66,6 +71,9 @@ class Gen3DConfig:
 def load_scene_prior(config: Gen3DConfig) -> ScenePrior:
     from fsd2d.priors.load import load_prior, resolve_device, resolve_dtype
 
+    if config.model in ("imageset", "patches"):
+        raise InputError(f"'{config.model}' is a 2D prior; gen-3d takes '{BUILTIN_3D}' (embedded) or a Stable "
+                         "Diffusion folder / hub id")
     if config.model == BUILTIN_3D:
         from fsd3d.reference_prior import ReferencePrior
 
@@ -87,7 +95,7 @@ def prepare_states(scene_prior: ScenePrior, config: Gen3DConfig, out: Path, resu
         if ckpt.exists() and not resume:
             raise InputError(f"{ckpt} exists: pass --resume to continue it, or choose another --out")
         if ckpt.exists():
-            states[seed] = load_checkpoint(ckpt, config.train, device)
+            states[seed] = load_checkpoint(ckpt, config.train, device, config.identity())
         else:
             scene = None if init is None else GaussianScene.from_tensors(
                 init.means, init.log_scales, init.quats, init.opacity_logits, init.sh0, init.sh_rest)
@@ -111,7 +119,8 @@ def gen_3d(scene_prior: ScenePrior, config: Gen3DConfig, out: Path, resume: bool
     for seed, state in states.items():
         seed_dir = out / f"seed_{seed}"
         seed_dir.mkdir(exist_ok=True)
-        train_seed(scene_prior, config.train, seed, state, seed_dir / "checkpoint.pt", progress=progress)
+        train_seed(scene_prior, config.train, seed, state, seed_dir / "checkpoint.pt", config.identity(),
+                   progress=progress)
         with torch.no_grad():
             renders[seed] = render_scene(state.scene, views, scene_prior.background_tensor(device))
         per_seed[seed] = scene_metrics(scene_prior, renders[seed], views)
@@ -195,7 +204,6 @@ def side_by_side(r: RenderOutput, i: int, scale: int = 4) -> np.ndarray:
 
 
 def save_gif(path: Path, frames: list[np.ndarray], ms_per_frame: int = 80) -> None:
-    tmp = path.with_name(path.name + ".tmp")
     images = [Image.fromarray(f) for f in frames]
-    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)

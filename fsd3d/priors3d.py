@@ -56,7 +56,12 @@ def view_suffix(azimuth_deg: float) -> str:
 
 
 class StableDiffusionScenePrior(ScenePrior):
-    """Stable Diffusion with view-dependent prompts ('<prompt>, side view'); the negative prompt is shared."""
+    """Stable Diffusion with view-dependent prompts ('<prompt>, side view'); the negative prompt is shared.
+
+    Default CFG 50 (standard form): score distillation in 3D needs large guidance (tens), as the authors use.
+    """
+
+    default_cfg = 50.0
 
     def __init__(self, prior: Prior, prompt: str, negative_prompt: str = "", view_dependent: bool = True):
         self.prior, self.prompt, self.view_dependent = prior, prompt, view_dependent

@@ -275,6 +275,9 @@ def render_gsplat(
     return RenderOutput(rgb=rgb, alpha=alpha, depth=depth)
 
 
+DENSE_LIMIT = 5 * 10**7  # N * H * W above which the reference renderer is refused on CUDA (use gsplat)
+
+
 def render(
     means: torch.Tensor,  # [N, 3]
     quats: torch.Tensor,  # [N, 4] (w, x, y, z)
@@ -297,6 +300,11 @@ def render(
     if backend == "auto":
         use_gsplat = means.is_cuda and means.dtype == torch.float32 and _gsplat_available()
         backend = "gsplat" if use_gsplat else "reference"
+        dense = means.shape[0] * width * height  # elements of each [N, H*W] tensor of the reference renderer
+        if means.is_cuda and not use_gsplat and dense > DENSE_LIMIT:
+            raise InputError(
+                f"{means.shape[0]} Gaussians at {width}x{height} on CUDA need gsplat (the dense reference renderer "
+                f"would hold ~{dense * 4 * 8 / 2**30:.0f} GiB); install it with pip install 'fsd[cuda]'")
     fn = render_gsplat if backend == "gsplat" else render_reference
     return fn(means, quats, scales, opacities, colors, viewmats, Ks, width, height, background, near)
 

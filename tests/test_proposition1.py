@@ -60,3 +60,22 @@ def test_fsd_exact_equals_ddim_on_tiny_stable_diffusion(tiny_sd_path):
     # a different noise gives a different result: the match is not an artefact of a constant output
     x_other = distill(prior, g, Method.FSD_EXACT.config(DistillConfig(steps=steps)), (10, 11, 12, 13))
     assert rel_err(x_other, x_ddim) > 1e-2
+
+
+def test_compare_2d_fsd_exact_is_ddim_for_any_anneal_and_beta(imageset):
+    """fsd-exact forces beta = 1 and DDIM uses the same annealed grid, so the two always agree."""
+    from fsd2d.compare import Compare2DConfig, run_methods
+
+    config = Compare2DConfig(seeds=(0, 1), steps=30, beta=0.5, anneal=Anneal.SQRT, methods=(Method.FSD_EXACT,))
+    out = run_methods(imageset, config)
+    assert rel_err(out[Method.FSD_EXACT], out[Method.DDIM]) <= 1e-10
+
+
+def test_half_precision_priors_optimise_in_float32():
+    from types import SimpleNamespace
+
+    from fsd2d.sampling import work_dtype
+
+    for dt, expected in [(torch.float16, torch.float32), (torch.bfloat16, torch.float32),
+                         (torch.float32, torch.float32), (torch.float64, torch.float64)]:
+        assert work_dtype(SimpleNamespace(dtype=dt)) == expected

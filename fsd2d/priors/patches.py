@@ -71,6 +71,7 @@ from fsd2d.priors.imageset import (
     build_image_sets,
     unknown_prompt,
 )
+from fsd2d.updates import eps_from_x0
 from fsd2d.schedule import NoiseSchedule, scaled_linear_schedule
 
 PatchSizes = tuple[tuple[int, int], ...]  # ((t_from, k), ...): k for t >= t_from; one t_from must be 0
@@ -285,7 +286,7 @@ class PatchPrior(Prior):
     def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         alpha, sigma = self.schedule.alpha_sigma(t, self.dtype, self.device)
         x0 = self.posterior_mean(x_t, t, cond)
-        return ((x_t.to(self.dtype) - alpha * x0) / sigma).to(x_t.dtype)
+        return eps_from_x0(x_t.to(self.dtype), x0, alpha, sigma).to(x_t.dtype)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return ((z + 1.0) / 2.0).clamp(0.0, 1.0)

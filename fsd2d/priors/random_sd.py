@@ -1,0 +1,100 @@
+"""Randomly initialised Stable Diffusion models in the diffusers folder layout, built offline.
+
+- "tiny" (tests): configs as diffusers' own pipeline tests: a 2-level UNet on 8x8 latents, a VAE with
+  scale factor 2 (16x16 images <-> 4x8x8 latents) and a 2-layer CLIP text encoder with hidden size 32;
+- "sd21" (benchmarks): the architecture of Stable Diffusion 2.1 base (865M-parameter UNet, VAE with
+  scale factor 8, 23-layer OpenCLIP-H text encoder); random weights cost exactly what the real ones do.
+The CLIP tokenizer is a byte-level vocabulary with no merges, written here because nothing may be
+downloaded. Random weights generate noise: these are for tests and timings, not for pictures.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+MAX_LENGTH = 77
+
+
+def _byte_level_chars() -> list[str]:
+    """The 256 printable characters that GPT-2/CLIP byte-level BPE uses for the bytes 0..255."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return [chars[b] for b in range(256)]
+
+
+def _write_tokenizer(folder: Path) -> CLIPTokenizer:
+    """vocab.json (each byte char, alone and with "</w>", plus the two specials) and a merges.txt header."""
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = _byte_level_chars()
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(tokens)}), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=MAX_LENGTH)
+
+
+def build_random_sd(folder: Path, size: str = "tiny", seed: int = 0) -> Path:
+    """Save a deterministic random SD model (safetensors) of `size` "tiny" or "sd21" to `folder`: unet/ vae/
+    text_encoder/ tokenizer/ scheduler/ and model_index.json, readable by our loader and by
+    StableDiffusionPipeline.from_pretrained.  Returns `folder`."""
+    if size not in ("tiny", "sd21"):
+        raise ValueError(f"unknown size {size!r}; allowed: tiny, sd21")
+    folder = Path(folder)
+    tokenizer = _write_tokenizer(folder / "tokenizer")  # vocab.json/merges.txt stay beside the saved files
+    torch.manual_seed(seed)
+    if size == "tiny":
+        unet = UNet2DConditionModel(
+            block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=32, norm_num_groups=8,
+        )
+        vae = AutoencoderKL(
+            block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
+            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, sample_size=16,
+        )
+        text = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4)
+    else:  # Stable Diffusion 2.1 base
+        unet = UNet2DConditionModel(
+            sample_size=64, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
+        )
+        vae = AutoencoderKL(
+            block_out_channels=(128, 256, 512, 512), latent_channels=4, sample_size=768,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2,
+        )
+        text = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
+                    hidden_act="gelu", projection_dim=512)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer), max_position_embeddings=MAX_LENGTH, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **text,
+        )
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="epsilon",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder

@@ -1,0 +1,145 @@
+"""`fsd gen-3d`: outputs, exact resume, FSD vs SDS diversity on the embedded prior, bad input."""
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli import app
+from fsd2d.errors import InputError
+from fsd3d.gen3d import Gen3DConfig, load_scene_prior, scene_metrics
+from fsd3d.ply import load_ply
+from fsd3d.render import render_scene
+from fsd3d.train import NoiseKind, Train3DConfig, initial_state, load_checkpoint, train_seed
+
+runner = CliRunner()
+TINY = ["--resolution", "16", "--num-gaussians", "300", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is faster and immune to other processes on a 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_gen_3d_writes_every_output(tmp_path):
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["gen-3d", *TINY, "--seeds", "0,1", "--steps", "12", "--checkpoint-every", "5",
+                              "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert {p.name for p in out.iterdir()} == {"run.json", "metrics.json", "summary.png", "seed_0", "seed_1"}
+    for seed in (0, 1):
+        d = out / f"seed_{seed}"
+        assert {p.name for p in d.iterdir()} == {"checkpoint.pt", "gaussians.ply", "turntable.gif", "views.png",
+                                                 "metrics.json"}
+        scene = load_ply(d / "gaussians.ply")
+        ckpt = torch.load(d / "checkpoint.pt", weights_only=True)
+        assert ckpt["step"] == 12
+        for name, value in ckpt["scene"].items():  # the PLY holds exactly the final scene
+            assert torch.equal(getattr(scene, name).detach(), value), name
+        m = json.loads((d / "metrics.json").read_text())
+        assert m["majority"].startswith("mushroom/") and 0 < m["agreement"] <= 1 and 0 <= m["holes"] <= 1
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["seeds"] == [0, 1] and summary["method"] == "fsd" and 0 <= summary["diversity"] <= 2
+    assert "references_reached" in summary
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["train"]["steps"] == 12 and run["prior"]["class"] == "ReferencePrior"
+
+
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
+    config = Gen3DConfig(resolution=16, train=Train3DConfig(steps=12, num_gaussians=200, checkpoint_every=4))
+    prior = load_scene_prior(config)
+    full = train_seed(prior, config.train, 3, initial_state(config.train, 3))
+
+    ckpt = tmp_path / "checkpoint.pt"
+
+    def kill(state, log):
+        if log.step == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_seed(prior, config.train, 3, initial_state(config.train, 3), ckpt, callback=kill)
+    state = load_checkpoint(ckpt, config.train, torch.device("cpu"))
+    assert state.step == 4  # the last checkpoint before the kill
+    resumed = train_seed(prior, config.train, 3, state, ckpt)
+    for (name, a), (_, b) in zip(full.scene.named_parameters(), resumed.scene.named_parameters()):
+        assert torch.equal(a, b), name
+    with pytest.raises(InputError, match="other settings"):
+        load_checkpoint(ckpt, replace(config.train, beta=0.5), torch.device("cpu"))
+
+
+def test_fsd_reaches_at_least_as_many_references_as_sds():
+    """16 px, 80 steps, 6 seeds (measured: FSD red x4 + blue x2, SDS red x5 + blue x1)."""
+    seeds = (0, 1, 2, 3, 4, 5)
+    reached = {}
+    for method in (NoiseKind.FSD, NoiseKind.SDS):
+        config = Gen3DConfig(seeds=seeds, resolution=16, train=Train3DConfig(steps=80, num_gaussians=300,
+                                                                             method=method))
+        prior = load_scene_prior(config)
+        scores = []
+        views = config.eval_cameras(16)
+        for seed in seeds:
+            state = train_seed(prior, config.train, seed, initial_state(config.train, seed))
+            with torch.no_grad():
+                rendered = render_scene(state.scene, views, prior.background_tensor())
+            scores.append(scene_metrics(prior, rendered, views))
+        reached[method] = {s["majority"] for s in scores if s["majority_psnr"] >= 22.0}
+    assert len(reached[NoiseKind.FSD]) >= len(reached[NoiseKind.SDS])
+    assert len(reached[NoiseKind.FSD]) >= 2
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--beta", "1.5"], "beta must be in [0, 1]"),
+    (["--theta", "0"], "theta must be > 0"),
+    (["--method", "vsd"], "allowed: fsd, sds, worldmap, constant, random"),
+    (["--prompt", "dragon"], "unknown prompt"),
+    (["--elevation", "40,0"], "inverted"),
+    (["--resolution", "4"], "8..128"),
+    (["--steps", "0"], "steps must be >= 1"),
+])
+def test_bad_input(tmp_path, args, needle):
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["gen-3d", *TINY, "--steps", "3", *args, "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not out.exists()
+
+
+def test_broken_files_lose_nothing(tmp_path):
+    out = tmp_path / "run"
+    base = ["gen-3d", *TINY, "--seeds", "0", "--steps", "4", "--checkpoint-every", "2", "--out", str(out)]
+    assert runner.invoke(app, base).exit_code == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    res = runner.invoke(app, base)  # an existing checkpoint is never replaced without --resume
+    assert res.exit_code == 2 and "--resume" in res.stderr
+    bad_ply = tmp_path / "bad.ply"
+    bad_ply.write_text("ply\nformat ascii 1.0\nend_header\n")
+    res = runner.invoke(app, [*base[:-2], "--out", str(tmp_path / "other"), "--init", str(bad_ply)])
+    assert res.exit_code == 2 and "bad.ply" in res.stderr and not (tmp_path / "other").exists()
+    ckpt = out / "seed_0" / "checkpoint.pt"
+    res = runner.invoke(app, [*base, "--resume", "--prompt", "cactus"])  # another prompt: not the same run
+    assert res.exit_code == 2 and "other settings" in res.stderr
+    res = runner.invoke(app, [*base, "--resume", "--checkpoint-every", "3"])  # cadence may change on resume
+    assert res.exit_code == 0, res.output
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    ckpt.write_bytes(b"not a checkpoint")
+    before[ckpt] = ckpt.read_bytes()
+    res = runner.invoke(app, [*base, "--resume"])
+    assert res.exit_code == 2 and "unreadable" in res.stderr
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_gen_3d_on_tiny_stable_diffusion(tiny_sd_path, tmp_path):
+    """Render -> VAE encode (gradients through it) -> latent world-map noise -> UNet with view prompts."""
+    res = runner.invoke(app, ["gen-3d", "--model", str(tiny_sd_path), "--prompt", "a hamburger", "--resolution", "16",
+                              "--num-gaussians", "100", "--seeds", "0", "--steps", "3", "--no-progress",
+                              "--out", str(tmp_path / "sd")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "sd" / "seed_0" / "gaussians.ply").exists()
+    res = runner.invoke(app, ["gen-3d", "--model", str(tiny_sd_path), "--resolution", "10", "--steps", "3",
+                              "--out", str(tmp_path / "sd2")])
+    assert res.exit_code == 2 and "multiple of 4" in res.stderr
