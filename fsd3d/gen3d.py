@@ -6,6 +6,7 @@ Output folder layout:
     seed_S/gaussians.ply                      standard 3DGS layout (opens in common splat viewers)
     seed_S/turntable.gif                      RGB | depth, a full turn at the evaluation elevation
     seed_S/views.png                          evaluation views: RGB, depth, opacity (+ matched reference)
+    seed_S/views/az_AAA.png                   each evaluation view's RGB (for CLIP / IS / CROSS-FID)
     seed_S/metrics.json                       the seed's metrics
 Nothing already in the folder is lost: an existing checkpoint is only continued (--resume), never replaced.
 """
@@ -23,7 +24,7 @@ from PIL import Image
 from fsd2d import metrics
 from fsd2d.errors import InputError
 from fsd2d.figures import image_grid
-from fsd2d.io import atomic_path, run_record, write_json
+from fsd2d.io import atomic_path, run_record, save_png, write_json
 from fsd3d.cameras import Camera
 from fsd3d.gaussians import GaussianScene
 from fsd3d.metrics3d import diversity_3d, evaluation_cameras, references_reached, score_scene
@@ -166,6 +167,9 @@ def summarize(scene_prior: ScenePrior, config: Gen3DConfig, renders: dict[int, R
 def export_seed(seed_dir: Path, scene: GaussianScene, scene_prior: ScenePrior, config: Gen3DConfig,
                 rendered: RenderOutput, seed_metrics: dict) -> None:
     save_ply(seed_dir / "gaussians.ply", scene)
+    (seed_dir / "views").mkdir(exist_ok=True)
+    for k, im in enumerate(metrics.to_hwc(rendered.rgb)):
+        save_png(seed_dir / "views" / f"az_{round(360 * k / len(rendered.rgb)):03d}.png", im)
     device = scene_prior.prior.device
     res = scene_prior.resolution
     with torch.no_grad():

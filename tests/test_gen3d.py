@@ -35,7 +35,8 @@ def test_gen_3d_writes_every_output(tmp_path):
     for seed in (0, 1):
         d = out / f"seed_{seed}"
         assert {p.name for p in d.iterdir()} == {"checkpoint.pt", "gaussians.ply", "turntable.gif", "views.png",
-                                                 "metrics.json"}
+                                                 "metrics.json", "views"}
+        assert len(list((d / "views").glob("az_*.png"))) == 8
         scene = load_ply(d / "gaussians.ply")
         ckpt = torch.load(d / "checkpoint.pt", weights_only=True)
         assert ckpt["step"] == 12
