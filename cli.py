@@ -347,6 +347,109 @@ def print_summary(summary: dict) -> None:
         typer.echo(line)
 
 
+@app.command("batch")
+@user_errors
+def batch(
+    sweep: Annotated[Path, typer.Argument(help="Sweep file (YAML): command, params (a scalar is fixed, a list is "
+                                               "swept), optional name and out.")],
+    out: Annotated[Optional[Path], typer.Option(
+        help="Sweep folder (default: the file's out:, else outputs/batch/<name or file stem>).")] = None,
+    shard: Annotated[Optional[str], typer.Option(
+        help="Run only the runs whose index % n == i, as 'i/n'. Default: from a SLURM job array "
+             "(SLURM_ARRAY_TASK_*) or torchrun (RANK, WORLD_SIZE), else all.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="List this shard's runs and their folders; run nothing.")] = False,
+    gather: Annotated[bool, typer.Option(help="Write results.csv and summary_*.png when the shard ends.")] = True,
+    progress: Annotated[bool, typer.Option(
+        help="Progress bars inside each run (the bar over runs is always shown).")] = False,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Override a parameter, KEY=VALUE (YAML value; repeatable), e.g. --set model=/path/to/sd.")] = None,
+):
+    """Run a grid of one fsd command from a YAML sweep: one folder per run, resumable, shardable."""
+    from fsdbatch.runner import DONE, resolve_shard, run_sweep
+    from fsdbatch.sweep import load_sweep
+
+    cli = typer.main.get_command(app)
+    spec = load_sweep(sweep, cli, out, parse_overrides(set_ or []))
+    part = resolve_shard(shard)
+    if dry_run:
+        owned = [r for r in spec.runs if part.owns(r)]
+        typer.echo(f"{spec.command}: {len(spec.runs)} runs in the grid; shard {part} owns {len(owned)}")
+        for r in owned:
+            state = "done" if (spec.out / r.folder / DONE).exists() else "todo"
+            typer.echo(f"  [{r.index}] {state}  {spec.out / r.folder}")
+        return
+    result = run_sweep(spec, cli, part, progress=progress)
+    if gather:
+        print_gather(spec.out)
+    line = (f"shard {part}: {len(result.finished)} run(s) finished, {result.skipped} skipped (done before), "
+            f"{len(result.failed)} failed, of {result.owned} owned ({result.total} in the grid)")
+    if result.failed:
+        for folder, error in result.failed:
+            typer.echo(f"failed: {spec.out / folder}: {error}", err=True)
+        typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(1)
+    typer.echo(line)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """['model=/x', 'steps=10'] -> {'model': '/x', 'steps': 10} (values parsed as YAML scalars or lists)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"bad --set {item!r}: use KEY=VALUE, e.g. --set model=/path/to/sd")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            raise InputError(f"bad --set {item!r}: the value is not valid YAML") from None
+    return out
+
+
+@app.command("table1")
+@user_errors
+def table1(
+    outs: Annotated[list[Path], typer.Argument(help="Batch folders of compare-2d and/or gen-3d sweeps.")],
+    clip_model: Annotated[Optional[str], typer.Option(help="Local transformers CLIP folder (for CLIP score).")] = None,
+    inception_weights: Annotated[Optional[str], typer.Option(
+        help="torch-fidelity Inception weights file pt_inception-2015-12-05-6726825d.pth (IS, CROSS-FID).")] = None,
+    out: Annotated[Path, typer.Option(help="Where table1.md and table1.csv go.")] = Path("outputs/table1"),
+):
+    """Table 1: DDIM images vs SDS vs FSD over prompts x seeds, from finished batch runs."""
+    from fsdbatch.table1 import table1 as build, to_markdown, write_table
+
+    for o in outs:
+        if not o.is_dir():
+            raise InputError(f"{o} is not a folder (give the out folders of `fsd batch` runs)")
+    rows, note = build(outs, clip_model, inception_weights)
+    if not rows:
+        raise InputError(f"no finished compare-2d or gen-3d runs under {', '.join(map(str, outs))}")
+    write_table(out, rows, note)
+    typer.echo(to_markdown(rows), nl=False)
+    if note:
+        typer.echo(note)
+    typer.echo(f"wrote {out}/table1.md and table1.csv")
+
+
+@app.command("gather")
+@user_errors
+def gather(out: Annotated[Path, typer.Argument(help="Sweep folder written by `fsd batch`.")]):
+    """Collect a sweep's finished runs (done.json) into results.csv and summary_<metric>.png."""
+    print_gather(out)
+
+
+def print_gather(out: Path) -> None:
+    from fsdbatch.gather import gather as collect
+
+    g = collect(out)
+    typer.echo(f"gathered {len(g.finished)} of {g.total} runs ({len(g.rows)} rows) -> {g.csv}"
+               + (f", {len(g.plots)} summary plots" if g.plots else ""))
+    if g.missing:
+        shown = ", ".join(g.missing[:3]) + (", ..." if len(g.missing) > 3 else "")
+        typer.echo(f"{len(g.missing)} run(s) not finished yet: {shown}")
+
+
 def main() -> None:
     app(prog_name="fsd")
 

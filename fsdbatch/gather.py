@@ -1,0 +1,190 @@
+"""Collect the finished runs of a sweep folder into results.csv and summary_<metric>.png.
+
+One row per finished run (done.json present) and per entry of its metrics.json:
+    metrics["methods"] = {name: {...}}  -> one row per method, column `method`   (compare-2d, consistency)
+    metrics["rows"] = [{...}, ...]      -> one row per entry, named by its first field (beta-sweep: beta)
+    otherwise                           -> one row                               (shuffle-noise, gen-3d)
+Columns: run, index, the swept parameters, seconds (the run's time), then every scalar of the entry and
+of the top level of metrics.json (lists and per-seed details are left out; "inf"/"nan" become numbers).
+
+Plots: each numeric metric that varies, against the first swept numeric parameter (else the numeric entry
+name, e.g. beta), one line per combination of the other labels; a bar per row when nothing is numeric.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from fsd2d.errors import InputError
+from fsd2d.io import atomic_path
+
+SKIPPED_TOP = ("seconds",)  # the command's own timer; `seconds` in the CSV is the run's time from done.json
+FIXED_COLUMNS = ("run", "index")
+
+
+@dataclass(frozen=True)
+class GatherResult:
+    csv: Path
+    plots: tuple[Path, ...]
+    columns: tuple[str, ...]
+    rows: tuple[dict, ...]
+    total: int  # runs in the grid
+    finished: tuple[str, ...]  # run folders with done.json and metrics.json
+    missing: tuple[str, ...]  # run folders not finished (no done.json, or no metrics.json)
+
+
+def gather(out: Path, plots: bool = True) -> GatherResult:
+    """Write `out`/results.csv (and summary plots) from the finished runs listed in `out`/sweep.json."""
+    out = Path(out)
+    snapshot = read_snapshot(out)
+    swept = list(snapshot["swept"])
+    rows, finished, missing = [], [], []
+    item_keys: list[str] = []
+    for run in snapshot["runs"]:
+        run_dir = out / run["folder"]
+        done_file = run_dir / "done.json"
+        if not done_file.exists():
+            missing.append(run["folder"])
+            continue
+        done = json.loads(done_file.read_text())
+        metrics_file = run_dir / done.get("output", "result") / "metrics.json"
+        if not metrics_file.exists():
+            missing.append(run["folder"])
+            continue
+        finished.append(run["folder"])
+        head = {"run": run["folder"], "index": run["index"], **{k: run["params"].get(k) for k in swept},
+                "seconds": done.get("seconds")}
+        for key, entry in flatten(json.loads(metrics_file.read_text())):
+            if key is not None and key not in item_keys:
+                item_keys.append(key)
+            rows.append({**head, **entry})
+    columns = list(FIXED_COLUMNS) + swept + ["seconds"]
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    csv_path = out / "results.csv"
+    write_csv(csv_path, columns, rows)
+    made = tuple(summary_plots(out, rows, columns, swept, item_keys)) if plots else ()
+    return GatherResult(csv_path, made, tuple(columns), tuple(rows), len(snapshot["runs"]), tuple(finished),
+                        tuple(missing))
+
+
+def read_snapshot(out: Path) -> dict:
+    path = out / "sweep.json"
+    if not path.exists():
+        raise InputError(f"{out} has no sweep.json: not a folder written by `fsd batch`")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path} is unreadable ({type(e).__name__})") from None
+
+
+def flatten(metrics: dict) -> list[tuple[str | None, dict]]:
+    """metrics.json -> [(entry label column or None, {column: scalar})] as described in the module doc."""
+    top = {k: v for k, v in scalars(metrics).items() if k not in SKIPPED_TOP}
+    if isinstance(metrics.get("methods"), dict):
+        return [("method", {"method": name, **scalars(m), **top}) for name, m in metrics["methods"].items()]
+    if isinstance(metrics.get("rows"), list) and metrics["rows"]:
+        return [(next(iter(r)), {**scalars(r), **top}) for r in metrics["rows"] if isinstance(r, dict) and r]
+    return [(None, top)]
+
+
+def scalars(d: dict) -> dict:
+    """The plain entries of a dict: numbers and strings; 'inf'/'-inf'/'nan' (JSON's stand-ins) as floats."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, str) and v in ("inf", "-inf", "nan"):
+            v = float(v)
+        if isinstance(v, (int, float, str)) or v is None:
+            out[k] = v
+    return out
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns, restval="")
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: "" if v is None else v for k, v in row.items()})
+
+
+def number(value) -> float | None:
+    """A plottable number, or None (booleans and text like '0-3' are not numbers)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def summary_plots(out: Path, rows: list[dict], columns: list[str], swept: list[str],
+                  item_keys: list[str]) -> list[Path]:
+    """summary_<metric>.png for every numeric metric that varies; stale summary plots are removed."""
+    made: list[Path] = []
+    if rows:
+        labels = swept + [k for k in item_keys if k not in swept]
+        head = set(FIXED_COLUMNS) | {"seconds"} | set(labels)
+        metric_cols, text_cols = [], []
+        for c in columns:
+            if c in head:
+                continue
+            values = [number(r.get(c)) for r in rows if r.get(c) not in (None, "")]
+            if values and all(v is not None for v in values):
+                finite = {v for v in values if math.isfinite(v)}
+                if finite and (len(finite) > 1 or len(rows) == 1):
+                    metric_cols.append(c)
+            elif values:
+                text_cols.append(c)  # e.g. gen-3d's method: a label, not a metric
+        labels += [c for c in text_cols if c not in labels]
+        x = next((k for k in labels if all(number(r.get(k)) is not None for r in rows)), None)
+        for metric in metric_cols:
+            path = out / f"summary_{re.sub(r'[^A-Za-z0-9._-]+', '-', metric)}.png"
+            plot_metric(path, rows, metric, x, [k for k in labels if k != x])
+            made.append(path)
+    for stale in out.glob("summary_*.png"):
+        if stale not in made:
+            stale.unlink()
+    return made
+
+
+def plot_metric(path: Path, rows: list[dict], metric: str, x: str | None, groups: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fsd2d.figures import save_figure
+
+    def label(r: dict, keys: list[str]) -> str:
+        return ", ".join(f"{k}={r.get(k)}" for k in keys) or metric
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    if x is not None:
+        lines: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        for r in rows:
+            y = number(r.get(metric))
+            if y is not None and math.isfinite(y):
+                lines[label(r, groups)].append((number(r[x]), y))
+        for name, pts in lines.items():
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name)
+        ax.set_xlabel(x)
+        if 1 < len(lines) <= 12:
+            ax.legend(fontsize=7)
+    else:
+        names = [label(r, groups) for r in rows]
+        ys = [number(r.get(metric)) for r in rows]
+        ax.bar(range(len(rows)), [y if y is not None and math.isfinite(y) else 0.0 for y in ys])
+        ax.set_xticks(range(len(rows)), names, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel(metric)
+    ax.set_title(metric if x is None else f"{metric} vs {x}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -1,0 +1,262 @@
+"""Run a sweep's runs in this process, resumably, one shard at a time.
+
+Sweep folder layout (`out`):
+    sweep.json                      the expanded grid (written atomically by every runner)
+    <slug>-<hash8>/result/          the command's --out: its usual outputs (metrics.json, run.json, ...)
+    <slug>-<hash8>/done.json        written (atomically) only after the command succeeded: params, args,
+                                    seconds, output folder. A run is done exactly when this file exists.
+    <slug>-<hash8>/failed.json      the last failure: the one-line error (removed when the run succeeds)
+    results.csv, summary_*.png      from fsdbatch.gather
+
+A run without done.json is run again: the 2D studies replace result/ atomically, so they start over;
+gen-3d gets --resume when result/ holds a checkpoint, so it continues from there. Runs call the click
+command in-process with `--out <run>/result` and `--no-progress` (or `--progress` on request), so the
+prior and CUDA are set up once per process. A KeyboardInterrupt stops the runner at once (nothing is
+recorded for the interrupted run); any other failure is recorded and the next run starts.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import gc
+import io
+import os
+import re
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import typer
+
+from fsd2d.errors import InputError
+from fsd2d.io import write_json
+from fsdbatch.sweep import CliGroup, Run, Sweep
+
+RESULT = "result"  # the command's --out, inside the run folder
+DONE = "done.json"
+FAILED = "failed.json"
+INTERRUPTED = 130  # what typer returns (standalone_mode=False) when the command saw a KeyboardInterrupt
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Runs whose grid index % count == index belong to this shard."""
+
+    index: int
+    count: int
+    source: str = "default"  # where it came from: --shard, SLURM array, torchrun, default
+
+    def owns(self, run: Run) -> bool:
+        return run.index % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(text: str, source: str = "--shard") -> Shard:
+    """'i/n' with 0 <= i < n -> Shard(i, n)."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
+        raise InputError(f"bad {source} {text!r}: use 'i/n' with 0 <= i < n, like '0/4'")
+    return Shard(int(m.group(1)), int(m.group(2)), source)
+
+
+def shard_from_env(env: Mapping[str, str]) -> Shard | None:
+    """A SLURM job array (SLURM_ARRAY_TASK_ID with _COUNT, or with _MIN/_MAX [/_STEP]) or torchrun
+    (RANK, WORLD_SIZE); None when neither is set."""
+
+    def ints(*names: str) -> list[int | None]:
+        out = []
+        for n in names:
+            v = env.get(n)
+            if v is None or v.strip() == "":
+                out.append(None)
+                continue
+            try:
+                out.append(int(v))
+            except ValueError:
+                raise InputError(f"environment variable {n}={v!r} is not an integer; pass --shard i/n") from None
+        return out
+
+    task, count, lo, hi, step = ints("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN",
+                                     "SLURM_ARRAY_TASK_MAX", "SLURM_ARRAY_TASK_STEP")
+    if task is not None:
+        step = step or 1
+        if count is None and (lo is None or hi is None):
+            raise InputError("SLURM_ARRAY_TASK_ID is set without SLURM_ARRAY_TASK_COUNT or _MIN/_MAX; "
+                             "pass --shard i/n")
+        lo = lo or 0
+        n = count if count is not None else (hi - lo) // step + 1
+        i, rem = divmod(task - lo, step)
+        if rem or not 0 <= i < n:
+            raise InputError(f"SLURM array task {task} is not in a plain range (min {lo}, step {step}, "
+                             f"count {n}); pass --shard i/n")
+        return Shard(i, n, "SLURM array")
+    rank, world = ints("RANK", "WORLD_SIZE")
+    if rank is not None and world is not None:
+        if world < 1 or not 0 <= rank < world:
+            raise InputError(f"RANK={rank} / WORLD_SIZE={world} is not a valid shard; pass --shard i/n")
+        return Shard(rank, world, "torchrun")
+    return None
+
+
+def resolve_shard(text: str | None, env: Mapping[str, str] | None = None) -> Shard:
+    """--shard if given, else SLURM, else torchrun, else the whole grid (0/1)."""
+    if text is not None:
+        return parse_shard(text)
+    return shard_from_env(os.environ if env is None else env) or Shard(0, 1)
+
+
+@dataclass(frozen=True)
+class Invocation:
+    exit_code: int
+    error: str | None  # the last `error: ...` line the command printed, if any
+
+
+@dataclass
+class BatchResult:
+    shard: Shard
+    total: int  # runs in the grid
+    owned: int  # runs of this shard
+    skipped: int  # already done before this call
+    finished: list[str] = field(default_factory=list)  # folders completed by this call
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (folder, one-line error)
+
+
+def run_sweep(sweep: Sweep, cli: CliGroup, shard: Shard = Shard(0, 1), progress: bool = False) -> BatchResult:
+    """Run this shard's runs that have no done.json, in grid order; failures are recorded, not raised."""
+    from tqdm.auto import tqdm
+
+    out = sweep.out
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "sweep.json", sweep.snapshot())
+    owned = [r for r in sweep.runs if shard.owns(r)]
+    todo = [r for r in owned if not (out / r.folder / DONE).exists()]
+    result = BatchResult(shard, len(sweep.runs), len(owned), len(owned) - len(todo))
+    source = "" if shard.source == "default" else f" (from {shard.source})"
+    print(f"shard {shard}{source}: {len(owned)} of {len(sweep.runs)} runs; skipping {result.skipped} done, "
+          f"{len(todo)} to run -> {out}/", flush=True)
+    with tqdm(total=len(owned), initial=result.skipped, desc=sweep.name, unit="run", file=sys.stderr) as bar:
+        for run in todo:
+            label = ", ".join(f"{k}={v}" for k, v in run.swept_values().items()) or run.folder
+            bar.write(f"[run {run.index}] {sweep.command} {label}")
+            error = run_one(run, out / run.folder, cli, progress)
+            if error is None:
+                result.finished.append(run.folder)
+            else:
+                result.failed.append((run.folder, error))
+                bar.write(f"[run {run.index}] failed: {error}")
+            bar.update(1)
+    return result
+
+
+def run_one(run: Run, run_dir: Path, cli: CliGroup, progress: bool = False) -> str | None:
+    """Run one grid point; write done.json on success (returns None) or failed.json (returns the error)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(run_dir)
+    result = run_dir / RESULT
+    args = [run.command, *run.args, "--out", str(result), "--progress" if progress else "--no-progress"]
+    if "resume" in {p.name for p in cli.commands[run.command].params} and any(result.rglob("checkpoint.pt")):
+        args.append("--resume")  # gen-3d: continue the interrupted seeds from their checkpoints
+    start = time.perf_counter()
+    trace = None
+    try:
+        inv = invoke_command(cli, args)
+        if inv.exit_code == INTERRUPTED:
+            raise KeyboardInterrupt
+        error = None if inv.exit_code in (0, None) else (inv.error or f"exited with code {inv.exit_code}")
+    except (KeyboardInterrupt, typer.Abort):
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure of one run is recorded, the sweep goes on
+        if hasattr(e, "format_message"):  # a click usage error, e.g. --steps abc
+            error = first_line(e.format_message())
+        else:
+            error = f"{type(e).__name__}: {first_line(str(e))}"
+            trace = traceback.format_exc()
+            print(trace, file=sys.stderr, flush=True)
+    finally:
+        release_memory()
+    seconds = time.perf_counter() - start
+    record = {"command": run.command, "index": run.index, "folder": run.folder, "params": run.params,
+              "swept": run.swept_values(), "args": args, "seconds": seconds}
+    if error is not None:
+        write_json(run_dir / FAILED, {**record, "error": error, "traceback": trace, "failed": now()})
+        return error
+    write_json(run_dir / DONE, {**record, "output": RESULT, "finished": now()})
+    (run_dir / FAILED).unlink(missing_ok=True)
+    return None
+
+
+def invoke_command(cli: CliGroup, args: list[str]) -> Invocation:
+    """Call the `fsd` group in-process (standalone_mode=False) and keep its last `error:` line."""
+    tail = StderrTail(sys.stderr)
+    with contextlib.redirect_stderr(tail):
+        code = cli.main(args, prog_name="fsd", standalone_mode=False)
+    return Invocation(code if isinstance(code, int) else 0, tail.last_error())
+
+
+class StderrTail(io.TextIOBase):
+    """Passes everything through to `stream` and remembers the last lines (to find `error: ...`)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.lines: collections.deque[str] = collections.deque(maxlen=20)
+        self.partial = ""
+
+    def write(self, text) -> int:
+        if not isinstance(text, str):
+            raise TypeError("text stream")  # click probes with b"" to tell text from binary streams
+        *done, self.partial = (self.partial + text).split("\n")
+        self.lines.extend(done)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self):
+        return getattr(self.stream, "encoding", None) or "utf-8"
+
+    @property
+    def errors(self):
+        return getattr(self.stream, "errors", None) or "strict"
+
+    def last_error(self) -> str | None:
+        for line in reversed([*self.lines, self.partial]):
+            if line.startswith("error: "):
+                return line[len("error: "):].strip()
+        return None
+
+
+def remove_leftovers(run_dir: Path) -> None:
+    """Temporary folders of an atomic --out left by a killed process (SIGKILL skips the cleanup).
+    A run folder belongs to one runner at a time: shards never share runs."""
+    for p in run_dir.glob(f".{RESULT}.*-*"):
+        if p.is_dir() and (".tmp-" in p.name or ".old-" in p.name):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def release_memory() -> None:
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
