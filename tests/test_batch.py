@@ -361,8 +361,14 @@ def test_set_overrides_params_before_validation(tmp_path):
     res = CliRunner().invoke(app, ["batch", str(sweep), "--out", str(tmp_path / "o"), "--dry-run",
                                    "--set", "steps=5", "--set", "t-min=30"])
     assert res.exit_code == 0, res.output
-    snapshot_args = [r for r in res.stdout.splitlines() if "todo" in r]
-    assert len(snapshot_args) == 2
+    assert len([r for r in res.stdout.splitlines() if "todo" in r]) == 2
+    import typer
+
+    from fsdbatch.sweep import load_sweep
+
+    spec = load_sweep(sweep, typer.main.get_command(app), tmp_path / "o", {"steps": 5, "t-min": 30})
+    assert [(r.params["steps"], r.params["t_min"]) for r in spec.runs] == [(5, 30), (5, 30)]
+    assert "300" not in " ".join(spec.runs[0].args)
     res = CliRunner().invoke(app, ["batch", str(sweep), "--dry-run", "--set", "nonsense=1"])
     assert res.exit_code == 2 and "unknown parameter 'nonsense'" in res.stderr
     res = CliRunner().invoke(app, ["batch", str(sweep), "--dry-run", "--set", "steps"])
