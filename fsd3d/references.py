@@ -467,8 +467,8 @@ class ReferenceSet:
         Cameras must be square and share one size; `resolution` (optional) re-renders them at R x R
         pixels by scaling their intrinsics (same fov). One render call (over all C cameras) per reference:
         references are never composited together. Background: RGB in [0, 1], white by default.
-        dtype None: float32 on CUDA (gsplat), float64 elsewhere (the PyTorch reference is faster in float64
-        on CPUs: in float32 its exp() underflows to slow subnormals).
+        dtype None: float32 (gsplat on CUDA; on CPUs the reference renderer is ~2x faster in float32 than
+        in float64 now that it clamps exp()'s argument away from subnormals).
         """
         viewmats, Ks = stack_cameras(cameras)  # [C, 4, 4], [C, 3, 3]
         w, h = cameras[0].width, cameras[0].height
@@ -481,7 +481,7 @@ class ReferenceSet:
             Ks[:, :2] *= resolution / w  # fx, fy, cx, cy scale with the image side
             w = h = resolution
         device = torch.device(device)
-        dtype = dtype or (torch.float32 if device.type == "cuda" else torch.float64)
+        dtype = dtype or torch.float32
         viewmats, Ks = viewmats.to(device, dtype), Ks.to(device, dtype)
         bg = torch.tensor(background, dtype=dtype, device=device)
         if bg.shape != (3,):

@@ -145,7 +145,7 @@ def test_denoiser_returns_each_cameras_own_render(snowman_prior):
     prior, g = snowman_prior.view_batch(cameras, 1.0)
     refs = snowman_prior.references
     k0, k1 = refs.names.index("snowman/top_hat"), refs.names.index("snowman/beanie")
-    renders = refs.render(cameras).rgb  # [K, 2, 3, R, R]
+    renders = refs.render(cameras).rgb.double()  # [K, 2, 3, R, R]
     x0 = torch.stack([renders[k0, 0], renders[k1, 1]]) * 2 - 1  # [2, 3, R, R] in [-1, 1]
     t = torch.tensor([20, 20])
     a, s = prior.schedule.alpha_sigma(t, torch.float64, "cpu")
