@@ -17,13 +17,7 @@ runner = CliRunner()
 TINY = ["--resolution", "16", "--num-gaussians", "300", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster and immune to other processes on a 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_gen_3d_writes_every_output(tmp_path):

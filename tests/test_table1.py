@@ -1,6 +1,5 @@
 """`fsd table1`: Table 1 from finished compare-2d and gen-3d batch runs."""
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from cli import app
@@ -8,12 +7,7 @@ from cli import app
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_table1_from_batch_runs(tmp_path):

@@ -55,6 +55,21 @@ def unknown_prompt(prompt: str, known) -> PromptError:
     return PromptError(f"unknown prompt {prompt!r}; this prior knows: {', '.join(known)} (and '' = unconditional)")
 
 
+def prompt_log_weights(prompt: str, labels: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+    """Log prior weights [K] (float64) over items labelled with prompt indices `labels` [K]: uniform over the
+    prompt's items (-inf elsewhere); for "" an equal mixture of all prompts, each uniform over its items."""
+    key = prompt.strip().lower()
+    counts = torch.bincount(labels, minlength=len(prompts)).to(torch.float64)
+    if key == "":
+        return -torch.log(counts[labels] * len(prompts))
+    if key not in prompts:
+        raise unknown_prompt(prompt, prompts)
+    p = prompts.index(key)
+    logw = torch.full(labels.shape, -torch.inf, dtype=torch.float64)
+    logw[labels == p] = -torch.log(counts[p])
+    return logw
+
+
 def load_source(name: str) -> np.ndarray:
     """The prompt's scikit-image picture as float [H, W, 3] in [0, 1]."""
     import skimage.data
@@ -150,17 +165,7 @@ class ImageSetPrior(Prior):
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
         """Log prior weights over the K set images, [1, K] (-inf outside the prompt's set)."""
-        key = prompt.strip().lower()
-        counts = torch.bincount(self.labels, minlength=len(self.prompts)).to(torch.float64)
-        if key == "":
-            logw = -torch.log(counts[self.labels] * len(self.prompts))  # equal mixture of all prompts
-        elif key in self.prompts:
-            p = self.prompts.index(key)
-            logw = torch.full(self.labels.shape, -torch.inf, dtype=torch.float64)
-            logw[self.labels == p] = -torch.log(counts[p])
-        else:
-            raise unknown_prompt(prompt, self.prompts)
-        return logw.to(self.device, self.dtype)[None]
+        return prompt_log_weights(prompt, self.labels, self.prompts).to(self.device, self.dtype)[None]
 
     def posterior(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """p(k | x_t) [B, K] for x_t [B, 3, R, R], t [B], cond = log-weights [B, K]."""

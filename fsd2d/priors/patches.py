@@ -69,10 +69,10 @@ from fsd2d.priors.imageset import (
     MIN_RESOLUTION,
     PROMPTS,
     build_image_sets,
-    unknown_prompt,
+    prompt_log_weights,
 )
-from fsd2d.updates import eps_from_x0
 from fsd2d.schedule import NoiseSchedule, scaled_linear_schedule
+from fsd2d.updates import eps_from_x0
 
 PatchSizes = tuple[tuple[int, int], ...]  # ((t_from, k), ...): k for t >= t_from; one t_from must be 0
 
@@ -242,17 +242,7 @@ class PatchPrior(Prior):
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
         """Log prior weights over the M bank patches, [1, M] (-inf outside the prompt's patches)."""
-        key = prompt.strip().lower()
-        counts = torch.bincount(self.bank_labels, minlength=len(self.prompts)).to(torch.float64)
-        if key == "":
-            logw = -torch.log(counts[self.bank_labels] * len(self.prompts))  # equal mixture of all prompts
-        elif key in self.prompts:
-            p = self.prompts.index(key)
-            logw = torch.full(self.bank_labels.shape, -torch.inf, dtype=torch.float64)
-            logw[self.bank_labels == p] = -torch.log(counts[p])
-        else:
-            raise unknown_prompt(prompt, self.prompts)
-        return logw.to(self.device, self.dtype)[None]
+        return prompt_log_weights(prompt, self.bank_labels, self.prompts).to(self.device, self.dtype)[None]
 
     def patch_size(self, t: torch.Tensor) -> torch.Tensor:
         """k [B] (long, CPU) for integer timesteps t [B]: the k of the largest t_from <= t."""
