@@ -12,7 +12,8 @@ import typer
 from fsd2d.errors import InputError
 
 app = typer.Typer(
-    help="Flow Score Distillation toolkit: DDIM vs FSD vs SDS in 2D, on an embedded exact prior or Stable Diffusion.",
+    help="Flow Score Distillation toolkit: DDIM vs FSD vs SDS in 2D, FSD/SDS on 3D Gaussian Splatting; "
+    "embedded exact priors (no download) or Stable Diffusion.",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -57,7 +57,7 @@ def collect(outs: list[Path]) -> dict[tuple[str, str], Group]:
                     n = len(e["per_seed"])
                     if "modes_reached" in e:
                         g.coverage.append(e["modes_reached"] / n)
-                        g.psnr.append(float(np.mean([min(p["nearest_psnr"], PSNR_CAP_DB) for p in e["per_seed"]])))
+                        g.psnr.append(float(np.mean([min(float(p["nearest_psnr"]), PSNR_CAP_DB) for p in e["per_seed"]])))
                     g.diversity.append(e["diversity"])
                     g.images.setdefault(prompt, {}).update(
                         {p["seed"]: [result / "images" / f"{method}_seed{p['seed']}.png"] for p in e["per_seed"]})

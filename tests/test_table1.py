@@ -35,3 +35,20 @@ def test_table1_from_batch_runs(tmp_path):
     assert res.exit_code == 2 and "not a folder" in res.stderr
     res = runner.invoke(app, ["table1", str(tmp_path / "missing")])
     assert res.exit_code == 2 and "not a folder" in res.stderr
+
+
+def test_exact_copies_stored_as_inf_count_as_the_cap(tmp_path):
+    """metrics.json stores PSNR = inf (DDIM on the exact prior returns set images) as the string "inf"."""
+    import json
+
+    from fsdbatch.table1 import PSNR_CAP_DB, collect
+
+    run = tmp_path / "run-x"
+    (run / "result").mkdir(parents=True)
+    (run / "done.json").write_text("{}")
+    (run / "result" / "run.json").write_text(json.dumps({"command": "compare-2d", "config": {"prompt": "cat"}}))
+    per_seed = [{"seed": 0, "nearest_psnr": "inf"}, {"seed": 1, "nearest_psnr": 40.0}]
+    (run / "result" / "metrics.json").write_text(
+        json.dumps({"methods": {"ddim": {"per_seed": per_seed, "modes_reached": 2, "diversity": 0.5}}}))
+    group = collect([tmp_path])[("2D", "ddim")]
+    assert group.psnr == [(PSNR_CAP_DB + 40.0) / 2] and group.coverage == [1.0]
