@@ -452,7 +452,23 @@ def print_gather(out: Path) -> None:
 
 
 def main() -> None:
-    app(prog_name="fsd")
+    """The console script: click/typer usage errors become one `error:` line too (exit code 2)."""
+    try:
+        code = app(prog_name="fsd", standalone_mode=False)
+    except Exception as e:  # typer bundles its own click: recognise its exceptions by their interface
+        if type(e).__name__ == "NoArgsIsHelpError":
+            typer.echo(e.format_message())
+            sys.exit(2)
+        if hasattr(e, "format_message") and getattr(e, "exit_code", None) == 2:
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            typer.echo(f"error: {' '.join(e.format_message().split())}{hint}", err=True)
+            sys.exit(2)
+        if type(e).__name__ == "Abort":
+            typer.echo("aborted", err=True)
+            sys.exit(130)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

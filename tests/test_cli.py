@@ -118,3 +118,7 @@ def test_console_script_and_prompts():
     assert res.returncode == 0 and "cat" in res.stdout and "brick" in res.stdout
     res = subprocess.run([sys.executable, "-m", "cli", "compare-2d", "--steps", "0"], capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.strip() == "error: steps must be >= 1, got 0"
+    for args in (["compare-2d", "--steps", "abc"], ["compare-2d", "--nope"], ["nope"]):  # click's own errors
+        res = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (args, res.stderr)
