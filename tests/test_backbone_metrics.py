@@ -64,7 +64,18 @@ def test_clip_score_with_a_local_tiny_clip(tmp_path):
     CLIPModel(config).save_pretrained(folder)
     CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=32),
                   tokenizer=tok).save_pretrained(folder)
-    score = bm.clip_score(images(3, n=4), ["a cat"] * 4, str(folder))
+    ims, texts = images(3, n=4), ["a cat", "a dog", "a cat", "gravel"]
+    score = bm.clip_score(ims, texts, str(folder))
+    # independently: the towers and projections by hand, then 100 * max(cos, 0), averaged
+    model = CLIPModel.from_pretrained(folder).eval()
+    proc = CLIPProcessor.from_pretrained(folder)
+    inputs = proc(text=texts, images=list(bm.to_uint8(ims)), return_tensors="pt", padding=True)
+    with torch.no_grad():
+        img = model.visual_projection(model.vision_model(pixel_values=inputs["pixel_values"]).pooler_output)
+        txt = model.text_projection(model.text_model(input_ids=inputs["input_ids"],
+                                                     attention_mask=inputs["attention_mask"]).pooler_output)
+    cos = torch.nn.functional.cosine_similarity(img, txt, dim=-1)
+    assert score == pytest.approx(float((100 * cos.clamp_min(0)).mean()), abs=1e-4)
     assert 0.0 <= score <= 100.0
 
 
