@@ -87,9 +87,9 @@ def flatten(metrics: dict) -> list[tuple[str | None, dict]]:
     """metrics.json -> [(entry label column or None, {column: scalar})] as described in the module doc."""
     top = {k: v for k, v in scalars(metrics).items() if k not in SKIPPED_TOP}
     if isinstance(metrics.get("methods"), dict):
-        return [("method", {"method": name, **scalars(m), **top}) for name, m in metrics["methods"].items()]
+        return [("method", {**top, "method": name, **scalars(m)}) for name, m in metrics["methods"].items()]
     if isinstance(metrics.get("rows"), list) and metrics["rows"]:
-        return [(next(iter(r)), {**scalars(r), **top}) for r in metrics["rows"] if isinstance(r, dict) and r]
+        return [(next(iter(r)), {**top, **scalars(r)}) for r in metrics["rows"] if isinstance(r, dict) and r]
     return [(None, top)]
 
 
@@ -150,7 +150,7 @@ def summary_plots(out: Path, rows: list[dict], columns: list[str], swept: list[s
             made.append(path)
     for stale in out.glob("summary_*.png"):
         if stale not in made:
-            stale.unlink()
+            stale.unlink(missing_ok=True)  # another shard may be gathering at the same time
     return made
 
 

@@ -68,7 +68,8 @@ def parse_shard(text: str, source: str = "--shard") -> Shard:
 
 def shard_from_env(env: Mapping[str, str]) -> Shard | None:
     """A SLURM job array (SLURM_ARRAY_TASK_ID with _COUNT, or with _MIN/_MAX [/_STEP]) or torchrun
-    (RANK, WORLD_SIZE); None when neither is set."""
+    (RANK, WORLD_SIZE); both together (torchrun inside an array task) split each array task's share
+    between the ranks: shard i * world + rank of n * world. None when neither is set."""
 
     def ints(*names: str) -> list[int | None]:
         out = []
@@ -96,6 +97,11 @@ def shard_from_env(env: Mapping[str, str]) -> Shard | None:
         if rem or not 0 <= i < n:
             raise InputError(f"SLURM array task {task} is not in a plain range (min {lo}, step {step}, "
                              f"count {n}); pass --shard i/n")
+        rank, world = ints("RANK", "WORLD_SIZE")
+        if rank is not None and world is not None and world > 1:  # torchrun inside an array task
+            if not 0 <= rank < world:
+                raise InputError(f"RANK={rank} / WORLD_SIZE={world} is not a valid shard; pass --shard i/n")
+            return Shard(i * world + rank, n * world, "SLURM array x torchrun")
         return Shard(i, n, "SLURM array")
     rank, world = ints("RANK", "WORLD_SIZE")
     if rank is not None and world is not None:

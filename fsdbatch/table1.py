@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from fsd2d import backbone_metrics as bm
+from fsd2d.errors import InputError
 from fsd2d.io import atomic_path
 
 PSNR_CAP_DB = 100.0  # exact copies of a set image have PSNR = inf (or ~160 dB from rounding): counted as 100
@@ -31,47 +32,76 @@ COLUMNS = ("space", "method", "prompts", "coverage", "nearest_psnr", "agreement"
 
 
 @dataclass
-class Group:
-    """What one (space, method) row collects, per prompt."""
+class PromptResult:
+    """One run's numbers for one (space, method, prompt): what a Table 1 row averages over prompts."""
 
-    coverage: list[float] = field(default_factory=list)
-    psnr: list[float] = field(default_factory=list)
-    agreement: list[float] = field(default_factory=list)
-    holes: list[float] = field(default_factory=list)
-    diversity: list[float] = field(default_factory=list)
-    images: dict[str, dict[int, list[Path]]] = field(default_factory=dict)  # prompt -> seed -> image files
+    run: str  # the run folder (for messages)
+    coverage: float | None  # distinct set images / references reached per seed
+    psnr: float | None  # PSNR to the nearest set image (2D) / the majority reference (3D), capped, seed mean
+    agreement: float | None
+    holes: float | None
+    diversity: float
+    images: dict[int, list[Path]]  # seed -> image files (2D: the final image; 3D: the evaluation views)
 
 
-def collect(outs: list[Path]) -> dict[tuple[str, str], Group]:
-    """Read every finished compare-2d / gen-3d run (done.json present) under the batch folders."""
-    groups: dict[tuple[str, str], Group] = defaultdict(Group)
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path} is missing or unreadable ({type(e).__name__}); rerun that run") from None
+
+
+def capped(v) -> float:
+    return min(float(v), PSNR_CAP_DB)  # JSON stores an infinite PSNR as "inf"
+
+
+def collect(outs: list[Path]) -> dict[tuple[str, str], dict[str, PromptResult]]:
+    """(space, method) -> prompt -> result, from the finished runs listed in each folder's sweep.json.
+
+    One run per (space, method, prompt): two (a folder given twice, or runs that differ in other settings)
+    are an InputError, never silently averaged together.
+    """
+    groups: dict[tuple[str, str], dict[str, PromptResult]] = defaultdict(dict)
+
+    def put(key: tuple[str, str], prompt: str, result: PromptResult) -> None:
+        if prompt in groups[key]:
+            raise InputError(f"two runs give {key[0]} {key[1]} on '{prompt}': {groups[key][prompt].run} and "
+                             f"{result.run}; table1 takes one run per prompt and method")
+        groups[key][prompt] = result
+
     for out in outs:
-        for done in sorted(Path(out).glob("*/done.json")):
-            result = done.parent / "result"
-            run = json.loads((result / "run.json").read_text())
-            m = json.loads((result / "metrics.json").read_text())
+        snapshot = read_json(Path(out) / "sweep.json")
+        if snapshot.get("command") not in ("compare-2d", "gen-3d"):
+            continue
+        for entry in snapshot.get("runs", []):
+            run_dir = Path(out) / entry["folder"]
+            if not (run_dir / "done.json").exists():
+                continue
+            result = run_dir / "result"
+            run = read_json(result / "run.json")
+            m = read_json(result / "metrics.json")
             prompt = run["config"]["prompt"]
             if run["command"] == "compare-2d":
                 for method, e in m["methods"].items():
-                    g = groups[("2D", method)]
-                    n = len(e["per_seed"])
-                    if "modes_reached" in e:
-                        g.coverage.append(e["modes_reached"] / n)
-                        g.psnr.append(float(np.mean([min(float(p["nearest_psnr"]), PSNR_CAP_DB) for p in e["per_seed"]])))
-                    g.diversity.append(e["diversity"])
-                    g.images.setdefault(prompt, {}).update(
-                        {p["seed"]: [result / "images" / f"{method}_seed{p['seed']}.png"] for p in e["per_seed"]})
-            elif run["command"] == "gen-3d":
-                g = groups[("3D", m["method"])]
+                    seeds = [p["seed"] for p in e["per_seed"]]
+                    put(("2D", method), prompt, PromptResult(
+                        str(run_dir),
+                        e["modes_reached"] / len(seeds) if "modes_reached" in e else None,
+                        float(np.mean([capped(p["nearest_psnr"]) for p in e["per_seed"]])) if "modes_reached" in e
+                        else None,
+                        None, None, e["diversity"],
+                        {s: [result / "images" / f"{method}_seed{s}.png"] for s in seeds}))
+            else:
                 per = m["per_seed"]
-                if "references_reached" in m:
-                    g.coverage.append(m["references_reached"] / len(per))
-                    g.psnr.append(float(np.mean([s["majority_psnr"] for s in per.values()])))
-                    g.agreement.append(float(np.mean([s["agreement"] for s in per.values()])))
-                    g.holes.append(float(np.mean([s["holes"] for s in per.values()])))
-                g.diversity.append(m["diversity"])
-                g.images.setdefault(prompt, {}).update(
-                    {int(s): sorted((result / f"seed_{s}" / "views").glob("*.png")) for s in per})
+                truth = "references_reached" in m
+                put(("3D", m["method"]), prompt, PromptResult(
+                    str(run_dir),
+                    m["references_reached"] / len(per) if truth else None,
+                    float(np.mean([capped(v["majority_psnr"]) for v in per.values()])) if truth else None,
+                    float(np.mean([v["agreement"] for v in per.values()])) if truth else None,
+                    float(np.mean([v["holes"] for v in per.values()])) if truth else None,
+                    m["diversity"],
+                    {int(s): sorted((result / f"seed_{s}" / "views").glob("*.png")) for s in per}))
     return groups
 
 
@@ -81,37 +111,46 @@ def load_images(files: list[Path]) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
 
 
-def backbone_columns(g: Group, clip_model: str, inception_weights: str) -> dict[str, float]:
-    """CLIP score over all images, IS per prompt (averaged), CROSS-FID seeds {0,1} vs {2,3} per prompt."""
+def backbone_columns(space: str, by_prompt: dict[str, PromptResult], clip_model: str, inception_weights: str
+                     ) -> dict[str, float | None]:
+    """Per prompt: CLIP score over all images, IS over all images, and (3D only, seeds 0-3 present)
+    CROSS-FID between the renders of seeds {0, 1} and {2, 3}; each averaged over prompts.
+
+    2D has one image per seed, so CROSS-FID (2 vs 2 images) would be meaningless there: left empty."""
     clip, isc, fid = [], [], []
     logits = bm.inception_feature(inception_weights, "logits_unbiased")
     pool = bm.inception_feature(inception_weights, "2048")
-    for prompt, by_seed in g.images.items():
-        files = [f for s in sorted(by_seed) for f in by_seed[s]]
+    for prompt, r in by_prompt.items():
+        files = [f for s in sorted(r.images) for f in r.images[s]]
         ims = load_images(files)
         clip.append(bm.clip_score(ims, [prompt] * len(ims), clip_model))
         isc.append(bm.inception_score(ims, logits)[0])
-        a = [f for s in (0, 1) for f in by_seed.get(s, [])]
-        b = [f for s in (2, 3) for f in by_seed.get(s, [])]
-        if len(a) >= 2 and len(b) >= 2:
-            fid.append(bm.cross_fid(load_images(a), load_images(b), pool))
-    mean = lambda v: float(np.mean(v)) if v else None  # noqa: E731
+        if space == "3D" and {0, 1, 2, 3} <= set(r.images):
+            a = load_images([f for s in (0, 1) for f in r.images[s]])
+            b = load_images([f for s in (2, 3) for f in r.images[s]])
+            fid.append(bm.cross_fid(a, b, pool))
     return {"clip": mean(clip), "inception_score": mean(isc), "cross_fid": mean(fid)}
+
+
+def mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
 
 
 def table1(outs: list[Path], clip_model: str | None = None, inception_weights: str | None = None
            ) -> tuple[list[dict], str | None]:
-    """Rows of Table 1 and, when the backbone columns are skipped, the one line that says why and how."""
+    """Rows of Table 1 (each value averaged over prompts) and, when the backbone columns are skipped,
+    the one line that says why and how to enable them."""
     why = bm.missing(clip_model, inception_weights)
     groups = collect(outs)
-    mean = lambda v: float(np.mean(v)) if v else None  # noqa: E731
     rows = []
-    for (space, method), g in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "ddim", kv[0][1])):
-        row = {"space": space, "method": method, "prompts": len(g.images), "coverage": mean(g.coverage),
-               "nearest_psnr": mean(g.psnr), "agreement": mean(g.agreement), "holes": mean(g.holes),
-               "diversity": mean(g.diversity), "clip": None, "inception_score": None, "cross_fid": None}
+    for (space, method), by_prompt in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "ddim", kv[0][1])):
+        rs = list(by_prompt.values())
+        row = {"space": space, "method": method, "prompts": len(rs),
+               **{c: mean(getattr(r, c) for r in rs) for c in ("coverage", "agreement", "holes", "diversity")},
+               "nearest_psnr": mean(r.psnr for r in rs), "clip": None, "inception_score": None, "cross_fid": None}
         if not why:
-            row |= backbone_columns(g, clip_model, inception_weights)
+            row |= backbone_columns(space, by_prompt, clip_model, inception_weights)
         rows.append(row)
     note = None if not why else f"CLIP, IS and CROSS-FID skipped ({'; '.join(why)}): {bm.ENABLE_HINT}"
     return rows, note

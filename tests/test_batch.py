@@ -373,3 +373,12 @@ def test_set_overrides_params_before_validation(tmp_path):
     assert res.exit_code == 2 and "unknown parameter 'nonsense'" in res.stderr
     res = CliRunner().invoke(app, ["batch", str(sweep), "--dry-run", "--set", "steps"])
     assert res.exit_code == 2 and "KEY=VALUE" in res.stderr
+
+
+def test_torchrun_inside_a_slurm_array_task_splits_the_task():
+    from fsdbatch.runner import shard_from_env
+
+    base = {"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "3", "WORLD_SIZE": "4"}
+    shards = {(s.index, s.count) for s in (shard_from_env({**base, "RANK": str(r)}) for r in range(4))}
+    assert shards == {(8, 12), (9, 12), (10, 12), (11, 12)}  # the ranks of task 2 share its runs, no overlap
+    assert (shard_from_env({**base, "RANK": "0", "WORLD_SIZE": "1"}).index,) == (2,)

@@ -56,5 +56,4 @@ def test_notebook_runs(path, kernel_name, tmp_path):
     run_all.execute(nb, kernel_name, tmp_path, small=True, timeout=CELL_TIMEOUT_S)  # raises if a cell raises
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert any("image/png" in o.get("data", {}) for o in outputs), "no inline figure"
-    assert not any(o.output_type == "error" for o in outputs)
     assert not list(tmp_path.iterdir()), "notebooks must not write into the working directory"
