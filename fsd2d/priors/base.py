@@ -66,3 +66,31 @@ class Prior(abc.ABC):
     def describe(self) -> dict:
         """What run.json records about this prior."""
         return {"class": type(self).__name__, "resolution": self.resolution, "latent_shape": list(self.latent_shape)}
+
+
+class PixelPrior(Prior):
+    """An embedded prior whose working space is the image itself: pixels in [-1, 1], [B, 3, R, R].
+
+    Subclasses set `_resolution`. Analytic priors need no guidance to produce their prompts' images, so
+    the default CFG scale is 1 (the plain conditional model).
+    """
+
+    _resolution: int
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return (3, self._resolution, self._resolution)
+
+    @property
+    def resolution(self) -> int:
+        return self._resolution
+
+    @property
+    def default_cfg(self) -> float:
+        return 1.0
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return ((z + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return images * 2.0 - 1.0

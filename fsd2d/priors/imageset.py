@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fsd2d.priors.base import ModelError, Prior, PromptError
+from fsd2d.priors.base import ModelError, PixelPrior, PromptError
 from fsd2d.schedule import NoiseSchedule, scaled_linear_schedule
 from fsd2d.updates import eps_from_x0
 
@@ -105,7 +105,7 @@ def build_image_sets(resolution: int, crops_per_prompt: int, seed: int = 0) -> t
     return np.stack(images), np.asarray(labels)
 
 
-class ImageSetPrior(Prior):
+class ImageSetPrior(PixelPrior):
     """Exact posterior-mean denoiser over the scikit-image prompt sets. Conditioning: log-weights [1, K]."""
 
     def __init__(
@@ -151,18 +151,6 @@ class ImageSetPrior(Prior):
         self._half_sq_norms = 0.5 * (self._flat**2).sum(1)  # [K]
         self._resolution = images.shape[-1]
 
-    @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        return (3, self._resolution, self._resolution)
-
-    @property
-    def resolution(self) -> int:
-        return self._resolution
-
-    @property
-    def default_cfg(self) -> float:
-        return 1.0  # the exact conditional model needs no guidance to produce set images
-
     def encode_prompt(self, prompt: str) -> torch.Tensor:
         """Log prior weights over the K set images, [1, K] (-inf outside the prompt's set)."""
         return prompt_log_weights(prompt, self.labels, self.prompts).to(self.device, self.dtype)[None]
@@ -188,12 +176,6 @@ class ImageSetPrior(Prior):
         alpha, sigma = self.schedule.alpha_sigma(t, self.dtype, self.device)
         x0 = self.posterior_mean(x_t, t, cond)
         return eps_from_x0(x_t.to(self.dtype), x0, alpha, sigma).to(x_t.dtype)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return ((z + 1.0) / 2.0).clamp(0.0, 1.0)
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return images * 2.0 - 1.0
 
     def set_images(self, prompt: str | None = None) -> torch.Tensor:
         """The set of one prompt (or all of them) as RGB [N, 3, R, R] in [0, 1]."""

@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 
 from fsd2d.errors import InputError
-from fsd2d.priors.base import ModelError, Prior
+from fsd2d.priors.base import ModelError, PixelPrior
 from fsd2d.priors.imageset import (
     DEFAULT_CROPS,
     DEFAULT_RESOLUTION,
@@ -111,7 +111,7 @@ class PatchBank:
     half_sq: torch.Tensor  # [M]  |P_j|^2 / 2
 
 
-class PatchPrior(Prior):
+class PatchPrior(PixelPrior):
     """Local (k x k neighbourhood) posterior-mean denoiser over patch banks of the scikit-image prompt sets.
 
     Conditioning: log prior weights over the bank, [1, M].
@@ -224,21 +224,9 @@ class PatchPrior(Prior):
     # ---- the Prior interface ---------------------------------------------------------------------------------
 
     @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        return (3, self._resolution, self._resolution)
-
-    @property
-    def resolution(self) -> int:
-        return self._resolution
-
-    @property
     def bank_size(self) -> int:
         """M, the number of bank patches over all prompts."""
         return len(self.bank_labels)
-
-    @property
-    def default_cfg(self) -> float:
-        return 1.0  # the conditional model already produces the prompt's textures
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
         """Log prior weights over the M bank patches, [1, M] (-inf outside the prompt's patches)."""
@@ -277,12 +265,6 @@ class PatchPrior(Prior):
         alpha, sigma = self.schedule.alpha_sigma(t, self.dtype, self.device)
         x0 = self.posterior_mean(x_t, t, cond)
         return eps_from_x0(x_t.to(self.dtype), x0, alpha, sigma).to(x_t.dtype)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return ((z + 1.0) / 2.0).clamp(0.0, 1.0)
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return images * 2.0 - 1.0
 
     def describe(self) -> dict:
         return super().describe() | {
