@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+FIGURE_DPI = 110  # pixels per inch of every saved figure
+
 
 def image_grid(
     path: Path,
@@ -49,7 +51,7 @@ def image_grid(
     save_figure(fig, path)
 
 
-def save_figure(fig, path: Path, dpi: int = 110) -> None:
+def save_figure(fig, path: Path, dpi: int = FIGURE_DPI) -> None:
     """Save a matplotlib figure as PNG atomically and close it."""
     from fsd2d.io import atomic_path
 

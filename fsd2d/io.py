@@ -52,10 +52,14 @@ def atomic_output_dir(out: Path):
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path):
-    """Yield a temporary sibling path to write; it replaces `path` only once the block succeeds."""
+def atomic_path(path: Path, suffix: str = ".tmp"):
+    """Yield a temporary sibling path to write; it replaces `path` only once the block succeeds.
+
+    `suffix` ends the temporary name: writers that pick the format from the extension (imageio's
+    ffmpeg plugin) need e.g. ".tmp.mp4".
+    """
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
