@@ -21,7 +21,7 @@ The maths of `render_reference` is gsplat's default ("classic", packed or not) r
        i.e. 1.3 x the half-fov tangent for a centred principal point.
     4. Per pixel centre p = (j + 0.5, i + 0.5): alpha_i = min(0.999, o_i exp(-0.5 d^T Sigma_2d^-1 d)),
        d = p - mean_i; contributions with alpha_i < 1/255 are skipped.
-    5. Front-to-back in camera z: T_i = prod_{j<i} (1 - alpha_j), w_i = alpha_i T_i,
+    5. Front-to-back in camera z: T_i = prod_{j<i} (1 - alpha_j) (as exp of a running sum of logs), w_i = alpha_i T_i,
        rgb = sum_i w_i c_i + T_final * bg, alpha = sum_i w_i = 1 - T_final,
        depth = sum_i w_i z_i / max(alpha, 1e-10) (gsplat's "ED" expected depth; 0 where alpha = 0).
 Known differences from gsplat's CUDA kernels, all below the tolerances of tests/test_render.py:
@@ -61,6 +61,9 @@ class RenderOutput:
     rgb: torch.Tensor  # [C, 3, H, W] in [0, 1], background composited
     alpha: torch.Tensor  # [C, 1, H, W] in [0, 1], accumulated opacity 1 - T_final
     depth: torch.Tensor  # [C, 1, H, W] expected camera-space z (0 where alpha = 0)
+    # What gsplat's densification strategies read (fsd3d.densify), in gsplat's meta layout:
+    means2d: torch.Tensor | None = None  # [C, N, 2] screen-space means (pixels), in the graph: .grad after backward
+    radii: torch.Tensor | None = None  # [C, N, 2] int32 screen extents (pixels); 0 = not visible in that camera
 
 
 def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
@@ -120,7 +123,7 @@ def _to_camera(means, quats, scales, viewmats):
 
 
 def _screen_space(means_c, covars_c, Ks, width, height, near):
-    """Step 3: (valid [C, N], depth [C, N], means2d [C, N, 2], conics [C, N, 2, 2])."""
+    """Step 3: (valid [C, N], depth [C, N], means2d [C, N, 2], conics [C, N, 2, 2], radii [C, N, 2] int32)."""
     tx, ty, tz = means_c.unbind(-1)  # [C, N]
     valid = tz > near  # [C, N]
     # Dropped Gaussians get a harmless stand-in depth so no NaN/inf reaches the gradients.
@@ -143,7 +146,17 @@ def _screen_space(means_c, covars_c, Ks, width, height, near):
     conics = torch.stack([c / det, -b / det, -b / det, a / det], dim=-1).reshape(tz.shape + (2, 2))
     # Screen means use the unclamped camera-space mean, with the full K (skew included).
     uv = torch.einsum("cij,cnj->cni", Ks[:, :2, :3], means_c) / tz_s[..., None]  # [C, N, 2]
-    return valid, tz, uv, conics
+    return valid, tz, uv, conics, _radii(cov2d.detach(), uv.detach(), valid & (det > 0), width, height)
+
+
+def _radii(cov2d, uv, valid, width, height):
+    """Screen extents [C, N, 2] int32 as gsplat's projection reports them (its PyTorch reference,
+    cuda/_torch_impl.py): ceil(3.33 sqrt(Sigma_2d diagonal)) per axis, 0 for Gaussians behind the near
+    plane or whose box misses the image."""
+    radius = torch.ceil(3.33 * torch.sqrt(torch.stack([cov2d[..., 0, 0], cov2d[..., 1, 1]], dim=-1)))  # [C, N, 2]
+    inside = ((uv[..., 0] + radius[..., 0] > 0) & (uv[..., 0] - radius[..., 0] < width)
+              & (uv[..., 1] + radius[..., 1] > 0) & (uv[..., 1] - radius[..., 1] < height))  # [C, N]
+    return torch.where((valid & inside)[..., None], radius, torch.zeros_like(radius)).int()
 
 
 def render_reference(
@@ -170,7 +183,7 @@ def render_reference(
     dtype, device = means.dtype, means.device
 
     means_c, covars_c = _to_camera(means, quats, scales, viewmats)
-    valid, depth, uv, conics = _screen_space(means_c, covars_c, Ks, width, height, near)
+    valid, depth, uv, conics, radii = _screen_space(means_c, covars_c, Ks, width, height, near)
 
     xs = torch.arange(width, dtype=dtype, device=device) + 0.5  # [W] pixel-centre x
     ys = torch.arange(height, dtype=dtype, device=device) + 0.5  # [H] pixel-centre y
@@ -198,9 +211,10 @@ def render_reference(
         alpha = torch.clamp(o[:, None] * torch.exp(-power.clamp(max=30.0)), max=ALPHA_MAX)  # [M, P]
         alpha = torch.where(alpha >= ALPHA_MIN, alpha, torch.zeros_like(alpha))  # [M, P]
         # 5b. transmittance before each Gaussian: T_i = prod_{j<i} (1 - alpha_j)
-        one_minus = 1.0 - alpha  # [M, P], >= 0.001 so cumprod's backward never divides by 0
-        ones = torch.ones(1, P, dtype=dtype, device=device)
-        T = torch.cumprod(torch.cat([ones, one_minus], dim=0), dim=0)  # [M + 1, P]; T[-1] = T_final
+        # in log space (1 - alpha >= 0.001): a running sum and its reverse-sum backward cost a fraction of
+        # cumprod's forward and backward on a CPU; the product differs only by rounding
+        zeros = torch.zeros(1, P, dtype=dtype, device=device)
+        T = torch.exp(torch.cumsum(torch.cat([zeros, torch.log1p(-alpha)], dim=0), dim=0))  # [M + 1, P]; T[-1] = T_final
         w = alpha * T[:-1]  # [M, P] blending weights
         feats = torch.cat([col, z[:, None], torch.ones_like(z)[:, None]], dim=1)  # [M, 5] = (rgb, z, 1)
         acc = w.transpose(0, 1) @ feats  # [P, 5] = (sum w c, sum w z, sum w)
@@ -210,7 +224,8 @@ def render_reference(
         rgbs.append(rgb.transpose(0, 1).reshape(3, height, width))
         alphas.append(alpha_img.reshape(1, height, width))
         depths.append(dep.reshape(1, height, width))
-    return RenderOutput(rgb=torch.stack(rgbs), alpha=torch.stack(alphas), depth=torch.stack(depths))
+    return RenderOutput(rgb=torch.stack(rgbs), alpha=torch.stack(alphas), depth=torch.stack(depths), means2d=uv,
+                        radii=radii)
 
 
 def _gsplat_available() -> bool:
@@ -244,14 +259,14 @@ def render_gsplat(
     try:
         import gsplat
     except ImportError as exc:
-        raise InputError(f"backend 'gsplat' needs the gsplat package (pip install 'fsd[cuda]'): {exc}") from exc
+        raise InputError(f"backend 'gsplat' needs the gsplat package (pip install gsplat): {exc}") from exc
     if not means.is_cuda:
         raise InputError(f"backend 'gsplat' needs CUDA tensors, got tensors on {means.device}")
     if means.dtype != torch.float32:
         raise InputError(f"backend 'gsplat' needs float32 tensors, got {means.dtype}")
     C = viewmats.shape[0]
     backgrounds = None if background is None else background.expand(C, 3).contiguous()  # [C, 3]
-    render_colors, render_alphas, _meta = gsplat.rasterization(
+    render_colors, render_alphas, meta = gsplat.rasterization(
         means,
         quats,
         scales,
@@ -272,7 +287,7 @@ def render_gsplat(
     rgb = render_colors[..., :3].permute(0, 3, 1, 2).contiguous()  # [C, 3, H, W]
     depth = render_colors[..., 3:4].permute(0, 3, 1, 2).contiguous()  # [C, 1, H, W]
     alpha = render_alphas.permute(0, 3, 1, 2).contiguous()  # [C, 1, H, W]
-    return RenderOutput(rgb=rgb, alpha=alpha, depth=depth)
+    return RenderOutput(rgb=rgb, alpha=alpha, depth=depth, means2d=meta["means2d"], radii=meta["radii"])
 
 
 DENSE_LIMIT = 5 * 10**7  # N * H * W above which the reference renderer is refused on CUDA (use gsplat)
@@ -304,7 +319,7 @@ def render(
         if means.is_cuda and not use_gsplat and dense > DENSE_LIMIT:
             raise InputError(
                 f"{means.shape[0]} Gaussians at {width}x{height} on CUDA need gsplat (the dense reference renderer "
-                f"would hold ~{dense * 4 * 8 / 2**30:.0f} GiB); install it with pip install 'fsd[cuda]'")
+                f"would hold ~{dense * 4 * 8 / 2**30:.0f} GiB); install it with pip install gsplat")
     fn = render_gsplat if backend == "gsplat" else render_reference
     return fn(means, quats, scales, opacities, colors, viewmats, Ks, width, height, background, near)
 
@@ -327,4 +342,4 @@ def render_scene(scene, cameras, background: torch.Tensor | None = None, backend
                w, h, background, backend=backend)
         for i, cam in enumerate(cameras)
     ]
-    return RenderOutput(*(torch.cat([getattr(o, f) for o in outs]) for f in ("rgb", "alpha", "depth")))
+    return RenderOutput(*(torch.cat([getattr(o, f) for o in outs]) for f in ("rgb", "alpha", "depth", "means2d", "radii")))
