@@ -276,13 +276,31 @@ def gen_3d(
     device: Device = "auto", dtype: Dtype = "auto",
     out: Annotated[Path, typer.Option(help="Output folder (one sub-folder per seed).")] = Path("outputs/gen-3d"),
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoints in --out.")] = False,
+    densify: Annotated[str, typer.Option(
+        help="Densification and pruning with gsplat's strategies: mcmc (3DGS-MCMC), default (3DGS) or none.")] = "mcmc",
+    densify_from: Annotated[Optional[int], typer.Option(help="First refinement after this step [10% of --steps].")] = None,
+    densify_until: Annotated[Optional[int], typer.Option(help="No refinement from this step on [70% of --steps].")] = None,
+    densify_every: Annotated[Optional[int], typer.Option(help="Steps between refinements [--steps / 15].")] = None,
+    densify_grad: Annotated[Optional[float], typer.Option(
+        help="Screen-gradient threshold to split/duplicate (--densify default) [the prior's].")] = None,
+    densify_cap: Annotated[Optional[int], typer.Option(help="Most Gaussians per scene [4 x --num-gaussians].")] = None,
+    shared_cameras: Annotated[Optional[bool], typer.Option(
+        "--shared-cameras/--per-seed-cameras",
+        help="One camera sequence for all seeds [shared on the embedded prior, per seed on SD].")] = None,
+    seed_batch: Annotated[Optional[int], typer.Option(
+        help="Seeds advancing together in one prior call [all]; lower it if the GPU runs out of memory.")] = None,
+    compile: Annotated[bool, typer.Option(
+        help="torch.compile Stable Diffusion's UNet (CUDA graphs) and VAE encoder; the first steps compile.")] = False,
+    turntable: Annotated[str, typer.Option(help="Turntable video format: mp4 (H.264) or gif.")] = "mp4",
     progress: Progress = True,
 ):
-    """Text-to-3D Gaussian Splatting with FSD or SDS: per seed gaussians.ply, turntable.gif, views.png."""
+    """Text-to-3D Gaussian Splatting with FSD or SDS: per seed gaussians.ply, turntable.mp4, views.png."""
     from fsd2d.sampling import TimestepSampling
     from fsd2d.schedule import Anneal
     from fsd3d.cameras import CameraRanges
+    from fsd3d.densify import Densify, DensifyConfig
     from fsd3d.gen3d import Gen3DConfig, gen_3d as run, load_scene_prior
+    from fsd3d.outputs import TurntableFormat
     from fsd3d.train import NoiseKind, Train3DConfig
 
     train = Train3DConfig(
@@ -291,11 +309,14 @@ def gen_3d(
         sampling=parse_enum(t_sampling, TimestepSampling, "--t-sampling"), cameras_per_step=cameras_per_step,
         cameras=CameraRanges(elevation=parse_range(elevation, "--elevation"), radius=parse_range(radius, "--radius"),
                              fov=parse_range(fov, "--fov")),
-        num_gaussians=num_gaussians, checkpoint_every=checkpoint_every,
+        num_gaussians=num_gaussians, checkpoint_every=checkpoint_every, shared_cameras=shared_cameras,
+        densify=DensifyConfig(strategy=parse_enum(densify, Densify, "--densify"), start=densify_from,
+                              stop=densify_until, every=densify_every, grad_threshold=densify_grad, cap=densify_cap),
     )
     config = Gen3DConfig(prompt=prompt, negative_prompt=negative_prompt, seeds=parse_seeds(seeds), model=model,
                          resolution=resolution, device=device, dtype=dtype, train=train,
-                         init_ply=str(init) if init else None)
+                         init_ply=str(init) if init else None, seed_batch=seed_batch, compile=compile,
+                         turntable=parse_enum(turntable, TurntableFormat, "--turntable"))
     config.validate()
     if cfg is not None:
         from fsd2d.guidance import check_cfg
@@ -303,8 +324,8 @@ def gen_3d(
         check_cfg(cfg)
     summary = run(load_scene_prior(config), config, out, resume=resume, progress=progress)
     print_3d_summary(summary)
-    typer.echo(f"wrote {out}/ (seed_*/gaussians.ply, turntable.gif, views.png; summary.png, metrics.json) "
-               f"in {summary['seconds']:.1f} s")
+    typer.echo(f"wrote {out}/ (seed_*/gaussians.ply, {config.turntable.filename}, views.png; summary.png, "
+               f"metrics.json) in {summary['seconds']:.1f} s")
 
 
 def print_3d_summary(summary: dict) -> None:

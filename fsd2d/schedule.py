@@ -32,8 +32,8 @@ class NoiseSchedule:
         t = -1 means "clean" (alpha = 1, sigma = 0): the end point of a DDIM grid.
         """
         abar = self.abar(t)
-        alpha = abar.sqrt().to(dtype=dtype, device=device)
-        sigma = (1.0 - abar).sqrt().to(dtype=dtype, device=device)
+        alpha = abar.sqrt().to(dtype=dtype, device=device, non_blocking=True)  # no host sync on CUDA
+        sigma = (1.0 - abar).sqrt().to(dtype=dtype, device=device, non_blocking=True)
         return alpha.view(-1, 1, 1, 1), sigma.view(-1, 1, 1, 1)
 
     def abar(self, t: torch.Tensor) -> torch.Tensor:

@@ -85,7 +85,7 @@ def intrinsics(fov: float, width: int, height: int, dtype: torch.dtype = torch.f
         raise InputError(f"fov must be in (0, 180) degrees, got {fov}")
     f = 0.5 * height / math.tan(math.radians(fov) / 2.0)
     K = [[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]]
-    return torch.tensor(K, dtype=torch.float64).to(dtype=dtype, device=device)
+    return torch.tensor(K, dtype=torch.float64).to(dtype=dtype, device=device, non_blocking=True)  # no host sync
 
 
 def orbit_camera(
@@ -123,7 +123,7 @@ def orbit_camera(
     viewmat = torch.eye(4, dtype=torch.float64)
     viewmat[:3, :3] = R
     viewmat[:3, 3] = -R @ position
-    return Camera(viewmat.to(dtype=dtype, device=device), K, width, height, elevation, azimuth, radius, fov)
+    return Camera(viewmat.to(dtype=dtype, device=device, non_blocking=True), K, width, height, elevation, azimuth, radius, fov)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ Every noise function is called the same way (a k-diffusion-like uniform contract
 and returns Eq. 16's blend sqrt(beta) * deterministic(c) + sqrt(1 - beta) * fresh through
 fsd2d.updates.blend_noise, the project's one noise blend (beta = 1: FSD, beta = 0: SDS).
 All noise, fixed and fresh, is drawn on the CPU in float32 and then moved to the requested
-device/dtype, so a run is reproducible across devices. The fixed buffers come from a
+device/dtype (non-blocking copies: the 3D loop never waits for the GPU), so a run is reproducible
+across devices. The fixed buffers come from a
 torch.Generator seeded at construction; `renoise(gamma)` implements the authors' optional
 re-noising buf <- sqrt(1 - gamma) buf + sqrt(gamma) N(0, I) (gamma = 0: fixed, the default).
 """
@@ -72,7 +73,7 @@ class NoiseFunction(ABC):
         if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
             raise InputError("generator must be a CPU torch.Generator (noise is drawn on the CPU for reproducibility)")
         device = _device(device, opacity, elevation_deg)
-        fresh = torch.randn(el.shape[0], *self.shape, generator=generator).to(device)  # [C, D, h, w]
+        fresh = torch.randn(el.shape[0], *self.shape, generator=generator).to(device, non_blocking=True)  # [C, D, h, w]
         fixed = self._fixed(el, az, opacity, device) if self.beta > 0.0 else fresh
         return blend_noise(fixed, fresh, self.beta).to(dtype)
 
@@ -142,7 +143,7 @@ class ConstantNoise(NoiseFunction):
         return [self.noise]
 
     def _fixed(self, el, az, opacity, device) -> torch.Tensor:
-        return self.noise.to(device).repeat(el.shape[0], 1, 1, 1)  # [C, D, h, w], a copy: never aliases the buffer
+        return self.noise.to(device, non_blocking=True).repeat(el.shape[0], 1, 1, 1)  # [C, D, h, w], a copy: never aliases the buffer
 
 
 class WorldMapNoise(NoiseFunction):
@@ -238,11 +239,11 @@ class WorldMapNoise(NoiseFunction):
         return F.adaptive_avg_pool2d(opacity.detach().float(), (self.height, self.width)) > self.alpha0
 
     def _fixed(self, el, az, opacity, device) -> torch.Tensor:
-        patch = self._patch(el, az).to(device)  # [C, D, h, w]
+        patch = self._patch(el, az).to(device, non_blocking=True)  # [C, D, h, w]
         if opacity is None:
             return patch
         mask = self.foreground(opacity).to(device)  # [C, 1, h, w]
-        return torch.where(mask, patch, self.background.to(device))
+        return torch.where(mask, patch, self.background.to(device, non_blocking=True))
 
     def __repr__(self) -> str:
         return (f"WorldMapNoise(shape={self.shape}, beta={self.beta}, seed={self.seed}, theta_deg={self.theta_deg}, "

@@ -23,6 +23,12 @@ class ScenePrior(abc.ABC):
 
     prior: Prior  # encode / decode / schedule / latent_shape / resolution of the working space
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # RGB the scene is rendered on (white)
+    shares_cameras: bool = False  # default for Train3DConfig.shared_cameras: one camera sequence for all seeds
+    # default for DensifyConfig.grad_threshold (gsplat's grow_grad2d): the mean screen-space gradient norm, in
+    # gsplat's [-1, 1] normalisation, of the loss grad_z . z (grad_z = (eps_hat - eps) / C), above which a
+    # Gaussian is split or duplicated; its scale depends on the working space, so each prior sets it
+    densify_grad_threshold: float = 2e-3
+    compiled: bool = False  # the prior's networks run through torch.compile (CUDA graphs need step marks)
 
     @property
     def resolution(self) -> int:
@@ -63,8 +69,11 @@ class StableDiffusionScenePrior(ScenePrior):
 
     default_cfg = 50.0
 
-    def __init__(self, prior: Prior, prompt: str, negative_prompt: str = "", view_dependent: bool = True):
+    def __init__(self, prior: Prior, prompt: str, negative_prompt: str = "", view_dependent: bool = True,
+                 compile: bool = False):
         self.prior, self.prompt, self.view_dependent = prior, prompt, view_dependent
+        prior.speed_up(compile)  # channels-last on CUDA; torch.compile of the UNet and VAE encoder if asked
+        self.compiled = compile
         suffixes = ("front view", "side view", "back view") if view_dependent else ("",)
         self._cond = {s: prior.encode_prompt(f"{prompt}, {s}" if s else prompt) for s in suffixes}
         self._uncond = prior.encode_prompt(negative_prompt)
@@ -76,4 +85,5 @@ class StableDiffusionScenePrior(ScenePrior):
         return self.prior, Guidance(cond, self._uncond, scale)
 
     def describe(self) -> dict:
-        return super().describe() | {"prompt": self.prompt, "view_dependent": self.view_dependent}
+        return super().describe() | {"prompt": self.prompt, "view_dependent": self.view_dependent,
+                                     "compiled": self.compiled}

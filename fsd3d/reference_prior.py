@@ -73,14 +73,24 @@ class ReferencePrior(ScenePrior):
         return ImageSetPrior.from_images(images.to(self.dtype) * 2.0 - 1.0, labels, self.references.prompts,
                                          self.device, self.dtype, schedule)
 
+    shares_cameras = True  # seeds of a run share one camera sequence, so the references render once per step
+    densify_grad_threshold = 0.3  # ~ the 90th percentile of the mean screen gradient at 32 px (README)
+
     def view_batch(self, cameras: list[Camera], scale: float) -> tuple[Prior, Guidance]:
-        """ImageSetPrior over the references rendered at these C cameras, with per-camera conditioning [C, C*K]."""
+        """ImageSetPrior over the references rendered at the U distinct cameras among these B, with conditioning
+        [B, U*K] that puts each sample in its camera's block. Cameras with equal (elevation, azimuth, radius,
+        fov, size) count once (seeds sharing a camera sequence), in order of first appearance, so a batch of
+        seeds builds the same image set as each seed alone."""
         check_cfg(scale)
         if not cameras:
             raise InputError("view_batch needs at least one camera")
-        prior = self._set_prior(cameras, self.prior.schedule)
-        c = len(cameras)
-        return prior, Guidance(per_camera_blocks(self._cond_w, c), per_camera_blocks(self._uncond_w, c), float(scale))
+        keys = [(c.elevation, c.azimuth, c.radius, c.fov, c.width, c.height) for c in cameras]
+        blocks: dict[tuple, int] = {}
+        index = torch.tensor([blocks.setdefault(k, len(blocks)) for k in keys])  # [B] block of each sample
+        prior = self._set_prior([cameras[keys.index(k)] for k in blocks], self.prior.schedule)
+        u = len(blocks)
+        return prior, Guidance(camera_blocks(self._cond_w, index, u), camera_blocks(self._uncond_w, index, u),
+                               float(scale))
 
     def describe(self) -> dict:
         return super().describe() | {
@@ -91,12 +101,12 @@ class ReferencePrior(ScenePrior):
         }
 
 
-def per_camera_blocks(w: torch.Tensor, c: int) -> torch.Tensor:
-    """[C, C*K] log-weights: row i holds the one-camera log-weights w [1, K] in block i, -inf elsewhere."""
-    k = w.shape[1]
-    out = torch.full((c, c, k), -torch.inf, dtype=w.dtype, device=w.device)
-    out[torch.arange(c), torch.arange(c)] = w[0]
-    return out.reshape(c, c * k)
+def camera_blocks(w: torch.Tensor, index: torch.Tensor, u: int) -> torch.Tensor:
+    """[B, U*K] log-weights: row b holds the one-camera log-weights w [1, K] in block index[b], -inf elsewhere."""
+    k, b = w.shape[1], index.shape[0]
+    out = torch.full((b, u, k), -torch.inf, dtype=w.dtype, device=w.device)
+    out[torch.arange(b), index.to(w.device)] = w[0]
+    return out.reshape(b, u * k)
 
 
 def _check_prompt(prompt: str, allow_empty: bool = True) -> str:

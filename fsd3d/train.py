@@ -1,16 +1,19 @@
 """The 3D optimisation loop: FSD / SDS on a Gaussian scene (paper Section 4, Eq. 14-16).
 
-Per step, for C cameras c drawn from the camera ranges:
-  1. render the scene: rgb [C, 3, R, R] in [0, 1], alpha [C, 1, R, R];
-  2. z = prior.encode(rgb) (pixels in [-1, 1], or the VAE latent with gradients through the encoder);
-  3. t = t(tau) annealed (or uniform); noise = eps(c) from the noise function (world map / constant / random);
-  4. x_t = alpha_t z + sigma_t noise;  eps_hat = predict_eps(view prior, x_t, t, view guidance);
-  5. grad_z = eps_hat - noise (Eq. 15) pushed through the encoder and renderer; Adam on the scene.
+All S seeds of a run advance together. Per step, for C cameras c per seed drawn from the camera ranges:
+  1. render each seed's scene: rgb [C, 3, R, R] in [0, 1], alpha [C, 1, R, R];
+  2. z = prior.encode(all S*C renders) (pixels in [-1, 1], or the VAE latent with gradients through the encoder);
+  3. t = t(tau) annealed (or uniform); noise = eps(c) from each seed's noise function (world map / constant / random);
+  4. x_t = alpha_t z + sigma_t noise;  eps_hat = predict_eps(view prior, x_t, t, view guidance): one call for all;
+  5. grad_z = eps_hat - noise (Eq. 15) pushed through the encoder and renderers in one backward; Adam per seed;
+  6. densification and pruning per seed with gsplat's strategies (fsd3d.densify).
 Steps 3-5 use the 2D functions (fsd2d.updates, fsd2d.guidance, fsd2d.schedule): nothing is re-implemented.
 
-Every seed is its own scene, optimiser and checkpoint. A checkpoint holds the scene, Adam's state,
-the step and every generator's state, so a run killed and resumed ends bit for bit where an
-uninterrupted run ends (on the CPU).
+Every seed is its own scene, optimisers, generators, noise function, densification state and checkpoint,
+so a seed's result does not depend on the seeds beside it (on the CPU with the embedded prior: the same
+bits; tests/test_gen3d.py). A checkpoint holds the scene (any number of Gaussians), Adam's state, the
+strategy's state, the step and every generator's state, so a run killed and resumed ends bit for bit where
+an uninterrupted run ends (on the CPU).
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import enum
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -32,6 +35,7 @@ from fsd2d.io import atomic_path, jsonable
 from fsd2d.sampling import ADAM_BETAS, ADAM_EPS, TimestepSampling
 from fsd2d.schedule import Anneal, timesteps, uniform_timesteps
 from fsd3d.cameras import CameraRanges, sample_cameras
+from fsd3d.densify import Densifier, Densify, DensifyConfig, scene_scale, state_to
 from fsd3d.gaussians import GaussianScene
 from fsd3d.noise import ConstantNoise, NoiseFunction, RandomNoise, WorldMapNoise
 from fsd3d.priors3d import ScenePrior
@@ -89,6 +93,8 @@ class Train3DConfig:
     sh_degree: int = 0
     lr: LearningRates = field(default_factory=LearningRates)
     checkpoint_every: int = 50
+    densify: DensifyConfig = field(default_factory=DensifyConfig)
+    shared_cameras: bool | None = None  # one camera sequence for all seeds; None: the prior decides (`resolve`)
 
     def validate(self) -> None:
         timesteps(self.steps, self.t_min, self.t_max)
@@ -105,6 +111,7 @@ class Train3DConfig:
         if self.sh_degree not in (0, 1):
             raise InputError(f"sh degree must be 0 or 1, got {self.sh_degree}")
         self.cameras.validate()
+        self.densify.validate()
 
     def fingerprint(self, identity: dict | None = None) -> str:
         """A short hash of everything that shapes the optimisation (checkpoints must match it): these
@@ -125,71 +132,197 @@ def seed_for(seed: int, purpose: str) -> int:
 class StepLog:
     step: int
     t: int
-    loss: float  # mean over cameras of ||z - x_gt||^2 / numel (Eq. 8 without its weight)
+    loss: torch.Tensor  # 0-dim, on the prior's device: mean over cameras of ||z - x_gt||^2 / numel (Eq. 8 without
+    #                     its weight). Reading it (.item()) waits for the GPU; the loop itself never does.
 
 
-def build_optimizer(scene: GaussianScene, lr: LearningRates) -> torch.optim.Adam:
-    groups = [{"params": [p], "lr": getattr(lr, name), "name": name} for name, p in scene.named_parameters()]
-    return torch.optim.Adam(groups, betas=ADAM_BETAS, eps=ADAM_EPS)
+def build_optimizers(scene: GaussianScene, lr: LearningRates) -> dict[str, torch.optim.Adam]:
+    """One Adam per scene parameter (gsplat's strategies replace parameters one by one), betas and eps as the
+    authors' 2D setting; fused into one kernel per parameter on CUDA."""
+    fused = {"fused": True} if scene.means.is_cuda else {}
+    return {name: torch.optim.Adam([p], lr=getattr(lr, name), betas=ADAM_BETAS, eps=ADAM_EPS, **fused)
+            for name, p in scene.named_parameters()}
 
 
 @dataclass
 class SeedState:
     """Everything that changes during a seed's run (what a checkpoint holds)."""
 
+    seed: int
     step: int
     scene: GaussianScene
-    optimizer: torch.optim.Adam
-    camera_gen: torch.Generator  # camera sampling
+    optimizers: dict[str, torch.optim.Adam]  # scene parameter name -> its Adam
+    camera_gen: torch.Generator  # camera sampling (one stream for all seeds when cameras are shared)
     noise_gen: torch.Generator  # fresh noise and uniform timesteps
+    densify_gen: torch.Generator  # the densification strategy's random draws (splits, MCMC)
+    densify_state: dict | None = None  # the strategy's running state (None: not started yet)
+
+
+def resolve(config: Train3DConfig, scene_prior: ScenePrior) -> Train3DConfig:
+    """The prior's choices for what the user left open: shared cameras and the densification defaults."""
+    shared = scene_prior.shares_cameras if config.shared_cameras is None else config.shared_cameras
+    densify = config.densify.resolved(config.steps, config.num_gaussians, scene_prior.densify_grad_threshold)
+    return replace(config, shared_cameras=shared, densify=densify)
 
 
 def initial_state(config: Train3DConfig, seed: int, init: GaussianScene | None = None,
                   device: torch.device | str = "cpu") -> SeedState:
-    """Step 0 of a seed: a random ball of Gaussians (or `init`), a fresh Adam, seeded generators."""
+    """Step 0 of a seed: a random ball of Gaussians (or `init`), fresh Adams, seeded generators.
+
+    With `config.shared_cameras` every seed draws the same camera sequence (one run-wide stream), so a
+    prior that renders references per camera renders them once for all seeds; None counts as per seed."""
     scene_gen = torch.Generator().manual_seed(seed_for(seed, "scene"))
     scene = init if init is not None else GaussianScene.init_ball(
         config.num_gaussians, config.init_radius, scene_gen, sh_degree=config.sh_degree, opacity=config.init_opacity)
     scene = scene.to(device)
-    return SeedState(0, scene, build_optimizer(scene, config.lr),
-                     torch.Generator().manual_seed(seed_for(seed, "cameras")),
-                     torch.Generator().manual_seed(seed_for(seed, "fresh-noise")))
+    cameras = seed_for(0, "shared-cameras") if config.shared_cameras else seed_for(seed, "cameras")
+    return SeedState(seed, 0, scene, build_optimizers(scene, config.lr), torch.Generator().manual_seed(cameras),
+                     torch.Generator().manual_seed(seed_for(seed, "fresh-noise")),
+                     torch.Generator().manual_seed(seed_for(seed, "densify")))
 
 
 def save_checkpoint(path: Path, state: SeedState, config: Train3DConfig, identity: dict | None = None) -> None:
     """Atomic write: a killed run never leaves a half-written checkpoint."""
     payload = {
         "fingerprint": config.fingerprint(identity),
+        "seed": state.seed,
         "step": state.step,
         "scene": {k: v.detach().cpu() for k, v in state.scene.state_dict().items()},
         "sh_degree": state.scene.sh_degree,
-        "optimizer": state.optimizer.state_dict(),
+        "optimizers": {k: opt.state_dict() for k, opt in state.optimizers.items()},
         "camera_gen": state.camera_gen.get_state(),
         "noise_gen": state.noise_gen.get_state(),
+        "densify_gen": state.densify_gen.get_state(),
+        "densify_state": None if state.densify_state is None else state_to(state.densify_state, "cpu"),
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
 def load_checkpoint(path: Path, config: Train3DConfig, device: torch.device, identity: dict | None = None) -> SeedState:
-    """Rebuild a SeedState; a broken or foreign checkpoint is an InputError (one line)."""
+    """Rebuild a SeedState (any number of Gaussians); a broken or foreign checkpoint is an InputError (one line)."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         s = payload["scene"]
         scene = GaussianScene.from_tensors(s["means"], s["log_scales"], s["quats"], s["opacity_logits"], s["sh0"],
                                            s.get("sh_rest"))
+        fingerprint = payload.get("fingerprint")
     except Exception as e:  # noqa: BLE001 - any failure to read is the same problem for the user
         raise InputError(f"checkpoint {path} is unreadable ({type(e).__name__}); delete it to start over") from None
-    if payload.get("fingerprint") != config.fingerprint(identity):
+    if fingerprint != config.fingerprint(identity):
         raise InputError(f"checkpoint {path} was made with other settings (prompt, model or flags); "
                          "use the same ones or another --out")
     scene = scene.to(device)
-    opt = build_optimizer(scene, config.lr)
-    opt.load_state_dict(payload["optimizer"])
-    cam, noise = torch.Generator(), torch.Generator()
-    cam.set_state(payload["camera_gen"])
-    noise.set_state(payload["noise_gen"])
-    return SeedState(int(payload["step"]), scene, opt, cam, noise)
+    optimizers = build_optimizers(scene, config.lr)
+    for name, opt in optimizers.items():
+        opt.load_state_dict(payload["optimizers"][name])
+    gens = [torch.Generator() for _ in range(3)]
+    for g, key in zip(gens, ("camera_gen", "noise_gen", "densify_gen")):
+        g.set_state(payload[key])
+    densify_state = payload["densify_state"]
+    return SeedState(int(payload["seed"]), int(payload["step"]), scene, optimizers, *gens,
+                     None if densify_state is None else state_to(densify_state, device))
+
+
+def train_seeds(
+    scene_prior: ScenePrior,
+    config: Train3DConfig,
+    states: list[SeedState],
+    checkpoints: dict[int, Path] | None = None,
+    identity: dict | None = None,
+    progress: bool = False,
+    callback: Callable[[SeedState, StepLog], None] | None = None,
+    timings: dict[str, float] | None = None,
+) -> list[SeedState]:
+    """Advance every seed to config.steps together: per step, one encode, ONE guided prior call and one
+    backward for all S seeds x C cameras; each seed keeps its own scene, Adams, generators, noise function,
+    densification state and checkpoint (`checkpoints[seed]`), so its result does not depend on the others.
+
+    Seeds may start at different steps (a resumed run): a seed joins when the loop reaches its step.
+    `timings`, if given, accumulates seconds per section: render (forward), prior (view conditioning and
+    the guided noise prediction) and rest (encode, noise, backward through renderer/encoder, Adam, densify).
+    Nothing in a step waits for the GPU (no .item(), host copies are non-blocking) except checkpoints,
+    densification refinements and, inside gsplat, the sizing of its tile lists.
+    """
+    if len({s.seed for s in states}) != len(states):
+        raise InputError("each seed may appear once in a batch of seeds")
+    given, config = config, resolve(config, scene_prior)  # checkpoints carry the fingerprint of the config given
+    prior = scene_prior.prior
+    device = prior.device
+    clock = Stopwatch(timings, device)
+    res = scene_prior.resolution
+    scale = scene_prior.default_cfg if config.cfg is None else config.cfg
+    noise_fns = {s.seed: config.method.noise_function(prior.latent_shape, config.beta, seed_for(s.seed, "noise-map"),
+                                                       config.theta, config.alpha0) for s in states}
+    densifier = None
+    if config.densify.strategy is not Densify.NONE:
+        densifier = Densifier(config.densify, scene_scale(config.cameras.radius), config.lr.means)
+        for s in states:
+            if s.densify_state is None:
+                s.densify_state = densifier.initial_state()
+    grid = timesteps(config.steps, config.t_min, config.t_max, config.anneal)  # CPU long [steps]
+    uniform = config.sampling is TimestepSampling.UNIFORM
+    background = scene_prior.background_tensor(device)  # [3], made once: no host copy per step
+    c = config.cameras_per_step
+    first = min((s.step for s in states), default=config.steps)
+    bar = tqdm(range(first, config.steps), initial=first, total=config.steps, disable=not progress, leave=False,
+               desc=f"seed{'s' if len(states) > 1 else ''} {','.join(str(s.seed) for s in states)}",
+               dynamic_ncols=True)
+    for i in bar:
+        active = [s for s in states if s.step == i]
+        if not active:
+            continue
+        if scene_prior.compiled:
+            torch.compiler.cudagraph_mark_step_begin()
+        clock.start()
+        cams, ts, outs = [], [], []
+        for s in active:
+            cams_s = sample_cameras(c, config.cameras, s.camera_gen, res, res, device=device)
+            ts.append(uniform_timesteps([s.noise_gen] * c, config.t_min, config.t_max) if uniform
+                      else grid[i].expand(c))
+            out = render_scene(s.scene, cams_s, background)  # rgb [C, 3, R, R], alpha [C, 1, R, R]
+            if densifier is not None:
+                densifier.pre_backward(out)
+            cams += cams_s
+            outs.append(out)
+        t_cpu = torch.cat(ts)  # [S*C] long
+        t = t_cpu.to(device, non_blocking=True)
+        clock.lap("render")
+        z = prior.encode(torch.cat([o.rgb for o in outs]).to(prior.dtype))  # [S*C, D, h, w], one encoder call
+        noise = torch.cat([
+            noise_fns[s.seed](torch.tensor([cam.elevation for cam in cams[k * c:(k + 1) * c]]),
+                              torch.tensor([cam.azimuth for cam in cams[k * c:(k + 1) * c]]),
+                              o.alpha.detach(), s.noise_gen, device=device, dtype=prior.dtype)
+            for k, (s, o) in enumerate(zip(active, outs))])  # [S*C, D, h, w], eps(c) per seed
+        alpha, sigma = prior.schedule.alpha_sigma(t_cpu, prior.dtype, device)
+        clock.lap("rest")
+        view_prior, guidance = scene_prior.view_batch(cams, scale)
+        with torch.no_grad():
+            x_t = updates.add_noise(z.detach(), noise, alpha, sigma)
+            eps_hat = predict_eps(view_prior, x_t, t, guidance)  # one guided call for every seed and camera
+        clock.lap("prior")
+        with torch.no_grad():
+            grad = updates.sds_gradient(eps_hat, noise)  # Eq. 15
+            x_gt = updates.one_step_estimate(x_t, eps_hat, alpha, sigma)
+            losses = (z.detach() - x_gt).pow(2).flatten(1).mean(1).view(len(active), c).mean(1)  # [S]
+        for s in active:
+            for opt in s.optimizers.values():
+                opt.zero_grad(set_to_none=True)
+        z.backward(gradient=grad / c)  # each seed's scene gets the mean over its own C views
+        for k, s in enumerate(active):
+            for opt in s.optimizers.values():
+                opt.step()
+            s.step = i + 1
+            if densifier is not None:
+                densifier.post_backward(s.scene, s.optimizers, s.densify_state, s.step, outs[k], s.densify_gen)
+        clock.lap("rest")
+        bar.set_postfix(t=int(t_cpu[0]), gaussians=len(active[0].scene), refresh=False)
+        for k, s in enumerate(active):
+            if checkpoints is not None and (s.step % config.checkpoint_every == 0 or s.step == config.steps):
+                save_checkpoint(checkpoints[s.seed], s, given, identity)
+            if callback is not None:
+                callback(s, StepLog(s.step, int(t_cpu[k * c]), losses[k]))
+    return states
 
 
 def train_seed(
@@ -203,58 +336,11 @@ def train_seed(
     callback: Callable[[SeedState, StepLog], None] | None = None,
     timings: dict[str, float] | None = None,
 ) -> SeedState:
-    """Run the remaining steps of one seed (from state.step to config.steps), checkpointing as it goes.
-
-    `timings`, if given, accumulates seconds per section: render (forward), prior (view conditioning and
-    the guided noise prediction) and rest (encode, noise, backward through renderer/encoder, Adam).
-    """
-    prior = scene_prior.prior
-    clock = Stopwatch(timings, prior.device)
-    res = scene_prior.resolution
-    scale = scene_prior.default_cfg if config.cfg is None else config.cfg
-    noise_fn = config.method.noise_function(prior.latent_shape, config.beta, seed_for(seed, "noise-map"), config.theta,
-                                            config.alpha0)
-    grid = timesteps(config.steps, config.t_min, config.t_max, config.anneal)
-    uniform = config.sampling is TimestepSampling.UNIFORM
-    bar = tqdm(range(state.step, config.steps), initial=state.step, total=config.steps, desc=f"seed {seed}",
-               disable=not progress, leave=False, dynamic_ncols=True)
-    for i in bar:
-        clock.start()
-        cams = sample_cameras(config.cameras_per_step, config.cameras, state.camera_gen, res, res,
-                              device=prior.device)
-        c = len(cams)
-        if uniform:
-            t = uniform_timesteps([state.noise_gen] * c, config.t_min, config.t_max)
-        else:
-            t = grid[i].expand(c)
-        out = render_scene(state.scene, cams, scene_prior.background_tensor(prior.device))  # rgb [C, 3, R, R], alpha [C, 1, R, R]
-        clock.lap("render")
-        z = prior.encode(out.rgb.to(prior.dtype))  # [C, D, h, w]
-        el = torch.tensor([cam.elevation for cam in cams])
-        az = torch.tensor([cam.azimuth for cam in cams])
-        noise = noise_fn(el, az, out.alpha.detach(), state.noise_gen, device=prior.device, dtype=prior.dtype)
-        alpha, sigma = prior.schedule.alpha_sigma(t, prior.dtype, prior.device)
-        clock.lap("rest")
-        view_prior, guidance = scene_prior.view_batch(cams, scale)
-        with torch.no_grad():
-            x_t = updates.add_noise(z.detach(), noise, alpha, sigma)
-            eps_hat = predict_eps(view_prior, x_t, t, guidance)
-        clock.lap("prior")
-        with torch.no_grad():
-            grad = updates.sds_gradient(eps_hat, noise)  # Eq. 15
-            x_gt = updates.one_step_estimate(x_t, eps_hat, alpha, sigma)
-            loss = (z.detach() - x_gt).pow(2).mean().item()
-        state.optimizer.zero_grad(set_to_none=True)
-        z.backward(gradient=grad / c)
-        state.optimizer.step()
-        clock.lap("rest")
-        state.step = i + 1
-        bar.set_postfix(t=int(t[0]), loss=f"{loss:.4f}", refresh=False)
-        if checkpoint is not None and (state.step % config.checkpoint_every == 0 or state.step == config.steps):
-            save_checkpoint(checkpoint, state, config, identity)
-        if callback is not None:
-            callback(state, StepLog(state.step, int(t[0]), loss))
-    return state
+    """One seed alone: `train_seeds` with a batch of one (the same result as in any batch of seeds)."""
+    if state.seed != seed:
+        raise InputError(f"state of seed {state.seed} given for seed {seed}")
+    ckpts = None if checkpoint is None else {seed: checkpoint}
+    return train_seeds(scene_prior, config, [state], ckpts, identity, progress, callback, timings)[0]
 
 
 class Stopwatch:

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from fsd2d.guidance import predict_eps
+from fsd2d.guidance import Guidance, predict_eps
 from fsd2d.priors.base import PromptError
 from fsd3d.cameras import orbit_camera, stack_cameras
 from fsd3d.metrics3d import (
@@ -213,3 +213,23 @@ def test_diversity_3d(eval_renders):
     assert diversity_3d(same) == pytest.approx(0.0, abs=1e-12)
     assert diversity_3d(eval_renders.rgb[:3]) > 0.05
     assert math.isfinite(diversity_3d(eval_renders.rgb[:2]))
+
+
+def test_repeated_cameras_are_rendered_once(snowman_prior):
+    """Seeds sharing a camera sequence: the image set holds each distinct camera once, in order of first
+    appearance, and every sample is denoised against its own camera's block (as when it runs alone)."""
+    a, b = two_cameras()
+    prior, g = snowman_prior.view_batch([a, b, a, b, a], 2.0)  # 3 seeds' cameras, say
+    k = len(snowman_prior.references)
+    assert prior.images.shape[0] == 2 * k and g.cond.shape == (5, 2 * k)
+    alone, g_alone = snowman_prior.view_batch([a, b], 2.0)
+    assert torch.equal(prior.images, alone.images)
+    assert torch.equal(g.cond[[0, 1, 2, 3, 4]], g_alone.cond[[0, 1, 0, 1, 0]])
+    x_t = torch.randn(5, 3, R, R, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    t = torch.tensor([300, 500, 700, 300, 900])
+    eps = predict_eps(prior, x_t, t, g)
+    for i, cam in enumerate([0, 1, 0, 1, 0]):
+        torch.testing.assert_close(eps[i : i + 1], predict_eps(alone, x_t[i : i + 1], t[i : i + 1],
+                                                               Guidance(g_alone.cond[cam : cam + 1],
+                                                                        g_alone.uncond[cam : cam + 1], 2.0)),
+                                   rtol=1e-10, atol=1e-10)

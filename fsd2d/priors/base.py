@@ -63,6 +63,9 @@ class Prior(abc.ABC):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """RGB images [B, 3, H, W] in [0, 1] -> working space [B, C, h, w]."""
 
+    def speed_up(self, compile: bool = False) -> None:
+        """Switch on the backend's GPU fast paths (channels-last, torch.compile) where it has any; none here."""
+
     def describe(self) -> dict:
         """What run.json records about this prior."""
         return {"class": type(self).__name__, "resolution": self.resolution, "latent_shape": list(self.latent_shape)}
