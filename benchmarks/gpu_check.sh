@@ -1,0 +1,273 @@
+#!/usr/bin/env bash
+# One-shot GPU check: install, gsplat CUDA build, CUDA tests, renderer and 3D-step benchmarks, one table.
+#
+#     bash benchmarks/fetch_wheels.sh       # where there is network: writes wheels/ (42 MB, ignored by git)
+#     bash benchmarks/gpu_check.sh          # on the CUDA machine, from the repo root; no network needed
+#
+# wheels/ is made by benchmarks/fetch_wheels.sh with
+#     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#         --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform any -d wheels \
+#         diffusers==0.42.1 gsplat==1.5.3 imageio==2.38.1 imageio-ffmpeg==0.7.0 jaxtyping==0.3.11 \
+#         wadler-lindig==0.1.8
+# and must travel with the tree to a machine with no network. Only the wheels of packages that are not
+# installed are installed (--no-index --no-deps, into $FSD_GPU_CHECK_SITE, put on PYTHONPATH): torch and
+# the other installed packages are never replaced. The project itself is used through PYTHONPATH=$PWD.
+#
+# Steps (each with its own timeout, all inside a budget of $FSD_GPU_CHECK_BUDGET_S seconds, 470 by
+# default: a step that would start with under 20 s left is skipped; a failing step is recorded and the
+# check goes on):
+#   install        missing wheels from wheels/
+#   gpu_info       nvidia-smi, versions
+#   gsplat_build   gsplat's CUDA extension built just in time for this card (TORCH_CUDA_ARCH_LIST from
+#                  its compute capability, MAX_JOBS=12), timed, then one tiny rasterization on CUDA;
+#   sd_build       at the same time: a random Stable Diffusion 2.1-base-sized model (4.7 GB) in a temp folder
+#   tests_cuda     pytest -m cuda tests;  tests_gsplat: pytest tests/test_render.py -k gsplat
+#   bench_render   benchmarks/bench_render.py
+#   bench3d_*      benchmarks/bench_3d_step.py --model SD21 --device cuda --resolution 512 --gaussians 20000
+#                  --cameras 1 --steps 30 --json, with 1 and 4 seeds, without and with --compile
+#   bench_outputs  benchmarks/bench_outputs.py (seconds to write one seed's outputs), where it exists
+#   gen3d          `fsd gen-3d`, 1 seed, 1 step, with its outputs, when 100 s of the budget are left
+# Every step writes $OUT/<step>.log ($OUT defaults to ./gpu_check_out); steps.tsv has status and seconds;
+# bench3d_*.json the benchmarks' JSON lines. The last thing printed is the table of
+# benchmarks/gpu_table.py (also saved as $OUT/summary.txt). Exit status 1 if a step failed or timed out.
+#
+# Environment:
+#   OUT                       output folder (default ./gpu_check_out)
+#   PYTHON                    interpreter (default python3)
+#   FSD_GPU_CHECK_DRY=1       plumbing run on a CPU: no CUDA steps, tiny random SD, 16 px, 2 steps
+#   FSD_GPU_CHECK_BUDGET_S    seconds for the whole check (default 470)
+#   FSD_GPU_CHECK_CONFIGS     3D benchmark configs, seeds with a 'c' for --compile (default "1 4 1c 4c",
+#                             dry "1 4")
+#   FSD_GPU_CHECK_MODEL       reuse this random SD folder instead of building one (kept afterwards)
+#   FSD_GPU_CHECK_SITE        where missing wheels are installed (default $TMPDIR/fsd_gpu_check_site)
+#   FSD_GPU_CHECK_BENCH3D     the 3D-step benchmark script (default benchmarks/bench_3d_step.py)
+#   FSD_GPU_CHECK_PACK=1      leave only summary.txt and gpu_check_logs.tar.gz in $OUT (for runners that
+#                             fetch back a few files only)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+OUT=${OUT:-$ROOT/gpu_check_out}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+PY=${PYTHON:-python3}
+DRY=${FSD_GPU_CHECK_DRY:-0}
+BUDGET=${FSD_GPU_CHECK_BUDGET_S:-470}
+BENCH3D=${FSD_GPU_CHECK_BENCH3D:-benchmarks/bench_3d_step.py}
+SITE=${FSD_GPU_CHECK_SITE:-${TMPDIR:-/tmp}/fsd_gpu_check_site}
+MODEL=${FSD_GPU_CHECK_MODEL:-}
+RESERVE_S=15   # kept for the table at the end
+MIN_STEP_S=20  # a step is skipped when less than this is left
+
+START=$(date +%s)
+DEADLINE=$((START + BUDGET))
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/fsd_gpu_check.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+mkdir -p "$SITE"
+export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1 MPLBACKEND=Agg HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
+export MAX_JOBS=${MAX_JOBS:-12}
+# the interpreter's own bin folder first: torch's extension builder runs `ninja` (the pip package puts it there)
+if PYBIN=$("$PY" -c 'import os, sys; print(os.path.dirname(sys.executable))' 2>/dev/null); then
+    export PATH="$PYBIN:$PATH"
+fi
+
+if [[ $DRY == 1 ]]; then
+    DEVICE=cpu SD_SIZE=tiny RES=16 GAUSSIANS=200 STEPS=2 RENDER_ARGS=(--repeats 1 --threads 1)
+    OUTPUTS_ARGS=(--repeats 1)
+    CONFIGS=${FSD_GPU_CHECK_CONFIGS:-"1 4"}
+else
+    DEVICE=cuda SD_SIZE=sd21 RES=512 GAUSSIANS=20000 STEPS=30 RENDER_ARGS=(--repeats 3)
+    OUTPUTS_ARGS=(--repeats 3 --threads 4)
+    CONFIGS=${FSD_GPU_CHECK_CONFIGS:-"1 4 1c 4c"}
+    if ! "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
+        echo "gpu_check: $PY sees no CUDA device (for a CPU plumbing run: FSD_GPU_CHECK_DRY=1)" >&2
+        exit 2
+    fi
+fi
+
+# Results of an earlier run in the same folder must not be read as this run's.
+rm -f "$OUT"/steps.tsv "$OUT"/wall_s.txt "$OUT"/summary.txt "$OUT"/gpu_check_logs.tar.gz \
+    "$OUT"/*.log "$OUT"/*.out "$OUT"/*.json
+: >"$OUT/steps.tsv"
+
+log() { echo "[gpu_check $(($(date +%s) - START))s] $*"; }
+
+# run_step NAME LIMIT_S CMD...: run CMD under `timeout`, output in $OUT/NAME.log (with SPLIT=1 stdout goes
+# to $OUT/NAME.out and stderr to NAME.log); appends "NAME STATUS SECONDS RC" to steps.tsv. Never fails.
+run_step() {
+    local name=$1 limit=$2 left rc=0 status=ok t0 secs
+    shift 2
+    left=$((DEADLINE - $(date +%s) - RESERVE_S))
+    if ((left < MIN_STEP_S)); then
+        printf '%s\tskipped\t0\t-\n' "$name" >>"$OUT/steps.tsv"
+        log "$name: skipped, ${left} s of the budget left"
+        return 0
+    fi
+    if ((limit > left)); then limit=$left; fi
+    log "$name (timeout ${limit} s)"
+    t0=$(date +%s.%N)
+    if [[ ${SPLIT:-0} == 1 ]]; then
+        timeout -k 10 "$limit" "$@" >"$OUT/$name.out" 2>"$OUT/$name.log" </dev/null || rc=$?
+    else
+        timeout -k 10 "$limit" "$@" >"$OUT/$name.log" 2>&1 </dev/null || rc=$?
+    fi
+    secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    if ((rc == 124 || rc == 137)); then status=TIMEOUT; elif ((rc != 0)); then status=FAIL; fi
+    printf '%s\t%s\t%s\t%s\n' "$name" "$status" "$secs" "$rc" >>"$OUT/steps.tsv"
+    log "$name: $status in $secs s$( ((rc == 0)) || echo " (exit $rc; see $OUT/$name.log)")"
+}
+
+skip_step() {  # skip_step NAME WHY
+    printf '%s\tskipped\t0\t-\n' "$1" >>"$OUT/steps.tsv"
+    log "$1: skipped ($2)"
+}
+
+# ---------------------------------------------------------------------------------------------- install
+# shellcheck disable=SC2016  # Python source, not shell
+INSTALL_PY='
+import importlib.metadata as md, importlib.util, pathlib, subprocess, sys
+wheels, site = pathlib.Path(sys.argv[1]), sys.argv[2]
+missing = []
+for whl in sorted(wheels.glob("*.whl")):
+    name = whl.name.split("-")[0]
+    try:
+        print(f"installed already: {name} {md.version(name)}")
+    except md.PackageNotFoundError:
+        missing.append(str(whl))
+if missing:
+    print("installing:", *missing, sep="\n  ", flush=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--no-compile",
+                    "--no-cache-dir", "--disable-pip-version-check", "--target", site, *missing], check=True)
+    importlib.invalidate_caches()
+need = [n for n in ("diffusers", "gsplat", "jaxtyping") if importlib.util.find_spec(n) is None]
+if need:
+    sys.exit(f"missing {need} and no wheels for them in {wheels}/: run `bash benchmarks/fetch_wheels.sh` where "
+             "there is network, and bring wheels/ along")
+'
+run_step install 120 "$PY" -c "$INSTALL_PY" "$ROOT/wheels" "$SITE"
+
+# shellcheck disable=SC2016
+INFO_SH='
+date -u; uname -a; command -v nvidia-smi >/dev/null && nvidia-smi || echo "no nvidia-smi"
+git -C "$1" rev-parse HEAD 2>/dev/null && git -C "$1" status --short 2>/dev/null || echo "no git checkout"
+"$2" - <<"EOF"
+import importlib.metadata as md, platform, torch
+print("python", platform.python_version(), "| torch", torch.__version__, "cuda", torch.version.cuda,
+      "| device", torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
+      "| CPU threads", torch.get_num_threads())
+for name in ("diffusers", "gsplat", "transformers", "huggingface_hub", "safetensors", "jaxtyping", "numpy"):
+    try:
+        print(f"  {name} {md.version(name)}")
+    except md.PackageNotFoundError:
+        print(f"  {name} missing")
+EOF
+'
+run_step gpu_info 60 bash -c "$INFO_SH" gpu_info "$ROOT" "$PY"
+
+# ------------------------------------------------------------------- gsplat build || random SD model
+GSPLAT_PY='
+import json, os, sys, time
+import torch
+from torch.utils.cpp_extension import _get_build_directory
+import gsplat  # the CUDA extension is built on first use, below
+out = sys.argv[1]
+cached = os.path.exists(os.path.join(_get_build_directory("gsplat_cuda", False), "gsplat_cuda.so"))
+t0 = time.perf_counter()
+from gsplat.cuda._backend import _C
+seconds = time.perf_counter() - t0
+if _C is None:
+    sys.exit("gsplat has no CUDA extension (no CUDA toolkit found?)")
+print(f"gsplat CUDA extension ready in {seconds:.1f} s (cached build: {cached})", flush=True)
+dev, n = "cuda", 200
+g = torch.Generator().manual_seed(0)
+means = (torch.randn(n, 3, generator=g) * 0.2).to(dev)
+quats = torch.randn(n, 4, generator=g).to(dev)
+scales = torch.full((n, 3), 0.05, device=dev)
+opacities = torch.full((n,), 0.5, device=dev)
+colors = torch.rand(n, 3, generator=g).to(dev)
+viewmats = torch.eye(4, device=dev)[None].clone()
+viewmats[0, 2, 3] = 2.0  # camera 2 units in front of the origin, looking along +z
+Ks = torch.tensor([[[64.0, 0.0, 32.0], [0.0, 64.0, 32.0], [0.0, 0.0, 1.0]]], device=dev)
+rgb, alpha, _ = gsplat.rasterization(means, quats, scales, opacities, colors, viewmats, Ks, 64, 64)
+torch.cuda.synchronize()
+assert rgb.shape == (1, 64, 64, 3) and bool(torch.isfinite(rgb).all()) and float(alpha.max()) > 0.1, rgb.shape
+print("tiny gsplat.rasterization on CUDA: ok, max alpha", round(float(alpha.max()), 3))
+arch = os.environ.get("TORCH_CUDA_ARCH_LIST", "")
+with open(os.path.join(out, "gsplat_build.json"), "w") as f:
+    json.dump({"seconds": seconds, "cached": cached, "arch": arch, "ok": True}, f)
+'
+BUILD_SD_PY='
+import sys, time
+from fsd2d.priors.random_sd import build_random_sd
+t0 = time.perf_counter()
+build_random_sd(sys.argv[1], sys.argv[2])
+print(f"built a random {sys.argv[2]} model in {sys.argv[1]} in {time.perf_counter() - t0:.1f} s")
+'
+gsplat_pid=
+if [[ $DRY == 1 ]]; then
+    skip_step gsplat_build "dry run"
+else
+    if [[ -z ${TORCH_CUDA_ARCH_LIST:-} ]]; then
+        TORCH_CUDA_ARCH_LIST=$("$PY" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')
+        export TORCH_CUDA_ARCH_LIST
+    fi
+    log "TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST MAX_JOBS=$MAX_JOBS"
+    run_step gsplat_build 300 "$PY" -c "$GSPLAT_PY" "$OUT" &
+    gsplat_pid=$!
+fi
+if [[ -n $MODEL && -f $MODEL/model_index.json ]]; then
+    skip_step sd_build "reusing $MODEL"
+else
+    MODEL=$WORK/sd_$SD_SIZE
+    # few CPU threads: the gsplat build runs beside it with MAX_JOBS compilers
+    run_step sd_build 240 env OMP_NUM_THREADS=4 "$PY" -c "$BUILD_SD_PY" "$MODEL" "$SD_SIZE"
+fi
+if [[ -n $gsplat_pid ]]; then wait "$gsplat_pid" || true; fi
+
+# ------------------------------------------------------------------------------------------------ tests
+IGNORE=()
+if ! "$PY" -c 'import nbformat' 2>/dev/null; then
+    IGNORE=(--ignore=tests/test_notebooks.py)  # imports nbformat at module level; it has no CUDA tests
+fi
+run_step tests_cuda 240 "$PY" -m pytest -q -rs -p no:cacheprovider -m cuda ${IGNORE[@]+"${IGNORE[@]}"} tests
+run_step tests_gsplat 180 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_render.py -k gsplat
+
+# ----------------------------------------------------------------------------------------- benchmarks
+run_step bench_render 180 "$PY" benchmarks/bench_render.py "${RENDER_ARGS[@]}"
+
+for config in $CONFIGS; do
+    seeds=${config%c}
+    args=(--model "$MODEL" --device "$DEVICE" --resolution "$RES" --gaussians "$GAUSSIANS" --cameras 1
+          --seeds "$seeds" --steps "$STEPS" --json)
+    name=bench3d_s$seeds limit=150
+    if [[ $config == *c ]]; then args+=(--compile); name+=_compile; limit=270; fi
+    SPLIT=1 run_step "$name" "$limit" "$PY" "$BENCH3D" "${args[@]}"
+    # its last non-blank stdout line is the JSON object
+    if [[ -s $OUT/$name.out ]]; then awk 'NF { last = $0 } END { print last }' "$OUT/$name.out" >"$OUT/$name.json"; fi
+done
+
+if [[ -f benchmarks/bench_outputs.py ]]; then
+    run_step bench_outputs 120 "$PY" benchmarks/bench_outputs.py --resolution "$RES" --device "$DEVICE" \
+        "${OUTPUTS_ARGS[@]}"
+fi
+if ((DEADLINE - $(date +%s) - RESERVE_S >= 100)); then
+    run_step gen3d 150 "$PY" cli.py gen-3d --model "$MODEL" --device "$DEVICE" --resolution "$RES" --seeds 0 \
+        --steps 1 --num-gaussians "$GAUSSIANS" --cameras-per-step 1 --checkpoint-every 1000 \
+        --out "$WORK/gen3d" --no-progress
+else
+    skip_step gen3d "under 100 s of the budget left"
+fi
+
+# ---------------------------------------------------------------------------------------------- table
+echo $(($(date +%s) - START)) >"$OUT/wall_s.txt"
+"$PY" benchmarks/gpu_table.py "$OUT" | tee "$OUT/summary.txt" || echo "gpu_table.py failed; see $OUT/steps.tsv"
+failed=0
+if cut -f2 "$OUT/steps.tsv" | grep -qE '^(FAIL|TIMEOUT)$'; then failed=1; fi
+if [[ ${FSD_GPU_CHECK_PACK:-0} == 1 ]]; then
+    (cd "$OUT" && find . -maxdepth 1 -type f ! -name summary.txt ! -name gpu_check_logs.tar.gz -printf '%P\n' \
+        | tar -czf "$WORK/logs.tar.gz" -T - && find . -maxdepth 1 -type f ! -name summary.txt -delete \
+        && mv "$WORK/logs.tar.gz" gpu_check_logs.tar.gz)
+fi
+exit "$failed"
