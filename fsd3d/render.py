@@ -171,12 +171,15 @@ def render_reference(
     height: int,
     background: torch.Tensor | None = None,  # [3] or [C, 3]
     near: float = 0.01,
+    *,
+    dense: bool = False,
 ) -> RenderOutput:
-    """Dense pure-PyTorch rasterisation, differentiable w.r.t. every Gaussian parameter.
+    """Pure-PyTorch rasterisation, differentiable w.r.t. every Gaussian parameter.
 
     Same maths as gsplat's default rasterisation (module docstring, steps 1-5) without the T < 1e-4
-    early stop. Cost per camera: O(N log N) sort plus O(N * H * W) memory; meant for ~1-4k Gaussians
-    at 32-64 px on a CPU.
+    early stop. Each Gaussian is composited over the pixels of its opacity-aware box (`_composite_boxes`):
+    O(N log N + sum of box areas) per camera. `dense=True` composites every (Gaussian, pixel) pair instead,
+    O(N * H * W), the reference the box version is tested against (same images to rounding).
     """
     _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, background)
     C, P = viewmats.shape[0], height * width
@@ -185,13 +188,12 @@ def render_reference(
     means_c, covars_c = _to_camera(means, quats, scales, viewmats)
     valid, depth, uv, conics, radii = _screen_space(means_c, covars_c, Ks, width, height, near)
 
-    xs = torch.arange(width, dtype=dtype, device=device) + 0.5  # [W] pixel-centre x
-    ys = torch.arange(height, dtype=dtype, device=device) + 0.5  # [H] pixel-centre y
     if background is None:
         bg = torch.zeros(C, 3, dtype=dtype, device=device)
     else:
         bg = background.expand(C, 3)  # [C, 3]
 
+    composite = _composite_dense if dense else _composite_boxes
     rgbs, alphas, depths = [], [], []
     for ci in range(C):
         # 5a. front-to-back order of the Gaussians in front of the near plane (order not differentiated)
@@ -199,26 +201,9 @@ def render_reference(
         order = order[valid[ci, order]]  # [M] (M <= N)
         mu, con = uv[ci, order], conics[ci, order]  # [M, 2], [M, 2, 2]
         z, o, col = depth[ci, order], opacities[order], colors[order]  # [M], [M], [M, 3]
-        # 4. per-pixel alphas; the quadratic form is separable in (x, y) up to the cross term
-        dx = xs[None, :] - mu[:, 0, None]  # [M, W]
-        dy = ys[None, :] - mu[:, 1, None]  # [M, H]
-        a, b, c = con[:, 0, 0, None, None], con[:, 0, 1, None, None], con[:, 1, 1, None, None]  # [M, 1, 1]
-        power = (
-            0.5 * a * (dx * dx)[:, None, :] + 0.5 * c * (dy * dy)[:, :, None] + b * dy[:, :, None] * dx[:, None, :]
-        ).reshape(-1, P)  # [M, P] = 0.5 d^T conic d, row-major pixels
-        # power is clamped at 30 before exp: o * exp(-30) < ALPHA_MIN is zeroed below anyway, and exp of
-        # larger powers yields subnormal floats, ~10x slower on CPUs (results and gradients are unchanged)
-        alpha = torch.clamp(o[:, None] * torch.exp(-power.clamp(max=30.0)), max=ALPHA_MAX)  # [M, P]
-        alpha = torch.where(alpha >= ALPHA_MIN, alpha, torch.zeros_like(alpha))  # [M, P]
-        # 5b. transmittance before each Gaussian: T_i = prod_{j<i} (1 - alpha_j)
-        # in log space (1 - alpha >= 0.001): a running sum and its reverse-sum backward cost a fraction of
-        # cumprod's forward and backward on a CPU; the product differs only by rounding
-        zeros = torch.zeros(1, P, dtype=dtype, device=device)
-        T = torch.exp(torch.cumsum(torch.cat([zeros, torch.log1p(-alpha)], dim=0), dim=0))  # [M + 1, P]; T[-1] = T_final
-        w = alpha * T[:-1]  # [M, P] blending weights
-        feats = torch.cat([col, z[:, None], torch.ones_like(z)[:, None]], dim=1)  # [M, 5] = (rgb, z, 1)
-        acc = w.transpose(0, 1) @ feats  # [P, 5] = (sum w c, sum w z, sum w)
-        rgb = acc[:, :3] + T[-1][:, None] * bg[ci][None, :]  # [P, 3]
+        acc, log_t_final = composite(mu, con, o, torch.cat([col, z[:, None], torch.ones_like(z)[:, None]], dim=1),
+                                     width, height)  # [P, 5] = (sum w c, sum w z, sum w), [P]
+        rgb = acc[:, :3] + torch.exp(log_t_final)[:, None] * bg[ci][None, :]  # [P, 3]
         alpha_img = acc[:, 4]  # [P] = 1 - T_final
         dep = acc[:, 3] / alpha_img.clamp(min=DEPTH_EPS)  # [P]
         rgbs.append(rgb.transpose(0, 1).reshape(3, height, width))
@@ -226,6 +211,86 @@ def render_reference(
         depths.append(dep.reshape(1, height, width))
     return RenderOutput(rgb=torch.stack(rgbs), alpha=torch.stack(alphas), depth=torch.stack(depths), means2d=uv,
                         radii=radii)
+
+
+def _alphas(o, con, dx, dy):
+    """Step 4: alpha = min(0.999, o exp(-0.5 d^T conic d)), 0 below 1/255; o, conic entries and d broadcast.
+
+    The power is clamped at 30 before exp: o * exp(-30) < ALPHA_MIN is zeroed anyway, and exp of larger powers
+    yields subnormal floats, ~10x slower on CPUs (results and gradients are unchanged)."""
+    a, b, c = con[..., 0, 0], con[..., 0, 1], con[..., 1, 1]
+    power = 0.5 * a * dx * dx + 0.5 * c * dy * dy + b * dx * dy
+    alpha = torch.clamp(o * torch.exp(-power.clamp(max=30.0)), max=ALPHA_MAX)
+    return torch.where(alpha >= ALPHA_MIN, alpha, torch.zeros_like(alpha))
+
+
+def _composite_dense(mu, con, o, feats, width, height):
+    """Step 5 over every (Gaussian, pixel) pair: the O(M * H * W) reference of `_composite_boxes`.
+
+    mu [M, 2], con [M, 2, 2], o [M], feats [M, F] in front-to-back order -> (sum_i w_i feats_i [P, F],
+    log T_final [P]), T_i = prod_{j<i} (1 - alpha_j) = exp of a running sum of log(1 - alpha) (>= log 0.001).
+    """
+    P = height * width
+    xs = torch.arange(width, dtype=mu.dtype, device=mu.device) + 0.5  # [W] pixel-centre x
+    ys = torch.arange(height, dtype=mu.dtype, device=mu.device) + 0.5  # [H] pixel-centre y
+    dx = (xs[None, :] - mu[:, 0, None])[:, None, :]  # [M, 1, W]
+    dy = (ys[None, :] - mu[:, 1, None])[:, :, None]  # [M, H, 1]
+    alpha = _alphas(o[:, None, None], con[:, None, None], dx, dy).reshape(-1, P)  # [M, P], row-major pixels
+    zeros = torch.zeros(1, P, dtype=mu.dtype, device=mu.device)
+    log_t = torch.cumsum(torch.cat([zeros, torch.log1p(-alpha)], dim=0), dim=0)  # [M + 1, P]
+    w = alpha * torch.exp(log_t[:-1])  # [M, P] blending weights
+    return w.transpose(0, 1) @ feats, log_t[-1]
+
+
+def _composite_boxes(mu, con, o, feats, width, height):
+    """Step 5 over the pixels each Gaussian can reach: same contract and result as `_composite_dense`
+    (up to rounding), in O(sum of box areas) instead of O(M * H * W); falls back to the dense pass where the
+    boxes cover more than a quarter of all (Gaussian, pixel) pairs.
+
+    A Gaussian has alpha >= 1/255 only where 0.5 d^T conic d <= ln(255 o), an ellipse whose bounding box has
+    half-sides sqrt(2 ln(255 o) Sigma_xx), sqrt(2 ln(255 o) Sigma_yy) (Sigma = conic^-1): gsplat's opacity-aware
+    extent. Every (Gaussian, pixel) pair in those boxes becomes one entry; entries are sorted by (pixel, depth
+    rank), and T before each entry is exp of the running sum of log(1 - alpha) within its pixel (float64, so
+    the sum's offsets cancel exactly enough), accumulated per pixel with index_add.
+    """
+    P, dtype, device = height * width, mu.dtype, mu.device
+    M = mu.shape[0]
+    with torch.no_grad():
+        det = (con[:, 0, 0] * con[:, 1, 1] - con[:, 0, 1] * con[:, 1, 0]).clamp(min=1e-30)  # [M] det(conic)
+        r2 = 2.0 * torch.log((255.0 * o).clamp(min=1.0))  # [M] squared Mahalanobis radius of the 1/255 cut
+        hx = torch.sqrt(r2 * con[:, 1, 1] / det) * 1.0001 + 1e-4  # [M] half-sides, a hair wider than exact
+        hy = torch.sqrt(r2 * con[:, 0, 0] / det) * 1.0001 + 1e-4
+        # pixel j has centre j + 0.5: j in [ceil(mu - h - 0.5), floor(mu + h - 0.5)], clipped to the image
+        x0 = torch.ceil(mu[:, 0] - hx - 0.5).clamp(0, width).long()
+        x1 = torch.floor(mu[:, 0] + hx - 0.5).clamp(-1, width - 1).long()
+        y0 = torch.ceil(mu[:, 1] - hy - 0.5).clamp(0, height).long()
+        y1 = torch.floor(mu[:, 1] + hy - 0.5).clamp(-1, height - 1).long()
+        nx, ny = (x1 - x0 + 1).clamp(min=0), (y1 - y0 + 1).clamp(min=0)  # [M]
+        counts = torch.where(r2 > 0, nx * ny, 0)  # [M] pixels in each box
+    if int(counts.sum()) > M * P // 4:  # boxes cover much of the image: the dense pass is faster
+        return _composite_dense(mu, con, o, feats, width, height)
+    with torch.no_grad():
+        g = torch.repeat_interleave(torch.arange(M, device=device), counts)  # [E] Gaussian (depth rank) of entries
+        k = torch.arange(g.shape[0], device=device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        px = x0[g] + k % nx[g]  # [E]
+        py = y0[g] + torch.div(k, nx[g], rounding_mode="floor")  # [E]
+        pix = py * width + px  # [E] row-major pixel index
+        perm = torch.argsort(pix * M + g)  # [E]: by pixel, then front to back
+        g, px, py, pix = g[perm], px[perm], py[perm], pix[perm]
+        first = torch.ones_like(pix, dtype=torch.bool)
+        first[1:] = pix[1:] != pix[:-1]  # [E] first entry of each pixel's run
+        run = torch.cumsum(first.long(), 0) - 1  # [E] index of each entry's run
+    dx = px.to(dtype) + 0.5 - mu[g, 0]  # [E]
+    dy = py.to(dtype) + 0.5 - mu[g, 1]
+    alpha = _alphas(o[g], con[g], dx, dy)  # [E]
+    log1m = torch.log1p(-alpha).double()  # [E]
+    incl = torch.cumsum(log1m, 0)  # [E] running sum over all entries
+    excl = incl - log1m  # [E] sum before each entry
+    log_t = (excl - excl[first][run]).to(dtype)  # [E] log T before the entry, within its pixel
+    w = alpha * torch.exp(log_t)  # [E] blending weights
+    acc = torch.zeros(P, feats.shape[1], dtype=dtype, device=device).index_add(0, pix, w[:, None] * feats[g])
+    log_t_final = torch.zeros(P, dtype=torch.float64, device=device).index_add(0, pix, log1m).to(dtype)
+    return acc, log_t_final
 
 
 def _gsplat_available() -> bool:

@@ -247,6 +247,42 @@ def test_gradcheck_reference():
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.parametrize("scale,opacity_spread,res", [(0.03, 2.0, 32), (0.08, 1.0, 24)])
+def test_box_compositing_equals_dense(monkeypatch, scale, opacity_spread, res):
+    """The default (box-culled) compositing gives the dense pass's images and gradients, to float32 rounding;
+    scenes with small Gaussians (boxes of a few pixels) and some crossing the border or nearly opaque."""
+    import fsd3d.render as render_module
+    from fsd3d.gaussians import GaussianScene
+
+    g = torch.Generator().manual_seed(0)
+    scene = GaussianScene.init_ball(600, 0.6, g, scale=scale)
+    with torch.no_grad():
+        scene.opacity_logits.copy_(torch.randn(600, generator=g) * opacity_spread + 1.0)
+        scene.log_scales.add_(torch.randn(600, 3, generator=g) * 0.4)
+    viewmats, Ks = stack_cameras([orbit_camera(20.0, a, 1.4, 50.0, res, res) for a in (0.0, 130.0)])
+    weights = torch.rand(2, 3, res, res, generator=g)
+
+    def run(dense):
+        scene.zero_grad()
+        out = render_reference(scene.means, scene.normalized_quats(), scene.scales(), scene.opacities(),
+                               scene.colors(), viewmats, Ks, res, res, torch.ones(3), dense=dense)
+        ((out.rgb * weights).sum() + out.alpha.sum() + 0.1 * out.depth.sum()).backward()
+        return out, [p.grad.clone() for p in scene.parameters()]
+
+    def no_fallback(*args):
+        raise AssertionError("the box compositing fell back to the dense pass")
+
+    with monkeypatch.context() as m:
+        m.setattr(render_module, "_composite_dense", no_fallback)
+        boxes, g_boxes = run(dense=False)
+    dense, g_dense = run(dense=True)
+    for name in ("rgb", "alpha", "depth"):
+        torch.testing.assert_close(getattr(boxes, name), getattr(dense, name), rtol=1e-5, atol=2e-6)
+    for a, b in zip(g_boxes, g_dense):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * b.abs().max().item())
+    assert (dense.alpha > 0.5).any() and (dense.alpha < 0.01).any()  # both covered and empty pixels
+
+
 # ---------------------------------------------------------------------------- input checks
 
 
