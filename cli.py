@@ -276,8 +276,9 @@ def gen_3d(
     device: Device = "auto", dtype: Dtype = "auto",
     out: Annotated[Path, typer.Option(help="Output folder (one sub-folder per seed).")] = Path("outputs/gen-3d"),
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoints in --out.")] = False,
-    densify: Annotated[str, typer.Option(
-        help="Densification and pruning with gsplat's strategies: mcmc (3DGS-MCMC), default (3DGS) or none.")] = "mcmc",
+    densify: Annotated[Optional[str], typer.Option(
+        help="Densification and pruning with gsplat's strategies: default (3DGS), mcmc (3DGS-MCMC) or none "
+             "[default on the embedded prior, mcmc on SD].")] = None,
     densify_from: Annotated[Optional[int], typer.Option(help="First refinement after this step [10% of --steps].")] = None,
     densify_until: Annotated[Optional[int], typer.Option(help="No refinement from this step on [70% of --steps].")] = None,
     densify_every: Annotated[Optional[int], typer.Option(help="Steps between refinements [--steps / 15].")] = None,
@@ -310,7 +311,8 @@ def gen_3d(
         cameras=CameraRanges(elevation=parse_range(elevation, "--elevation"), radius=parse_range(radius, "--radius"),
                              fov=parse_range(fov, "--fov")),
         num_gaussians=num_gaussians, checkpoint_every=checkpoint_every, shared_cameras=shared_cameras,
-        densify=DensifyConfig(strategy=parse_enum(densify, Densify, "--densify"), start=densify_from,
+        densify=DensifyConfig(strategy=None if densify is None else parse_enum(densify, Densify, "--densify"),
+                              start=densify_from,
                               stop=densify_until, every=densify_every, grad_threshold=densify_grad, cap=densify_cap),
     )
     config = Gen3DConfig(prompt=prompt, negative_prompt=negative_prompt, seeds=parse_seeds(seeds), model=model,

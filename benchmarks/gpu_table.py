@@ -76,7 +76,7 @@ def verdict(seeds: int, steps_per_s: float, peak_gib: float) -> str:
     misses = []
     if not steps_per_s >= TARGET_STEPS_PER_S[seeds]:
         misses.append(f"<{TARGET_STEPS_PER_S[seeds]:g} steps/s")
-    if seeds in TARGET_PEAK_GIB and not peak_gib <= TARGET_PEAK_GIB[seeds]:
+    if seeds in TARGET_PEAK_GIB and not math.isnan(peak_gib) and not peak_gib <= TARGET_PEAK_GIB[seeds]:
         misses.append(f">{TARGET_PEAK_GIB[seeds]:g} GiB")
     return "PASS" if not misses else "FAIL " + ", ".join(misses)
 
@@ -102,7 +102,7 @@ def bench_rows(out: Path, steps: dict[str, Step]) -> list[str]:
         ms, seq = float(data["batched_ms_per_step"]), float(data["sequential_ms_per_step"])
         sps = 1000.0 / ms if ms > 0 else math.nan
         split = f"{float(data['render_ms']):.1f}/{float(data['prior_ms']):.1f}/{float(data['rest_ms']):.1f}"
-        peak = float(data["peak_gib"])
+        peak = math.nan if data.get("peak_gib") is None else float(data["peak_gib"])  # None off CUDA
         rows.append(f"{seeds:>5} {'yes' if data['compile'] else 'no':>7} {ms:>10.1f} {sps:>8.1f} {seeds * sps:>12.1f} "
                     f"{seq:>8.1f} {seq / ms if ms > 0 else math.nan:>7.2f} {split:>20} {peak:>8.2f}  "
                     f"{verdict(seeds, sps, peak)}")

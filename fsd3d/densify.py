@@ -56,7 +56,7 @@ class DensifyConfig:
     Refinements happen at steps start < k < stop with k % every == 0 (gsplat's convention, k = steps done).
     """
 
-    strategy: Densify = Densify.MCMC
+    strategy: Densify | None = None  # None: the prior's (3DGS default on the embedded prior, MCMC on SD)
     start: int | None = None  # None: 10 % of the steps
     stop: int | None = None  # None: 70 % of the steps
     every: int | None = None  # None: steps // 15 (at least 1)
@@ -64,10 +64,12 @@ class DensifyConfig:
     prune_opacity: float = 0.005  # Gaussians below this opacity are pruned (default) or relocated (MCMC)
     cap: int | None = None  # most Gaussians a scene may hold; None: 4 x the initial number
 
-    def resolved(self, steps: int, num_gaussians: int, grad_threshold: float) -> DensifyConfig:
-        """Every None replaced by its default for a run of `steps` steps from `num_gaussians` Gaussians."""
+    def resolved(self, steps: int, num_gaussians: int, grad_threshold: float, strategy: Densify) -> DensifyConfig:
+        """Every None replaced by its default for a run of `steps` steps from `num_gaussians` Gaussians, with the
+        prior's gradient threshold and strategy."""
         return replace(
             self,
+            strategy=strategy if self.strategy is None else self.strategy,
             start=max(0, steps // 10) if self.start is None else self.start,
             stop=(7 * steps) // 10 if self.stop is None else self.stop,
             every=max(1, steps // 15) if self.every is None else self.every,
@@ -172,7 +174,7 @@ class Densifier:
     """One strategy for a run (stateless itself); each seed carries its own `state` dict (checkpointed)."""
 
     def __init__(self, config: DensifyConfig, scene_scale: float, means_lr: float):
-        if any(getattr(config, f) is None for f in ("start", "stop", "every", "grad_threshold", "cap")):
+        if any(getattr(config, f) is None for f in ("strategy", "start", "stop", "every", "grad_threshold", "cap")):
             raise ValueError("Densifier needs a resolved DensifyConfig (DensifyConfig.resolved)")
         self.config, self.scene_scale, self.means_lr = config, float(scene_scale), means_lr
         c = config

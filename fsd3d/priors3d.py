@@ -15,6 +15,7 @@ import torch
 
 from fsd2d.guidance import Guidance, check_cfg
 from fsd2d.priors.base import Prior
+from fsd3d.densify import Densify
 from fsd3d.cameras import Camera
 
 
@@ -28,6 +29,9 @@ class ScenePrior(abc.ABC):
     # gsplat's [-1, 1] normalisation, of the loss grad_z . z (grad_z = (eps_hat - eps) / C), above which a
     # Gaussian is split or duplicated; its scale depends on the working space, so each prior sets it
     densify_grad_threshold: float = 2e-3
+    # default for DensifyConfig.strategy: MCMC needs no gradient-scale threshold, so it suits priors whose
+    # threshold has not been measured (Stable Diffusion: random weights say nothing about real gradients)
+    default_densify: Densify = Densify.MCMC
     compiled: bool = False  # the prior's networks run through torch.compile (CUDA graphs need step marks)
 
     @property

@@ -25,6 +25,7 @@ from fsd2d.guidance import Guidance, check_cfg
 from fsd2d.priors.base import ModelError, Prior, PromptError
 from fsd2d.priors.imageset import MAX_RESOLUTION, MIN_RESOLUTION, ImageSetPrior
 from fsd3d.cameras import Camera, orbit_camera
+from fsd3d.densify import Densify
 from fsd3d.priors3d import ScenePrior
 from fsd3d.references import DEFAULT_BACKGROUND, REFERENCE_PROMPTS, ReferenceSet
 
@@ -75,6 +76,7 @@ class ReferencePrior(ScenePrior):
 
     shares_cameras = True  # seeds of a run share one camera sequence, so the references render once per step
     densify_grad_threshold = 0.3  # ~ the 90th percentile of the mean screen gradient at 32 px (README)
+    default_densify = Densify.DEFAULT  # measured: +0.6 to +2.8 dB from 300 Gaussians, MCMC +0.1 to +0.5 (README)
 
     def view_batch(self, cameras: list[Camera], scale: float) -> tuple[Prior, Guidance]:
         """ImageSetPrior over the references rendered at the U distinct cameras among these B, with conditioning

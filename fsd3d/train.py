@@ -161,7 +161,8 @@ class SeedState:
 def resolve(config: Train3DConfig, scene_prior: ScenePrior) -> Train3DConfig:
     """The prior's choices for what the user left open: shared cameras and the densification defaults."""
     shared = scene_prior.shares_cameras if config.shared_cameras is None else config.shared_cameras
-    densify = config.densify.resolved(config.steps, config.num_gaussians, scene_prior.densify_grad_threshold)
+    densify = config.densify.resolved(config.steps, config.num_gaussians, scene_prior.densify_grad_threshold,
+                                      scene_prior.default_densify)
     return replace(config, shared_cameras=shared, densify=densify)
 
 

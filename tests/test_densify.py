@@ -119,10 +119,16 @@ def test_mcmc_strategy_adds_up_to_its_cap(mushroom_prior):
     assert len(train_seeds(mushroom_prior, capped, [initial_state(capped, 0)])[0].scene) == 205
 
 
-def test_defaults_resolve_from_the_run():
-    d = DensifyConfig().resolved(steps=150, num_gaussians=1000, grad_threshold=0.3)
-    assert (d.start, d.stop, d.every, d.grad_threshold, d.cap) == (15, 105, 10, 0.3, 4000)
-    assert DensifyConfig(every=7, cap=50).resolved(150, 1000, 0.3).every == 7
+def test_defaults_resolve_from_the_run(mushroom_prior):
+    train = resolve(Train3DConfig(), mushroom_prior)
+    assert train.densify.strategy is Densify.DEFAULT and train.densify.grad_threshold == 0.3 and train.shared_cameras
+    d = DensifyConfig().resolved(steps=150, num_gaussians=1000, grad_threshold=0.3, strategy=Densify.MCMC)
+    assert (d.strategy, d.start, d.stop, d.every, d.grad_threshold, d.cap) == (Densify.MCMC, 15, 105, 10, 0.3, 4000)
+    d = DensifyConfig(strategy=Densify.NONE, every=7, cap=50).resolved(150, 1000, 0.3, Densify.MCMC)
+    assert (d.strategy, d.every, d.cap) == (Densify.NONE, 7, 50)
+    from fsd3d.priors3d import StableDiffusionScenePrior
+
+    assert StableDiffusionScenePrior.default_densify is Densify.MCMC  # no measured gradient scale on SD
     with pytest.raises(InputError, match="densify-every"):
         DensifyConfig(every=0).validate()
     with pytest.raises(InputError, match="densify-grad"):
