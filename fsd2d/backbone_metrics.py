@@ -3,7 +3,8 @@
 As the paper defines them (REFERENCE.md): CLIP score of rendered views against the prompt (ViT-B/32 in
 the paper), Inception Score per prompt, and CROSS-FID = FID between the renders of seeds {0, 1} and
 of seeds {2, 3} (higher = more diverse). Weights are never downloaded: the user points to them on disk.
-    clip_model:         a local folder of a transformers CLIP model (e.g. a saved openai/clip-vit-base-patch32)
+    clip_model:         a local folder of a transformers CLIP model (e.g. a saved openai/clip-vit-base-patch32),
+                        with safetensors weights (only .safetensors is loaded, never pickled .bin files)
     inception_weights:  torch-fidelity's pt_inception-2015-12-05-6726825d.pth (what FID/IS use)
 Images: RGB [N, 3, H, W] in [0, 1] (float); converted to uint8 as the metrics expect.
 Needs the `metrics` extra (pip install -e ".[metrics]": torchmetrics) and, for the Inception network
@@ -36,8 +37,8 @@ def missing(clip_model: str | None, inception_weights: str | None) -> list[str]:
         why.append("torchmetrics is not installed")
     if not clip_model:
         why.append("no CLIP model given")
-    elif not Path(clip_model).is_dir():
-        raise InputError(f"--clip-model {clip_model} is not a folder (give a local transformers CLIP model)")
+    else:
+        check_clip_folder(clip_model)
     if not inception_weights:
         why.append("no Inception weights given")
     elif not Path(inception_weights).is_file():
@@ -50,6 +51,16 @@ def missing(clip_model: str | None, inception_weights: str | None) -> list[str]:
     return why
 
 
+def check_clip_folder(clip_model: str) -> None:
+    """A local CLIP folder with safetensors weights, or a one-line InputError (pickled .bin is never loaded)."""
+    folder = Path(clip_model)
+    if not folder.is_dir():
+        raise InputError(f"--clip-model {clip_model} is not a folder (give a local transformers CLIP model)")
+    if not any(folder.glob("*.safetensors")):
+        raise InputError(f"--clip-model {clip_model} has no .safetensors weights (only safetensors is loaded; "
+                         "re-save it with transformers' save_pretrained, which writes model.safetensors)")
+
+
 def clip_score(images: torch.Tensor, prompts: list[str], clip_model: str) -> float:
     """Mean CLIP score 100 * max(cos(image, text), 0) of images [N, 3, H, W] against prompts [N].
 
@@ -58,7 +69,8 @@ def clip_score(images: torch.Tensor, prompts: list[str], clip_model: str) -> flo
     """
     from transformers import CLIPModel, CLIPProcessor
 
-    model = CLIPModel.from_pretrained(clip_model, local_files_only=True).eval()
+    check_clip_folder(clip_model)
+    model = CLIPModel.from_pretrained(clip_model, local_files_only=True, use_safetensors=True).eval()
     processor = CLIPProcessor.from_pretrained(clip_model, local_files_only=True)
     inputs = processor(text=list(prompts), images=list(to_uint8(images)), return_tensors="pt", padding=True)
     with torch.no_grad():

@@ -6,10 +6,12 @@ Raw parameters (what the optimiser sees)             activated accessor
     log_scales      [N, 3]     log of std-devs          scales()            [N, 3] > 0
     quats           [N, 4]     (w, x, y, z), any norm    normalized_quats()  [N, 4] unit
     opacity_logits  [N]        logit of opacity          opacities()         [N] in (0, 1)
-    sh0             [N, 3]     degree-0 SH, RGB          colors(view_dirs)   RGB in [0, 1]
+    sh0             [N, 3]     degree-0 SH, RGB          colors(view_dirs)   RGB >= 0 (not capped at 1)
     sh_rest         [N, 3, 3]  degree-1 SH [N, K=3, RGB] (only when sh_degree == 1)
 The SH constants and signs are those of the 3DGS code (utils/sh_utils.py, eval_sh), so a scene
-saved with fsd3d.ply opens with the colours it has here in any standard splat viewer.
+saved with fsd3d.ply opens with the colours it has here in any standard splat viewer. Colours are
+clamped at 0 only, as 3DGS (`torch.clamp_min(sh2rgb + 0.5, 0.0)`) and gsplat's rasterization
+(`torch.clamp_min(colors + 0.5, 0.0)`): an SH colour above 1 stays above 1, and so can the render.
 """
 from __future__ import annotations
 
@@ -134,7 +136,7 @@ class GaussianScene(torch.nn.Module):
         return F.normalize(self.quats, dim=-1)
 
     def colors(self, view_dirs: torch.Tensor | None = None) -> torch.Tensor:
-        """RGB in [0, 1]: clamp(0.5 + SH(view_dirs), 0, 1), as 3DGS.
+        """RGB >= 0: clamp_min(0.5 + SH(view_dirs), 0), as 3DGS and gsplat (no upper clamp: values above 1 stay).
 
         view_dirs: [N, 3] or [C, N, 3], directions from the camera centre to each Gaussian (3DGS's
         `means - campos`); normalised here. Degree 0 ignores them and returns [N, 3]; degree 1
@@ -142,7 +144,7 @@ class GaussianScene(torch.nn.Module):
         """
         rgb = SH_C0 * self.sh0  # [N, 3]
         if self.sh_degree == 0:
-            return torch.clamp(rgb + 0.5, 0.0, 1.0)
+            return torch.clamp_min(rgb + 0.5, 0.0)
         if view_dirs is None:
             raise InputError("colors() of an SH degree-1 scene needs view_dirs [N, 3] or [C, N, 3]")
         if view_dirs.shape[-2:] != (len(self), 3) or view_dirs.dim() not in (2, 3):
@@ -151,7 +153,7 @@ class GaussianScene(torch.nn.Module):
         x, y, z = d[..., 0:1], d[..., 1:2], d[..., 2:3]  # [..., N, 1]
         s = self.sh_rest  # [N, 3, 3]: coefficient m in (-1, 0, 1) order = (y, z, x)
         rgb = rgb - SH_C1 * y * s[:, 0] + SH_C1 * z * s[:, 1] - SH_C1 * x * s[:, 2]  # [..., N, 3]
-        return torch.clamp(rgb + 0.5, 0.0, 1.0)
+        return torch.clamp_min(rgb + 0.5, 0.0)
 
     def extra_repr(self) -> str:
         return f"n={len(self)}, sh_degree={self.sh_degree}"

@@ -155,7 +155,8 @@ class WorldMapNoise(NoiseFunction):
         Theta             theta_deg (degrees, > 0; 180 as the authors)
         eps_p, H x W      world_map [D, Hb, Wb], Hb = round(h 180/Theta), Wb = round(w 360/Theta)
         eps_b             background [D, h, w]
-        M                 avg-pool of opacity down to h x w, > alpha0  (pooled == alpha0 is background)
+        M                 avg-pool of opacity down to h x w, >= alpha0 (pooled == alpha0 is foreground, as the
+                          authors' code, where background is pooled < alpha0)
         W_c(eps_p)        patch(elevation, azimuth) [C, D, h, w]
 
     The patch is the h x w window CENTRED (as the paper's text says) at
@@ -234,9 +235,10 @@ class WorldMapNoise(NoiseFunction):
         return p.permute(1, 0, 2, 3).contiguous()  # [C, D, h, w]
 
     def foreground(self, opacity: torch.Tensor) -> torch.Tensor:
-        """M = avg_pool(opacity to h x w) > alpha0: bool [C, 1, h, w] on opacity's device."""
+        """M = avg_pool(opacity to h x w) >= alpha0: bool [C, 1, h, w] on opacity's device (the authors'
+        background is pooled < alpha0)."""
         _check_opacity(opacity, None)
-        return F.adaptive_avg_pool2d(opacity.detach().float(), (self.height, self.width)) > self.alpha0
+        return F.adaptive_avg_pool2d(opacity.detach().float(), (self.height, self.width)) >= self.alpha0
 
     def _fixed(self, el, az, opacity, device) -> torch.Tensor:
         patch = self._patch(el, az).to(device, non_blocking=True)  # [C, D, h, w]

@@ -5,7 +5,7 @@ Inputs (where they enter the library; camera conventions are in `fsd3d.cameras`)
     quats      [N, 4]  rotations, (w, x, y, z) order as gsplat, need not be normalised
     scales     [N, 3]  standard deviations along the rotated axes (already exp'd, > 0)
     opacities  [N]     in (0, 1) (already sigmoid'ed)
-    colors     [N, 3]  RGB in [0, 1] (already evaluated; no SH here)
+    colors     [N, 3]  RGB >= 0 (already evaluated; no SH here); as 3DGS, not capped at 1
     viewmats   [C, 4, 4] OpenCV world-to-camera;  Ks [C, 3, 3] pinhole intrinsics (pixels)
     background [3] or [C, 3] RGB in [0, 1], or None (= black)
 Output: `RenderOutput` with channels-first images (rgb [C, 3, H, W] feeds the fsd2d priors,
@@ -24,9 +24,16 @@ The maths of `render_reference` is gsplat's default ("classic", packed or not) r
     5. Front-to-back in camera z: T_i = prod_{j<i} (1 - alpha_j) (as exp of a running sum of logs), w_i = alpha_i T_i,
        rgb = sum_i w_i c_i + T_final * bg, alpha = sum_i w_i = 1 - T_final,
        depth = sum_i w_i z_i / max(alpha, 1e-10) (gsplat's "ED" expected depth; 0 where alpha = 0).
-Known differences from gsplat's CUDA kernels, all below the tolerances of tests/test_render.py:
-    * gsplat stops a pixel once T would drop below 1e-4; the reference composites every Gaussian
-      (the difference in rgb/alpha is at most ~1e-4).
+    6. Early stop, as gsplat's rasterize_to_pixels kernel: a pixel is done at the first Gaussian k whose
+       T_k (1 - alpha_k) <= 1e-4; k itself is NOT composited, nor anything behind it, and T_final = T_k.
+       (In log space: a Gaussian is dropped when the inclusive running sum of log(1 - alpha) over its pixel is
+       <= log 1e-4; the sum never increases, so that marks exactly the trigger and everything after it.)
+       The stop can change a pixel a lot (two Gaussians of alpha 0.999: the second one's 1e-3 is dropped;
+       alpha 0.95 then 0.999: the second one's 0.05), so the reference keeps it; the mask is not differentiated.
+Known differences from gsplat's CUDA kernels (tests/test_render.py compares the two where CUDA is present):
+    * The stop test: gsplat multiplies T in float32 and compares to 1e-4f; the reference compares a float64
+      sum of float32-or-float64 logs to log(1e-4). A pixel whose T lands within rounding of 1e-4 can stop one
+      Gaussian earlier or later on one side (rare; it changes that pixel by up to the dropped weight).
     * gsplat only visits Gaussians whose screen box (tile-granular) touches a pixel's tile and culls
       Gaussians whose box misses the image. Versions that size the box at 3 sigma regardless of
       opacity miss alpha in [1/255, 0.011 o] beyond 3 sigma, which the dense reference keeps;
@@ -35,6 +42,7 @@ Known differences from gsplat's CUDA kernels, all below the tolerances of tests/
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -52,13 +60,15 @@ ALPHA_MIN = 1.0 / 255.0  # contributions below are skipped
 ALPHA_MAX = 0.999  # per-Gaussian alpha clamp
 DEPTH_EPS = 1e-10  # expected depth = accumulated depth / max(alpha, DEPTH_EPS), as gsplat
 FOV_CLAMP = 0.3  # the off-centre clamp of x/z, y/z in the Jacobian: tan_half_fov * (1 + 0.3)
+T_STOP = 1e-4  # gsplat's early stop: a pixel is done at the first Gaussian that would bring T to <= T_STOP
+LOG_T_STOP = math.log(T_STOP)
 
 
 @dataclass
 class RenderOutput:
     """Rendered images, channels-first, one per camera."""
 
-    rgb: torch.Tensor  # [C, 3, H, W] in [0, 1], background composited
+    rgb: torch.Tensor  # [C, 3, H, W] in [0, 1] for colours in [0, 1] (above 1 where colours are), background composited
     alpha: torch.Tensor  # [C, 1, H, W] in [0, 1], accumulated opacity 1 - T_final
     depth: torch.Tensor  # [C, 1, H, W] expected camera-space z (0 where alpha = 0)
     # What gsplat's densification strategies read (fsd3d.densify), in gsplat's meta layout:
@@ -176,8 +186,8 @@ def render_reference(
 ) -> RenderOutput:
     """Pure-PyTorch rasterisation, differentiable w.r.t. every Gaussian parameter.
 
-    Same maths as gsplat's default rasterisation (module docstring, steps 1-5) without the T < 1e-4
-    early stop. Each Gaussian is composited over the pixels of its opacity-aware box (`_composite_boxes`):
+    Same maths as gsplat's default rasterisation (module docstring, steps 1-6), its T <= 1e-4 early stop
+    included. Each Gaussian is composited over the pixels of its opacity-aware box (`_composite_boxes`):
     O(N log N + sum of box areas) per camera. `dense=True` composites every (Gaussian, pixel) pair instead,
     O(N * H * W), the reference the box version is tested against (same images to rounding).
     """
@@ -228,7 +238,8 @@ def _composite_dense(mu, con, o, feats, width, height):
     """Step 5 over every (Gaussian, pixel) pair: the O(M * H * W) reference of `_composite_boxes`.
 
     mu [M, 2], con [M, 2, 2], o [M], feats [M, F] in front-to-back order -> (sum_i w_i feats_i [P, F],
-    log T_final [P]), T_i = prod_{j<i} (1 - alpha_j) = exp of a running sum of log(1 - alpha) (>= log 0.001).
+    log T_final [P]), T_i = prod_{j<i} (1 - alpha_j) = exp of a running sum of log(1 - alpha) (>= log 0.001),
+    with the early stop (step 6): weights from a pixel's trigger Gaussian on are 0 and T_final is T before it.
     """
     P = height * width
     xs = torch.arange(width, dtype=mu.dtype, device=mu.device) + 0.5  # [W] pixel-centre x
@@ -236,9 +247,13 @@ def _composite_dense(mu, con, o, feats, width, height):
     dx = (xs[None, :] - mu[:, 0, None])[:, None, :]  # [M, 1, W]
     dy = (ys[None, :] - mu[:, 1, None])[:, :, None]  # [M, H, 1]
     alpha = _alphas(o[:, None, None], con[:, None, None], dx, dy).reshape(-1, P)  # [M, P], row-major pixels
+    log1m = torch.log1p(-alpha)  # [M, P]
+    with torch.no_grad():  # the early stop: drop the trigger and all after it (float64, as _composite_boxes)
+        keep = torch.cumsum(log1m.double(), dim=0) > LOG_T_STOP  # [M, P], a prefix of each column
+    log1m = torch.where(keep, log1m, torch.zeros_like(log1m))  # [M, P]
     zeros = torch.zeros(1, P, dtype=mu.dtype, device=mu.device)
-    log_t = torch.cumsum(torch.cat([zeros, torch.log1p(-alpha)], dim=0), dim=0)  # [M + 1, P]
-    w = alpha * torch.exp(log_t[:-1])  # [M, P] blending weights
+    log_t = torch.cumsum(torch.cat([zeros, log1m], dim=0), dim=0)  # [M + 1, P]: log T before each, then T_final
+    w = torch.where(keep, alpha * torch.exp(log_t[:-1]), torch.zeros_like(alpha))  # [M, P] blending weights
     return w.transpose(0, 1) @ feats, log_t[-1]
 
 
@@ -251,7 +266,9 @@ def _composite_boxes(mu, con, o, feats, width, height):
     half-sides sqrt(2 ln(255 o) Sigma_xx), sqrt(2 ln(255 o) Sigma_yy) (Sigma = conic^-1): gsplat's opacity-aware
     extent. Every (Gaussian, pixel) pair in those boxes becomes one entry; entries are sorted by (pixel, depth
     rank), and T before each entry is exp of the running sum of log(1 - alpha) within its pixel (float64, so
-    the sum's offsets cancel exactly enough), accumulated per pixel with index_add.
+    the sum's offsets cancel exactly enough), accumulated per pixel with index_add. Early stop (step 6): entries
+    whose inclusive within-pixel sum is <= log 1e-4 (the trigger and all behind it) get weight 0 and are left out
+    of log T_final.
     """
     P, dtype, device = height * width, mu.dtype, mu.device
     M = mu.shape[0]
@@ -286,8 +303,12 @@ def _composite_boxes(mu, con, o, feats, width, height):
     log1m = torch.log1p(-alpha).double()  # [E]
     incl = torch.cumsum(log1m, 0)  # [E] running sum over all entries
     excl = incl - log1m  # [E] sum before each entry
-    log_t = (excl - excl[first][run]).to(dtype)  # [E] log T before the entry, within its pixel
-    w = alpha * torch.exp(log_t)  # [E] blending weights
+    start = excl[first][run]  # [E] the running sum where the entry's pixel starts
+    with torch.no_grad():  # the early stop: the trigger (inclusive sum <= log 1e-4) and all after it
+        keep = (incl - start) > LOG_T_STOP  # [E]
+    log1m = torch.where(keep, log1m, torch.zeros_like(log1m))  # [E]
+    log_t = (excl - start).to(dtype)  # [E] log T before the entry, within its pixel (exact where kept)
+    w = torch.where(keep, alpha * torch.exp(log_t), torch.zeros_like(alpha))  # [E] blending weights
     acc = torch.zeros(P, feats.shape[1], dtype=dtype, device=device).index_add(0, pix, w[:, None] * feats[g])
     log_t_final = torch.zeros(P, dtype=torch.float64, device=device).index_add(0, pix, log1m).to(dtype)
     return acc, log_t_final

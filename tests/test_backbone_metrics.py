@@ -45,7 +45,8 @@ def test_inception_score_of_identical_images_is_one():
     assert varied > 1.0
 
 
-def test_clip_score_with_a_local_tiny_clip(tmp_path):
+def save_tiny_clip(tmp_path):
+    """A tiny random CLIP saved as a local folder (safetensors weights: model.safetensors)."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
     from fsd2d.priors.random_sd import _write_tokenizer
@@ -64,6 +65,14 @@ def test_clip_score_with_a_local_tiny_clip(tmp_path):
     CLIPModel(config).save_pretrained(folder)
     CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=32),
                   tokenizer=tok).save_pretrained(folder)
+    assert (folder / "model.safetensors").is_file() and not list(folder.glob("*.bin"))
+    return folder
+
+
+def test_clip_score_with_a_local_tiny_clip(tmp_path):
+    from transformers import CLIPModel, CLIPProcessor
+
+    folder = save_tiny_clip(tmp_path)
     ims, texts = images(3, n=4), ["a cat", "a dog", "a cat", "gravel"]
     score = bm.clip_score(ims, texts, str(folder))
     # independently: the towers and projections by hand, then 100 * max(cos, 0), averaged
@@ -85,3 +94,18 @@ def test_missing_weights_are_reported_not_raised(tmp_path):
         bm.missing(str(tmp_path / "nope"), None)
     with pytest.raises(InputError, match="not a file"):
         bm.missing(None, str(tmp_path / "nope.pth"))
+
+
+def test_clip_without_safetensors_is_refused_in_one_line(tmp_path):
+    """Only safetensors is loaded: a folder holding pickled pytorch_model.bin weights is refused up front."""
+    from safetensors.torch import load_file
+
+    folder = save_tiny_clip(tmp_path)
+    state = load_file(folder / "model.safetensors")
+    torch.save(state, folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    for call in (lambda: bm.clip_score(images(3, n=2), ["a cat", "a dog"], str(folder)),
+                 lambda: bm.missing(str(folder), None)):
+        with pytest.raises(InputError, match="no .safetensors weights") as e:
+            call()
+        assert "\n" not in str(e.value)

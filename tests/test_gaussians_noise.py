@@ -51,7 +51,7 @@ def test_activations_and_sh0_colour():
     assert torch.equal(s.scales(), torch.exp(s.log_scales))
     assert torch.all((s.opacities() > 0) & (s.opacities() < 1))
     assert torch.allclose(s.normalized_quats().norm(dim=-1), torch.ones(len(s)))
-    assert torch.equal(s.colors(), torch.clamp(0.5 + SH_C0 * s.sh0, 0, 1))
+    assert torch.equal(s.colors(), torch.clamp_min(0.5 + SH_C0 * s.sh0, 0.0))
     assert torch.equal(s.colors(torch.randn(len(s), 3)), s.colors())  # degree 0 ignores the view
 
 
@@ -66,9 +66,31 @@ def test_sh1_zero_rest_equals_sh0_and_matches_3dgs_basis():
     one = GaussianScene.from_tensors(torch.zeros(1, 3), torch.zeros(1, 3), torch.tensor([[1.0, 0, 0, 0]]), torch.zeros(1), sh0, rest)
     x, y, z = 0.6, -0.48, 0.64  # a unit vector
     want = 0.5 + SH_C0 * sh0 - SH_C1 * y * rest[:, 0] + SH_C1 * z * rest[:, 1] - SH_C1 * x * rest[:, 2]
-    assert torch.allclose(one.colors(torch.tensor([[x, y, z]]) * 3.0), want.clamp(0, 1), atol=1e-6)  # normalised inside
+    assert torch.allclose(one.colors(torch.tensor([[x, y, z]]) * 3.0), want.clamp_min(0), atol=1e-6)  # normalised
     with pytest.raises(InputError, match="view_dirs"):
         one.colors()
+
+
+@pytest.mark.parametrize("degree", [0, 1])
+def test_colours_clamped_at_zero_only_as_gsplat(degree):
+    """3DGS and gsplat clamp 0.5 + SH at 0 only: colours above 1 stay (and keep their gradient), below 0 are 0.
+    Compared with gsplat's PyTorch SH reference (cuda/_torch_impl.py) followed by its clamp_min(+ 0.5, 0)."""
+    n = 6
+    sh0 = torch.tensor([[3.0, -3.0, 0.0], [1.0, 2.0, -0.5]]).repeat(3, 1)  # [6, 3]: 0.5 + C0 sh0 = 1.35, -0.35, ...
+    rest = torch.randn(n, 3, 3, generator=torch.Generator().manual_seed(1)) if degree else None
+    s = GaussianScene.from_tensors(torch.zeros(n, 3), torch.zeros(n, 3), torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+                                   torch.zeros(n), sh0, rest)
+    dirs = torch.randn(n, 3, generator=torch.Generator().manual_seed(2))
+    c = s.colors(dirs)
+    assert c.max().item() > 1.3 and c.min().item() == 0.0  # above 1 kept, below 0 clamped
+    if degree == 0:
+        assert c[0, 0].item() == pytest.approx(0.5 + SH_C0 * 3.0, abs=1e-6)  # 1.346, was clamped to 1
+    c.sum().backward()
+    assert s.sh0.grad[0, 0].item() == pytest.approx(SH_C0, abs=1e-7)  # the above-1 colour still learns
+    gsplat_impl = pytest.importorskip("gsplat.cuda._torch_impl")
+    coeffs = torch.cat([s.sh0[:, None], s.sh_rest], dim=1) if degree else s.sh0[:, None]  # [N, K + 1, 3]
+    want = torch.clamp_min(gsplat_impl._spherical_harmonics(degree, dirs, coeffs.detach()) + 0.5, 0.0)
+    torch.testing.assert_close(c.detach(), want, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("init", ["init_ball", "init_sphere"])
@@ -252,6 +274,25 @@ def test_background_cells_take_eps_b():
     assert torch.equal(out[..., :8], n.patch(el, az)[..., :8])
     assert torch.equal(out[..., 8:], n.background[..., 8:].expand(3, -1, -1, -1))
     assert torch.equal(wm(alpha0=0.4)(el, az, half)[..., 8], n.patch(el, az)[..., 8])
+
+
+@pytest.mark.parametrize("alpha0", [0.5, 0.375, 0.0])  # dyadic: the 4 x 4 average pooling is exact
+def test_pooled_opacity_at_alpha0_is_foreground(alpha0):
+    """The authors' background is pooled < alpha0, so a cell whose pooled opacity equals alpha0 is foreground
+    (alpha0 = 0: every cell, empty ones included); one 2^-20 below is background."""
+    n = wm(alpha0=alpha0)
+    el, az = t(0.0, 20.0), t(0.0, 200.0)
+    opacity = torch.zeros(2, 1, 64, 64)
+    below = max(alpha0 - 2.0**-20, 0.0)
+    opacity[..., :, :16] = alpha0  # pooled cells of columns < 4: exactly alpha0 (the tie)
+    opacity[..., :, 16:32] = below  # columns 4..7: just below
+    mask = n.foreground(opacity)
+    assert mask[..., :4].all()
+    assert mask[..., 4:8].all() if alpha0 == 0.0 else not mask[..., 4:8].any()
+    out = n(el, az, opacity)
+    assert torch.equal(out[..., :4], n.patch(el, az)[..., :4])
+    if alpha0 > 0:
+        assert torch.equal(out[..., 4:], n.background[..., 4:].expand(2, -1, -1, -1))
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
