@@ -9,19 +9,24 @@ of the top level of metrics.json (lists and per-seed details are left out; "inf"
 
 Plots: each numeric metric that varies, against the first swept numeric parameter (else the numeric entry
 name, e.g. beta), one line per combination of the other labels; a bar per row when nothing is numeric.
+
+A broken sweep.json or an unwritable folder is an InputError before anything is read or written. A damaged
+run (done.json or metrics.json truncated, not an object, or malformed) is skipped with one `warning:` line on
+stderr and listed in `damaged`: a partial sweep is still gathered; deleting its done.json reruns it.
 """
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from fsd2d.errors import InputError
-from fsd2d.io import atomic_path
+from fsd2d.io import atomic_path, check_output_dir
+from fsdbatch.checks import read_object, read_snapshot, short
 
 SKIPPED_TOP = ("seconds",)  # the command's own timer; `seconds` in the CSV is the run's time from done.json
 FIXED_COLUMNS = ("run", "index")
@@ -36,30 +41,32 @@ class GatherResult:
     total: int  # runs in the grid
     finished: tuple[str, ...]  # run folders with done.json and metrics.json
     missing: tuple[str, ...]  # run folders not finished (no done.json, or no metrics.json)
+    damaged: tuple[str, ...] = ()  # run folders skipped: done.json or metrics.json unreadable or malformed
 
 
 def gather(out: Path, plots: bool = True) -> GatherResult:
     """Write `out`/results.csv (and summary plots) from the finished runs listed in `out`/sweep.json."""
     out = Path(out)
     snapshot = read_snapshot(out)
+    check_output_dir(out, "sweep folder")  # results.csv and the plots go there
     swept = list(snapshot["swept"])
-    rows, finished, missing = [], [], []
+    rows, finished, missing, damaged = [], [], [], []
     item_keys: list[str] = []
     for run in snapshot["runs"]:
-        run_dir = out / run["folder"]
-        done_file = run_dir / "done.json"
-        if not done_file.exists():
+        try:
+            record = finished_run(out / run["folder"])
+        except InputError as e:
+            print(f"warning: skipping run {run['folder']}: {e}", file=sys.stderr, flush=True)
+            damaged.append(run["folder"])
+            continue
+        if record is None:
             missing.append(run["folder"])
             continue
-        done = json.loads(done_file.read_text())
-        metrics_file = run_dir / done.get("output", "result") / "metrics.json"
-        if not metrics_file.exists():
-            missing.append(run["folder"])
-            continue
+        done, entries = record
         finished.append(run["folder"])
         head = {"run": run["folder"], "index": run["index"], **{k: run["params"].get(k) for k in swept},
                 "seconds": done.get("seconds")}
-        for key, entry in flatten(json.loads(metrics_file.read_text())):
+        for key, entry in entries:
             if key is not None and key not in item_keys:
                 item_keys.append(key)
             rows.append({**head, **entry})
@@ -70,24 +77,33 @@ def gather(out: Path, plots: bool = True) -> GatherResult:
     write_csv(csv_path, columns, rows)
     made = tuple(summary_plots(out, rows, columns, swept, item_keys)) if plots else ()
     return GatherResult(csv_path, made, tuple(columns), tuple(rows), len(snapshot["runs"]), tuple(finished),
-                        tuple(missing))
+                        tuple(missing), tuple(damaged))
 
 
-def read_snapshot(out: Path) -> dict:
-    path = out / "sweep.json"
-    if not path.exists():
-        raise InputError(f"{out} has no sweep.json: not a folder written by `fsd batch`")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path} is unreadable ({type(e).__name__})") from None
+def finished_run(run_dir: Path) -> tuple[dict, list[tuple[str | None, dict]]] | None:
+    """(done.json, the rows of metrics.json) of a finished run; None when it is not finished yet.
+    InputError (naming the file) when either file is damaged."""
+    done_file = run_dir / "done.json"
+    if not done_file.exists():
+        return None
+    done = read_object(done_file)
+    output = done.get("output", "result")
+    if not isinstance(output, str) or output.startswith("/") or ".." in output.split("/"):
+        raise InputError(f"{done_file}: 'output' should name a folder inside the run, got {short(output)}")
+    metrics_file = run_dir / output / "metrics.json"
+    if not metrics_file.exists():
+        return None
+    return done, flatten(read_object(metrics_file), metrics_file)
 
 
-def flatten(metrics: dict) -> list[tuple[str | None, dict]]:
+def flatten(metrics: dict, source: Path | str = "metrics.json") -> list[tuple[str | None, dict]]:
     """metrics.json -> [(entry label column or None, {column: scalar})] as described in the module doc."""
     top = {k: v for k, v in scalars(metrics).items() if k not in SKIPPED_TOP}
     if isinstance(metrics.get("methods"), dict):
-        return [("method", {**top, "method": name, **scalars(m)}) for name, m in metrics["methods"].items()]
+        methods = metrics["methods"]
+        if not all(isinstance(m, dict) for m in methods.values()):
+            raise InputError(f"{source}: every entry of 'methods' should be an object")
+        return [("method", {**top, "method": name, **scalars(m)}) for name, m in methods.items()]
     if isinstance(metrics.get("rows"), list) and metrics["rows"]:
         return [(next(iter(r)), {**top, **scalars(r)}) for r in metrics["rows"] if isinstance(r, dict) and r]
     return [(None, top)]

@@ -13,12 +13,16 @@ gen-3d gets --resume when result/ holds a checkpoint, so it continues from there
 command in-process with `--out <run>/result` and `--no-progress` (or `--progress` on request), so the
 prior and CUDA are set up once per process. A KeyboardInterrupt stops the runner at once (nothing is
 recorded for the interrupted run); any other failure is recorded and the next run starts.
+
+Before that, `check_runs` (called by sweep.load_sweep) builds and validates the runs' configurations with the
+command itself, stopped where it would load its prior: a sweep that every run would reject fails at once.
 """
 from __future__ import annotations
 
 import collections
 import contextlib
 import gc
+import importlib
 import io
 import os
 import re
@@ -34,13 +38,18 @@ from pathlib import Path
 import typer
 
 from fsd2d.errors import InputError
-from fsd2d.io import write_json
+from fsd2d.io import check_output_dir, write_json
+from fsdbatch.checks import clip, short
 from fsdbatch.sweep import CliGroup, Run, Sweep
 
 RESULT = "result"  # the command's --out, inside the run folder
 DONE = "done.json"
 FAILED = "failed.json"
 INTERRUPTED = 130  # what typer returns (standalone_mode=False) when the command saw a KeyboardInterrupt
+# Where each command starts its real work: every sweepable command builds and validates its whole
+# configuration before it calls this (cli.run_study for the 2D studies; gen-3d).
+PRIOR_LOADERS = {"gen-3d": ("fsd3d.gen3d", "load_scene_prior")}
+DEFAULT_PRIOR_LOADER = ("fsd2d.priors.load", "load_prior")
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,7 @@ def parse_shard(text: str, source: str = "--shard") -> Shard:
     """'i/n' with 0 <= i < n -> Shard(i, n)."""
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
     if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
-        raise InputError(f"bad {source} {text!r}: use 'i/n' with 0 <= i < n, like '0/4'")
+        raise InputError(f"bad {source} {short(text)}: use 'i/n' with 0 <= i < n, like '0/4'")
     return Shard(int(m.group(1)), int(m.group(2)), source)
 
 
@@ -81,7 +90,7 @@ def shard_from_env(env: Mapping[str, str]) -> Shard | None:
             try:
                 out.append(int(v))
             except ValueError:
-                raise InputError(f"environment variable {n}={v!r} is not an integer; pass --shard i/n") from None
+                raise InputError(f"environment variable {n}={short(v)} is not an integer; pass --shard i/n") from None
         return out
 
     task, count, lo, hi, step = ints("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN",
@@ -123,6 +132,12 @@ class Invocation:
     exit_code: int
     error: str | None  # the last `error: ...` line the command printed, if any
 
+    def failure(self) -> str | None:
+        """None when the command succeeded, else its one-line error."""
+        if self.exit_code == INTERRUPTED:
+            raise KeyboardInterrupt
+        return None if self.exit_code in (0, None) else (self.error or f"exited with code {self.exit_code}")
+
 
 @dataclass
 class BatchResult:
@@ -139,6 +154,7 @@ def run_sweep(sweep: Sweep, cli: CliGroup, shard: Shard = Shard(0, 1), progress:
     from tqdm.auto import tqdm
 
     out = sweep.out
+    check_output_dir(out, "sweep folder")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "sweep.json", sweep.snapshot())
     owned = [r for r in sweep.runs if shard.owns(r)]
@@ -172,16 +188,12 @@ def run_one(run: Run, run_dir: Path, cli: CliGroup, progress: bool = False) -> s
     start = time.perf_counter()
     trace = None
     try:
-        inv = invoke_command(cli, args)
-        if inv.exit_code == INTERRUPTED:
-            raise KeyboardInterrupt
-        error = None if inv.exit_code in (0, None) else (inv.error or f"exited with code {inv.exit_code}")
+        error = invoke_command(cli, args).failure()
     except (KeyboardInterrupt, typer.Abort):
         raise
     except Exception as e:  # noqa: BLE001 - any failure of one run is recorded, the sweep goes on
-        if hasattr(e, "format_message"):  # a click usage error, e.g. --steps abc
-            error = first_line(e.format_message())
-        else:
+        error = usage_error(e)
+        if error is None:
             error = f"{type(e).__name__}: {first_line(str(e))}"
             trace = traceback.format_exc()
             print(trace, file=sys.stderr, flush=True)
@@ -198,12 +210,74 @@ def run_one(run: Run, run_dir: Path, cli: CliGroup, progress: bool = False) -> s
     return None
 
 
-def invoke_command(cli: CliGroup, args: list[str]) -> Invocation:
-    """Call the `fsd` group in-process (standalone_mode=False) and keep its last `error:` line."""
-    tail = StderrTail(sys.stderr)
-    with contextlib.redirect_stderr(tail):
+def invoke_command(cli: CliGroup, args: list[str], quiet: bool = False) -> Invocation:
+    """Call the `fsd` group in-process (standalone_mode=False) and keep its last `error:` line
+    (with `quiet`, nothing it prints is shown)."""
+    tail = StderrTail(io.StringIO() if quiet else sys.stderr)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(contextlib.redirect_stderr(tail))
+        if quiet:
+            stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
         code = cli.main(args, prog_name="fsd", standalone_mode=False)
     return Invocation(code if isinstance(code, int) else 0, tail.last_error())
+
+
+def usage_error(e: Exception) -> str | None:
+    """The one line of a click usage error (e.g. --steps abc); None for any other exception."""
+    return first_line(e.format_message()) if hasattr(e, "format_message") else None
+
+
+class PriorReached(Exception):
+    """Raised in place of loading the prior: the command built and validated its whole configuration."""
+
+
+@contextlib.contextmanager
+def prior_loading_stopped(command: str):
+    """While inside, the command's prior loader raises PriorReached instead of loading anything."""
+    module_name, name = PRIOR_LOADERS.get(command, DEFAULT_PRIOR_LOADER)
+    module = importlib.import_module(module_name)
+    real = getattr(module, name)
+
+    def stop(*args, **kwargs):
+        raise PriorReached
+
+    setattr(module, name, stop)
+    try:
+        yield
+    finally:
+        setattr(module, name, real)
+
+
+def config_error(run: Run, run_dir: Path, cli: CliGroup) -> str | None:
+    """The one-line error the command gives for this run's options before it loads its prior, or None."""
+    try:
+        return invoke_command(cli, [run.command, *run.args, "--out", str(run_dir / RESULT), "--no-progress"],
+                              quiet=True).failure()
+    except PriorReached:
+        return None
+    except (KeyboardInterrupt, typer.Abort):
+        raise
+    except Exception as e:  # noqa: BLE001 - not an input error: the run itself will record it
+        return usage_error(e)
+
+
+def check_runs(sweep: Sweep, cli: CliGroup) -> None:
+    """InputError when every run of the sweep would be rejected by its command (steps: 0, beta: 2, an unknown
+    method): each run's configuration is built and validated in-process (about 1 ms), stopped before the prior
+    loads; the check ends at the first valid run. Runs that only some values break still run (and are recorded
+    as failed): the other runs of the grid are worth having."""
+    first = None
+    with prior_loading_stopped(sweep.command):
+        for run in sweep.runs:
+            error = config_error(run, sweep.out / run.folder, cli)
+            if error is None:
+                return
+            first = first or (run, error)
+    if first is not None:
+        run, error = first
+        label = ", ".join(f"{k}={short(v)}" for k, v in run.swept_values().items())
+        which = f"run {run.index} ({label})" if label else "the run"
+        raise InputError(f"{sweep.source}: every run would fail; {which}: {clip(error, 200)}")
 
 
 class StderrTail(io.TextIOBase):

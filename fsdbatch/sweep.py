@@ -15,18 +15,26 @@ Runs are numbered in the order of itertools.product over the swept parameters, t
 values only (readable, ASCII [A-Za-z0-9._=-], at most SLUG_MAX characters), the hash is the first 8 hex
 digits of the sha256 of the run's whole configuration (command + every option as passed), so distinct
 runs never share a folder and the same run always finds its own folder again.
+
+Before anything is written, the grid is counted (more than `max_runs` runs is refused before it is built),
+the sweep folder is checked, and the runs' configurations are built and validated by the command itself
+(runner.check_runs): a sweep whose every run would be rejected fails with one line. YAML aliases are refused
+(a few nested ones expand into an exponentially large value: "billion laughs").
 """
 from __future__ import annotations
 
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fsd2d.errors import InputError
+from fsd2d.io import check_output_dir
+from fsdbatch.checks import clip, describe, short
 
 SWEEPABLE_COMMANDS = ("compare-2d", "shuffle-noise", "consistency", "beta-sweep", "gen-3d")
 RUNNER_OWNED = ("out", "resume", "progress")  # set by the runner for every run, never by the sweep file
@@ -34,6 +42,7 @@ TOP_LEVEL_KEYS = ("command", "params", "name", "out")
 SLUG_MAX = 100  # characters of the readable part of a run folder's name (the '-hash8' comes on top)
 VALUE_MAX = 30  # characters of one value inside the slug (long prompts are cut here)
 DEFAULT_ROOT = Path("outputs/batch")
+MAX_RUNS = 10_000  # runs a sweep may expand to unless the caller raises it (`fsd batch --max-runs`)
 
 Scalar = str | int | float | bool | None  # None: leave the option out (the command's default)
 # The click group of the `fsd` app, `typer.main.get_command(app)`: `.commands` maps names to commands whose
@@ -80,8 +89,10 @@ class Sweep:
         }
 
 
-def load_sweep(path: Path, cli: CliGroup, out: Path | None = None, overrides: dict | None = None) -> Sweep:
-    """Read, validate and expand a sweep file against the commands of the `fsd` click group.
+def load_sweep(path: Path, cli: CliGroup, out: Path | None = None, overrides: dict | None = None,
+               max_runs: int = MAX_RUNS) -> Sweep:
+    """Read, validate and expand a sweep file against the commands of the `fsd` click group; check that its
+    folder can be written and that not every run would be rejected by the command's own validation.
 
     Every problem is an InputError with one line naming the file; nothing is run or written.
     """
@@ -92,11 +103,16 @@ def load_sweep(path: Path, cli: CliGroup, out: Path | None = None, overrides: di
         raise InputError(f"sweep file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"sweep file {path} is unreadable ({type(e).__name__})") from None
-    return parse_sweep(text, path, cli, out, overrides)
+    sweep = parse_sweep(text, path, cli, out, overrides, max_runs)
+    check_output_dir(sweep.out, "sweep folder")
+    from fsdbatch.runner import check_runs  # the runner invokes commands (and imports this module)
+
+    check_runs(sweep, cli)
+    return sweep
 
 
-def parse_sweep(text: str, source: Path, cli: CliGroup, out: Path | None = None, overrides: dict | None = None
-                ) -> Sweep:
+def parse_sweep(text: str, source: Path, cli: CliGroup, out: Path | None = None, overrides: dict | None = None,
+                max_runs: int = MAX_RUNS) -> Sweep:
     """The sweep in `text` (YAML); `source` names it in messages and gives the default name.
 
     `overrides` (from `fsd batch --set key=value`) replace or add params before validation, e.g.
@@ -106,17 +122,21 @@ def parse_sweep(text: str, source: Path, cli: CliGroup, out: Path | None = None,
 
     where = str(source)
     try:
-        doc = yaml.safe_load(text)
+        doc = load_yaml_without_aliases(text)
+    except AliasRefused as e:
+        mark = e.event.start_mark
+        raise InputError(f"{where}: YAML aliases are not allowed in a sweep file (*{clip(e.event.anchor, 40)} at "
+                         f"line {mark.line + 1}, column {mark.column + 1}); write the values out") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or type(e).__name__
-        raise InputError(f"{where}: not valid YAML ({problem}{at})") from None
+        raise InputError(f"{where}: not valid YAML ({clip(problem)}{at})") from None
     if not isinstance(doc, dict):
         raise InputError(f"{where}: expected a mapping with 'command:' and 'params:', got {describe(doc)}")
     unknown = [str(k) for k in doc if k not in TOP_LEVEL_KEYS]
     if unknown:
-        raise InputError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(TOP_LEVEL_KEYS)}")
+        raise InputError(f"{where}: unknown key {short(unknown[0])}; allowed: {', '.join(TOP_LEVEL_KEYS)}")
     if overrides:
         params = dict(doc.get("params") or {}) if isinstance(doc.get("params") or {}, dict) else doc.get("params")
         if isinstance(params, dict):
@@ -128,13 +148,13 @@ def parse_sweep(text: str, source: Path, cli: CliGroup, out: Path | None = None,
 
     command = doc.get("command")
     if command not in SWEEPABLE_COMMANDS or command not in cli.commands:
-        got = "no 'command:'" if command is None else f"unknown command {command!r}"
+        got = "no 'command:'" if command is None else f"unknown command {short(command)}"
         raise InputError(f"{where}: {got}; allowed: {', '.join(SWEEPABLE_COMMANDS)}")
     options = command_options(cli.commands[command])
 
     name = doc.get("name", re.sub(r"[^A-Za-z0-9._-]+", "-", Path(source).stem).strip("-.") or "sweep")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", name):
-        raise InputError(f"{where}: name must be a folder name of letters, digits, '.', '_' or '-', got {name!r}")
+        raise InputError(f"{where}: name must be a folder name of letters, digits, '.', '_' or '-', got {short(name)}")
     if out is None:
         raw_out = doc.get("out")
         if raw_out is not None and not isinstance(raw_out, str):
@@ -149,15 +169,15 @@ def parse_sweep(text: str, source: Path, cli: CliGroup, out: Path | None = None,
     for key, value in params.items():
         pname = option_name(str(key), command, options, where)
         if pname in fixed or pname in grid:
-            raise InputError(f"{where}: parameter {key!r} is given twice (dashes and underscores name the same option)")
+            raise InputError(f"{where}: parameter {short(key)} is given twice "
+                             "(dashes and underscores name the same option)")
         if isinstance(value, list):
             if not value:
                 raise InputError(f"{where}: params.{key} is an empty list, so the grid has no runs")
             values = tuple(plain_value(v, key, where, inner=True) for v in value)
-            rendered = [cli_text(v) for v in values]
-            repeated = next((v for v in rendered if rendered.count(v) > 1), None)
+            repeated = first_repeat(cli_text(v) for v in values)
             if repeated is not None:
-                raise InputError(f"{where}: params.{key} lists {repeated!r} twice")
+                raise InputError(f"{where}: params.{key} lists {short(repeated)} twice")
             grid[pname] = values
         else:
             fixed[pname] = plain_value(value, key, where, inner=False)
@@ -165,9 +185,46 @@ def parse_sweep(text: str, source: Path, cli: CliGroup, out: Path | None = None,
         for value in values:
             check_flag(options[pname], value, where)
 
+    count = math.prod(len(v) for v in grid.values())
+    if count > max_runs:
+        shape = " x ".join(str(len(v)) for v in grid.values())
+        raise InputError(f"{where}: the grid has {count:,} runs ({shape}), more than the limit of {max_runs:,} "
+                         "(--max-runs)")
     runs = tuple(make_run(i, command, params_of(fixed, grid, combo), tuple(grid), options)
                  for i, combo in enumerate(itertools.product(*grid.values())))
     return Sweep(name=name, command=command, source=Path(source), out=Path(out), fixed=fixed, grid=grid, runs=runs)
+
+
+class AliasRefused(Exception):
+    def __init__(self, event):
+        super().__init__(event.anchor)
+        self.event = event
+
+
+def load_yaml_without_aliases(text: str):
+    """yaml.safe_load, refusing the first alias (*name) as soon as it is read: nothing is expanded."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise AliasRefused(self.peek_event())
+            return super().compose_node(parent, index)
+
+    loader = Loader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def first_repeat(items) -> str | None:
+    seen: set[str] = set()
+    for item in items:
+        if item in seen:
+            return item
+        seen.add(item)
+    return None
 
 
 def command_options(command) -> dict[str, Any]:
@@ -178,11 +235,11 @@ def command_options(command) -> dict[str, Any]:
 def option_name(key: str, command: str, options: dict[str, Any], where: str) -> str:
     pname = key.strip().replace("-", "_")
     if pname in RUNNER_OWNED:
-        raise InputError(f"{where}: '{key}' cannot be set in a sweep: the runner sets --out (use the sweep's "
+        raise InputError(f"{where}: '{clip(key)}' cannot be set in a sweep: the runner sets --out (use the sweep's "
                          "out:), --resume and --progress (use `fsd batch --progress`)")
     if pname not in options:
         allowed = [n.replace("_", "-") for n in options if n not in RUNNER_OWNED]
-        raise InputError(f"{where}: unknown parameter {key!r} for {command}; allowed: {', '.join(allowed)}")
+        raise InputError(f"{where}: unknown parameter {short(key)} for {command}; allowed: {', '.join(allowed)}")
     return pname
 
 
@@ -191,7 +248,7 @@ def plain_value(value, key: str, where: str, inner: bool) -> Scalar:
     if inner and isinstance(value, list):
         if not value or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
             raise InputError(f"{where}: params.{key}: a list inside the list must hold plain values, "
-                             f"got {value!r}")
+                             f"got {short(value)}")
         return ",".join(cli_text(v) for v in value)
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
@@ -248,7 +305,3 @@ def slug_value(value: Scalar) -> str:
         return "default"
     text = re.sub(r"[^A-Za-z0-9.-]+", "-", cli_text(value)).strip("-")
     return text[:VALUE_MAX].rstrip("-") or "x"
-
-
-def describe(value) -> str:
-    return "nothing" if value is None else f"a {type(value).__name__}"

@@ -9,10 +9,12 @@ Rows: one per (space, method): `2D` rows from compare-2d runs (DDIM images and t
 - with real backbones (fsd2d.backbone_metrics), when the user points to weights on disk: CLIP score,
   Inception Score (per prompt, averaged) and CROSS-FID (seeds {0, 1} vs {2, 3}, per prompt, averaged).
 Without weights those three columns are left empty and one line says how to enable them.
+
+Unlike `fsd gather`, a damaged run (a file missing, truncated or lacking a field) is an InputError naming
+the file, not skipped: a Table 1 row averaged over fewer prompts than the sweep has would be misleading.
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,8 @@ from PIL import Image
 
 from fsd2d import backbone_metrics as bm
 from fsd2d.errors import InputError
-from fsd2d.io import atomic_path
+from fsd2d.io import atomic_path, check_output_dir
+from fsdbatch.checks import clip, read_object, read_snapshot
 
 PSNR_CAP_DB = 100.0  # exact copies of a set image have PSNR = inf (or ~160 dB from rounding): counted as 100
 
@@ -44,11 +47,21 @@ class PromptResult:
     images: dict[int, list[Path]]  # seed -> image files (2D: the final image; 3D: the evaluation views)
 
 
+MALFORMED = (KeyError, TypeError, AttributeError, ValueError, IndexError, ZeroDivisionError)
+
+
 def read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path} is missing or unreadable ({type(e).__name__}); rerun that run") from None
+        return read_object(path)
+    except InputError as e:
+        raise InputError(f"{e}; rerun that run") from None
+
+
+def malformed(path: Path, e: Exception) -> InputError:
+    """A field missing from, or of the wrong kind in, a run's JSON file."""
+    what = f"has no field {clip(str(e))}" if isinstance(e, KeyError) else \
+        f"is malformed ({type(e).__name__}: {clip(str(e))})"
+    return InputError(f"{path} {what}; rerun that run")
 
 
 def capped(v) -> float:
@@ -70,45 +83,69 @@ def collect(outs: list[Path]) -> dict[tuple[str, str], dict[str, PromptResult]]:
         groups[key][prompt] = result
 
     for out in outs:
-        snapshot = read_json(Path(out) / "sweep.json")
-        if snapshot.get("command") not in ("compare-2d", "gen-3d"):
+        snapshot = read_snapshot(Path(out), ("command", "runs"), ("folder",))
+        if snapshot["command"] not in ("compare-2d", "gen-3d"):
             continue
-        for entry in snapshot.get("runs", []):
+        for entry in snapshot["runs"]:
             run_dir = Path(out) / entry["folder"]
             if not (run_dir / "done.json").exists():
                 continue
             result = run_dir / "result"
             run = read_json(result / "run.json")
             m = read_json(result / "metrics.json")
-            prompt = run["config"]["prompt"]
-            if run["command"] == "compare-2d":
-                for method, e in m["methods"].items():
-                    seeds = [p["seed"] for p in e["per_seed"]]
-                    put(("2D", method), prompt, PromptResult(
-                        str(run_dir),
-                        e["modes_reached"] / len(seeds) if "modes_reached" in e else None,
-                        float(np.mean([capped(p["nearest_psnr"]) for p in e["per_seed"]])) if "modes_reached" in e
-                        else None,
-                        None, None, e["diversity"],
-                        {s: [result / "images" / f"{method}_seed{s}.png"] for s in seeds}))
-            else:
-                per = m["per_seed"]
-                truth = "references_reached" in m
-                put(("3D", m["method"]), prompt, PromptResult(
-                    str(run_dir),
-                    m["references_reached"] / len(per) if truth else None,
-                    float(np.mean([capped(v["majority_psnr"]) for v in per.values()])) if truth else None,
-                    float(np.mean([v["agreement"] for v in per.values()])) if truth else None,
-                    float(np.mean([v["holes"] for v in per.values()])) if truth else None,
-                    m["diversity"],
-                    {int(s): sorted((result / f"seed_{s}" / "views").glob("*.png")) for s in per}))
+            try:
+                prompt, command = str(run["config"]["prompt"]), run["command"]
+            except MALFORMED as e:
+                raise malformed(result / "run.json", e) from None
+            try:
+                results = prompt_results(command, m, run_dir, result)
+            except MALFORMED as e:
+                raise malformed(result / "metrics.json", e) from None
+            for key, r in results:
+                put(key, prompt, r)
     return groups
+
+
+def prompt_results(command: str, m: dict, run_dir: Path, result: Path) -> list[tuple[tuple[str, str], PromptResult]]:
+    """((space, method), its PromptResult) for each method of one finished run, from its metrics.json `m`."""
+    if command == "compare-2d":
+        out = []
+        for method, e in m["methods"].items():
+            seeds = [p["seed"] for p in e["per_seed"]]
+            truth = "modes_reached" in e
+            out.append((("2D", method), PromptResult(
+                str(run_dir),
+                e["modes_reached"] / len(seeds) if truth else None,
+                float(np.mean([capped(p["nearest_psnr"]) for p in e["per_seed"]])) if truth else None,
+                None, None, float(e["diversity"]),
+                {s: [result / "images" / f"{method}_seed{s}.png"] for s in seeds})))
+        return out
+    per, method = m["per_seed"], m["method"]
+    if not isinstance(method, str):
+        raise TypeError(f"'method' should be a name, got a {type(method).__name__}")
+    truth = "references_reached" in m
+    return [(("3D", method), PromptResult(
+        str(run_dir),
+        m["references_reached"] / len(per) if truth else None,
+        float(np.mean([capped(v["majority_psnr"]) for v in per.values()])) if truth else None,
+        float(np.mean([v["agreement"] for v in per.values()])) if truth else None,
+        float(np.mean([v["holes"] for v in per.values()])) if truth else None,
+        float(m["diversity"]),
+        {int(s): sorted((result / f"seed_{s}" / "views").glob("*.png")) for s in per}))]
 
 
 def load_images(files: list[Path]) -> torch.Tensor:
     """PNG files -> [N, 3, H, W] in [0, 1]."""
-    arrays = [np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) / 255.0 for f in files]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    return torch.from_numpy(np.stack([load_image(f) for f in files])).permute(0, 3, 1, 2)
+
+
+def load_image(path: Path) -> np.ndarray:
+    """One PNG -> [H, W, 3] float32 in [0, 1]; an InputError naming the file when it is missing or damaged."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    except OSError as e:  # PIL's UnidentifiedImageError is one
+        raise InputError(f"{path} is missing or not an image ({type(e).__name__}); rerun that run") from None
 
 
 def backbone_columns(space: str, by_prompt: dict[str, PromptResult], clip_model: str, inception_weights: str
@@ -137,10 +174,13 @@ def mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def table1(outs: list[Path], clip_model: str | None = None, inception_weights: str | None = None
-           ) -> tuple[list[dict], str | None]:
+def table1(outs: list[Path], clip_model: str | None = None, inception_weights: str | None = None,
+           out: Path | None = None) -> tuple[list[dict], str | None]:
     """Rows of Table 1 (each value averaged over prompts) and, when the backbone columns are skipped,
-    the one line that says why and how to enable them."""
+    the one line that says why and how to enable them. `out` (where write_table will write) is checked
+    first, so that nothing is computed for a table that cannot be written."""
+    if out is not None:
+        check_output_dir(out, "output folder")
     why = bm.missing(clip_model, inception_weights)
     groups = collect(outs)
     rows = []
@@ -164,6 +204,7 @@ def to_markdown(rows: list[dict]) -> str:
 
 
 def write_table(out: Path, rows: list[dict], note: str | None) -> None:
+    check_output_dir(out, "output folder")
     out.mkdir(parents=True, exist_ok=True)
     text = to_markdown(rows) + (f"\n{note}\n" if note else "")
     with atomic_path(out / "table1.md") as tmp:
