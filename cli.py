@@ -9,7 +9,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from fsd2d.errors import InputError
+from fsd2d.errors import InputError, check_finite
 
 app = typer.Typer(
     help="Flow Score Distillation toolkit: DDIM vs FSD vs SDS in 2D, FSD/SDS on 3D Gaussian Splatting; "
@@ -38,16 +38,23 @@ def user_errors(fn: Callable) -> Callable:
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """'0-3' -> (0, 1, 2, 3); '0,2,5' -> (0, 2, 5); mixes like '0-3,8' too. Order kept, repeats dropped."""
-    seeds: list[int] = []
+    """'0-3' -> (0, 1, 2, 3); '0,2,5' -> (0, 2, 5); mixes like '0-3,8' too. Order kept, repeats dropped.
+    Seeds lie in [0, 2**31) and a run takes at most MAX_SEEDS of them (checked before expanding a range)."""
+    from fsd2d.sampling import MAX_SEEDS, SEED_LIMIT, check_seeds
+
+    seeds: dict[int, None] = {}
     for part in text.split(","):
         part = part.strip()
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
         if not m or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
             raise InputError(f"bad --seeds {text!r}: use non-negative integers like '0-3', '0,2,5' or '0-3,8'")
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        seeds.extend(range(lo, hi + 1))
-    return tuple(dict.fromkeys(seeds))
+        if hi >= SEED_LIMIT or hi - lo >= MAX_SEEDS:
+            raise InputError(f"bad --seeds {text!r}: seeds must be below {SEED_LIMIT} (2**31), "
+                             f"at most {MAX_SEEDS} of them")
+        seeds.update(dict.fromkeys(range(lo, hi + 1)))
+    check_seeds(tuple(seeds))
+    return tuple(seeds)
 
 
 def parse_enum(text: str, enum_cls, flag: str):
@@ -116,7 +123,10 @@ def study_fields(prompt, negative_prompt, seeds, steps, cfg, beta, t_min, t_max,
 
 def run_study(config, study, out: Path, progress: bool) -> dict:
     """Validate everything that needs no prior, load the prior, run `study(prior, config, out, progress)`."""
+    from fsd2d.io import check_output_dir
+
     config.validate()
+    check_output_dir(out)
     prior = config.load_prior()
     return study(prior, config, out, progress=progress)
 
@@ -300,6 +310,7 @@ def gen_3d(
     from fsd2d.schedule import Anneal
     from fsd3d.cameras import CameraRanges
     from fsd3d.densify import Densify, DensifyConfig
+    from fsd2d.io import check_output_dir
     from fsd3d.gen3d import Gen3DConfig, gen_3d as run, load_scene_prior
     from fsd3d.outputs import TurntableFormat
     from fsd3d.train import NoiseKind, Train3DConfig
@@ -320,10 +331,7 @@ def gen_3d(
                          init_ply=str(init) if init else None, seed_batch=seed_batch, compile=compile,
                          turntable=parse_enum(turntable, TurntableFormat, "--turntable"))
     config.validate()
-    if cfg is not None:
-        from fsd2d.guidance import check_cfg
-
-        check_cfg(cfg)
+    check_output_dir(out)
     summary = run(load_scene_prior(config), config, out, resume=resume, progress=progress)
     print_3d_summary(summary)
     typer.echo(f"wrote {out}/ (seed_*/gaussians.ply, {config.turntable.filename}, views.png; summary.png, "
@@ -356,6 +364,8 @@ def parse_floats(text: str, flag: str) -> tuple[float, ...]:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
         raise InputError(f"bad {flag} {text!r}: use a comma list of numbers like '0,0.5,1'") from None
+    for v in values:
+        check_finite(flag, v)
     return values
 
 
@@ -387,13 +397,14 @@ def batch(
         help="Progress bars inside each run (the bar over runs is always shown).")] = False,
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", help="Override a parameter, KEY=VALUE (YAML value; repeatable), e.g. --set model=/path/to/sd.")] = None,
+    max_runs: Annotated[int, typer.Option(help="Refuse a sweep whose grid has more runs than this.")] = 10000,
 ):
     """Run a grid of one fsd command from a YAML sweep: one folder per run, resumable, shardable."""
     from fsdbatch.runner import DONE, resolve_shard, run_sweep
     from fsdbatch.sweep import load_sweep
 
     cli = typer.main.get_command(app)
-    spec = load_sweep(sweep, cli, out, parse_overrides(set_ or []))
+    spec = load_sweep(sweep, cli, out, parse_overrides(set_ or []), max_runs=max_runs)
     part = resolve_shard(shard)
     if dry_run:
         owned = [r for r in spec.runs if part.owns(r)]
@@ -446,7 +457,7 @@ def table1(
     for o in outs:
         if not o.is_dir():
             raise InputError(f"{o} is not a folder (give the out folders of `fsd batch` runs)")
-    rows, note = build(outs, clip_model, inception_weights)
+    rows, note = build(outs, clip_model, inception_weights, out=out)
     if not rows:
         raise InputError(f"no finished compare-2d or gen-3d runs under {', '.join(map(str, outs))}")
     write_table(out, rows, note)

@@ -8,7 +8,9 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -19,19 +21,104 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fsd2d.errors import InputError
+
 PACKAGES = ("fsd", "torch", "numpy", "scikit-image", "diffusers", "transformers", "matplotlib", "typer")
+
+
+def check_output_dir(path: Path, what: str = "--out") -> None:
+    """Refuse, before any work, an output `path` that cannot become a results folder (InputError, one line):
+    `path` is a folder, or can be made as one, and a file can be created there.
+
+    Writes nothing that stays: the write test is a temporary file in the folder itself or, when it does not
+    exist yet, in its nearest existing parent (root ignores permission bits, so only a real write tells).
+    """
+    path = Path(path)
+    existing = path
+    try:
+        while not os.path.lexists(existing) and existing != existing.parent:
+            existing = existing.parent
+        is_dir = existing.is_dir()
+    except OSError as e:
+        raise InputError(f"{what} {path} cannot be checked ({e.strerror or type(e).__name__})") from None
+    if not is_dir:
+        if existing == path:
+            raise InputError(f"{what} {path} exists and is not a folder")
+        raise InputError(f"{what} {path} cannot be created: {existing} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".fsd-write-test-", dir=existing)
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        if existing == path:
+            raise InputError(f"{what} {path} is not writable ({reason})") from None
+        raise InputError(f"{what} {path} cannot be created: no file can be written in {existing} ({reason})"
+                         ) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _umask() -> int:
+    """This process's umask (read from /proc where possible: setting it to read it is not thread-safe)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def usual_mode(folder: bool = False) -> int:
+    """What a plain open() / mkdir() would give: 0666 (files) or 0777 (folders) less the umask."""
+    return (0o777 if folder else 0o666) & ~_umask()
+
+
+def _temp_prefix(name: str, pid: int | None = None) -> str:
+    """`.NAME.tmp-HOST-PID-` (random characters follow): a temporary names its host and writer's PID, so that
+    a later run can tell a killed writer's leftovers (`clear_stale`). Without `pid`: the host's prefix."""
+    return f".{name}.tmp-{socket.gethostname()}-" + ("" if pid is None else f"{pid}-")
+
+
+def clear_stale(parent: Path, name: str) -> None:
+    """Remove temporaries of `name` left in `parent` by killed runs: our naming pattern, this host, and a
+    writer PID that is no longer alive. Live writers' temporaries and other files are never touched."""
+    prefix = _temp_prefix(name)
+    with contextlib.suppress(OSError):
+        for entry in parent.iterdir():
+            m = re.fullmatch(r"(\d+)-.*", entry.name[len(prefix):]) if entry.name.startswith(prefix) else None
+            if m and not _alive(int(m.group(1))):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 @contextlib.contextmanager
 def atomic_output_dir(out: Path):
     """Yield a temporary sibling folder; on success it replaces `out` in one rename, on error it vanishes.
 
-    An existing `out` is kept untouched until the new results are complete.
+    An existing `out` is kept untouched until the new results are complete; `out` must be a folder or
+    not exist (`check_output_dir`). Temporaries of killed runs beside `out` are cleared first. The folder
+    gets the usual mode (0777 less the umask), as a plain mkdir would.
     """
     out = Path(out)
+    check_output_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    clear_stale(out.parent, out.name)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(out.name, os.getpid()), dir=out.parent))
     try:
+        tmp.chmod(usual_mode(folder=True))
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -56,10 +143,13 @@ def atomic_path(path: Path, suffix: str = ".tmp"):
     """Yield a temporary sibling path to write; it replaces `path` only once the block succeeds.
 
     `suffix` ends the temporary name: writers that pick the format from the extension (imageio's
-    ffmpeg plugin) need e.g. ".tmp.mp4".
+    ffmpeg plugin) need e.g. ".tmp.mp4". The file gets the usual mode (0666 less the umask);
+    temporaries of `path` left by killed runs are cleared first.
     """
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    clear_stale(path.parent, path.name)
+    fd, name = tempfile.mkstemp(prefix=_temp_prefix(path.name, os.getpid()), suffix=suffix, dir=path.parent)
+    os.fchmod(fd, usual_mode())
     os.close(fd)
     tmp = Path(name)
     try:

@@ -14,8 +14,8 @@ import torch
 from tqdm.auto import tqdm
 
 from fsd2d import updates
-from fsd2d.errors import InputError
-from fsd2d.guidance import Guidance, predict_eps
+from fsd2d.errors import InputError, check_finite, check_int_range
+from fsd2d.guidance import Guidance, check_cfg, predict_eps
 from fsd2d.priors.base import Prior
 from fsd2d.schedule import Anneal, timesteps, uniform_timesteps
 
@@ -23,6 +23,13 @@ from fsd2d.schedule import Anneal, timesteps, uniform_timesteps
 ADAM_BETAS = (0.0, 0.99)
 ADAM_EPS = 1e-15
 ADAM_TOTAL_LR = 2.5  # lr * steps: 2.5e-3 * 1000; the default lr keeps this product for any step count
+
+# Caps no real run reaches; beyond them a value is a typo that would overflow or exhaust memory.
+MAX_STEPS = 100_000  # the paper runs 1000 (2D) and 2000 (3D) steps
+MAX_SEEDS = 4096  # seeds in one run (each is a row of one batch)
+SEED_LIMIT = 2**31  # seeds are non-negative and below this (what every RNG takes)
+MAX_LR = 100.0  # Adam's step on pixels in [-1, 1] (default 2.5 / steps); far beyond, images overflow to NaN
+MAX_CFG = 1000.0  # guidance scale; DreamFusion-style 3D runs use 100
 
 
 class Optimizer(str, enum.Enum):
@@ -49,16 +56,41 @@ class DistillConfig:
     lr: float | None = None  # Adam learning rate; None -> ADAM_TOTAL_LR / steps
 
     def __post_init__(self):
+        check_steps(self.steps)
         timesteps(self.steps, self.t_min, self.t_max)  # validates steps and range
+        check_finite("beta", self.beta)
         updates.check_beta(self.beta)
+        check_finite("learning rate", self.lr)
         if self.optimizer is Optimizer.EXACT and self.sampling is not TimestepSampling.ANNEALED:
             raise InputError("the exact optimiser steps along the annealed grid; it cannot use uniform timesteps")
-        if self.lr is not None and not self.lr > 0:
-            raise InputError(f"learning rate must be > 0, got {self.lr}")
+        if self.lr is not None and not 0 < self.lr <= MAX_LR:
+            raise InputError(f"learning rate must be in (0, {MAX_LR:g}], got {self.lr}")
 
     @property
     def adam_lr(self) -> float:
         return self.lr if self.lr is not None else ADAM_TOTAL_LR / self.steps
+
+
+def check_steps(steps: int) -> None:
+    """The upper cap on steps (the lower bound, >= 1, is `timesteps`'s), checked before any allocation."""
+    if steps > MAX_STEPS:
+        raise InputError(f"steps must be <= {MAX_STEPS}, got {steps}")
+
+
+def check_guidance_scale(cfg: float | None) -> None:
+    """A given CFG scale (None: the prior's default) is finite, >= 0 and at most MAX_CFG."""
+    if cfg is not None:
+        check_finite("CFG scale", cfg)
+        check_cfg(cfg)
+        if cfg > MAX_CFG:
+            raise InputError(f"CFG scale must be <= {MAX_CFG:g}, got {cfg}")
+
+
+def check_seeds(seeds: Sequence[int]) -> None:
+    """At least one and at most MAX_SEEDS seeds, each in [0, SEED_LIMIT)."""
+    check_int_range("the number of seeds", len(seeds), 1, MAX_SEEDS)
+    for seed in seeds:
+        check_int_range("seeds", seed, 0, SEED_LIMIT - 1)
 
 
 class Method(str, enum.Enum):

@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from fsd2d import metrics
+from fsd2d.errors import check_int_range
 from fsd2d.figures import image_grid
 from fsd2d.io import atomic_output_dir, run_record, write_json
 from fsd2d.priors.base import Prior
-from fsd2d.sampling import Method, distill, initial_noise
+from fsd2d.sampling import SEED_LIMIT, Method, distill, initial_noise
 from fsd2d.shuffle import Permutation, check_grid, make_permutation, pearson, permute_patches
 from fsd2d.study import StudyConfig
 
@@ -36,6 +37,10 @@ class ShuffleConfig(StudyConfig):
     perm_seed: int = 0
     frames: int = 4  # how many corresponding patches get coloured frames in the figure (0 = none)
     control_offset: int = 1000  # the control noise is seed + control_offset
+
+    def validate(self) -> None:
+        super().validate()
+        check_int_range("perm-seed", self.perm_seed, 0, SEED_LIMIT - 1)
 
 
 def shuffle_noise(prior: Prior, config: ShuffleConfig, out: Path, progress: bool = False) -> dict:

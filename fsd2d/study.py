@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fsd2d.guidance import Guidance, check_cfg
+from fsd2d.errors import InputError
+from fsd2d.guidance import Guidance
 from fsd2d.priors.base import Prior
-from fsd2d.sampling import DistillConfig
+from fsd2d.sampling import DistillConfig, check_guidance_scale, check_seeds
 from fsd2d.schedule import Anneal, timesteps
 
 
@@ -29,9 +30,10 @@ class StudyConfig:
 
     def validate(self) -> None:
         """Check everything that needs no prior, before any loading or work."""
+        check_seeds(self.seeds)
         self.distill_base()
-        if self.cfg is not None:
-            check_cfg(self.cfg)
+        check_guidance_scale(self.cfg)
+        check_resolution(self.resolution)
 
     def distill_base(self) -> DistillConfig:
         return DistillConfig(
@@ -53,3 +55,9 @@ class StudyConfig:
         from fsd2d.priors.load import load_prior
 
         return load_prior(self.model, self.device, self.dtype, self.resolution)
+
+
+def check_resolution(resolution: int | None) -> None:
+    """A given resolution is a positive pixel count (0 is not "the default"); each prior caps it further."""
+    if resolution is not None and resolution < 1:
+        raise InputError(f"resolution must be a positive number of pixels, got {resolution}")

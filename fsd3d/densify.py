@@ -35,7 +35,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from fsd2d.errors import InputError
+from fsd2d.errors import InputError, check_finite, check_int_range
+
+MAX_GAUSSIANS = 10**7  # Gaussians a scene starts with at most (--num-gaussians); 3DGS scenes hold 1-6 million
+MAX_CAP = 4 * MAX_GAUSSIANS  # --densify-cap at most: the default cap (4x the start) of the largest start
 
 GSPLAT_NAMES = {"means": "means", "scales": "log_scales", "quats": "quats", "opacities": "opacity_logits",
                 "sh0": "sh0", "shN": "sh_rest"}
@@ -84,12 +87,14 @@ class DensifyConfig:
                 raise InputError(f"densify-{name} must be >= 0, got {v}")
         if self.every is not None and self.every < 1:
             raise InputError(f"densify-every must be >= 1, got {self.every}")
+        check_finite("densify-grad", self.grad_threshold)
         if self.grad_threshold is not None and not self.grad_threshold > 0:
             raise InputError(f"densify-grad must be > 0, got {self.grad_threshold}")
         if not 0.0 <= self.prune_opacity < 1.0:
             raise InputError(f"prune opacity must be in [0, 1), got {self.prune_opacity}")
         if self.cap is not None and self.cap < 1:
             raise InputError(f"densify-cap must be >= 1, got {self.cap}")
+        check_int_range("densify-cap", self.cap, 1, MAX_CAP)
 
 
 def relocation_reference(

@@ -24,7 +24,9 @@ import torch
 from fsd2d import metrics
 from fsd2d.errors import InputError
 from fsd2d.figures import image_grid
-from fsd2d.io import run_record, write_json
+from fsd2d.io import check_output_dir, run_record, write_json
+from fsd2d.sampling import check_seeds
+from fsd2d.study import check_resolution
 from fsd3d.cameras import Camera
 from fsd3d.gaussians import GaussianScene
 from fsd3d.metrics3d import diversity_3d, evaluation_cameras, references_reached, score_scene
@@ -32,7 +34,8 @@ from fsd3d.outputs import TurntableFormat, export_seed
 from fsd3d.ply import load_ply
 from fsd3d.priors3d import ScenePrior
 from fsd3d.render import RenderOutput, render_scene
-from fsd3d.train import SeedState, Train3DConfig, initial_state, load_checkpoint, resolve, train_seeds
+from fsd3d.train import (SeedState, Train3DConfig, check_noise_function, initial_state, load_checkpoint, resolve,
+                         train_seeds)
 
 BUILTIN_3D = "references"  # the embedded view-conditioned analytic prior (fsd3d.reference_prior)
 
@@ -61,8 +64,8 @@ class Gen3DConfig:
 
     def validate(self) -> None:
         self.train.validate()
-        if not self.seeds:
-            raise InputError("give at least one seed")
+        check_seeds(self.seeds)
+        check_resolution(self.resolution)
         if self.eval_views < 2 or self.turntable_frames < 2:
             raise InputError("eval views and turntable frames must be >= 2")
         if self.seed_batch is not None and self.seed_batch < 1:
@@ -87,7 +90,8 @@ def load_scene_prior(config: Gen3DConfig) -> ScenePrior:
     if config.model == BUILTIN_3D:
         from fsd3d.reference_prior import ReferencePrior
 
-        return ReferencePrior(config.prompt, config.negative_prompt, resolution=config.resolution or 32,
+        res = 32 if config.resolution is None else config.resolution  # 0 is an error, not the default
+        return ReferencePrior(config.prompt, config.negative_prompt, resolution=res,
                               device=resolve_device(config.device), dtype=resolve_dtype(config.dtype) or torch.float64)
     from fsd3d.priors3d import StableDiffusionScenePrior
 
@@ -99,6 +103,7 @@ def prepare_states(scene_prior: ScenePrior, config: Gen3DConfig, out: Path, resu
     """Every seed's starting state, checked before anything is written (broken files -> InputError)."""
     device = scene_prior.prior.device
     train = resolve(config.train, scene_prior)
+    check_noise_function(train, scene_prior.prior.latent_shape)
     init = load_ply(Path(config.init_ply)) if config.init_ply else None
     states = {}
     for seed in config.seeds:
@@ -118,6 +123,7 @@ def gen_3d(scene_prior: ScenePrior, config: Gen3DConfig, out: Path, resume: bool
            progress: bool = False) -> dict:
     """Optimise one scene per seed and write every output; returns the run's metrics."""
     config.validate()
+    check_output_dir(out)
     states = prepare_states(scene_prior, config, out, resume)
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from fsd2d.errors import InputError
+from fsd2d.io import atomic_path
 from fsd3d.gaussians import SH_REST, GaussianScene
 
 # PLY scalar type names (both spellings) -> little-endian numpy dtypes.
@@ -60,18 +60,11 @@ def save_ply(path: str | os.PathLike, scene: GaussianScene) -> None:
     header += [f"property float {name}" for name in names] + ["end_header"]
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; a saved scene is an ordinary file
-        with os.fdopen(fd, "wb") as f:
-            f.write(("\n".join(header) + "\n").encode("ascii"))
-            f.write(data.tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # the usual file mode (0666 less the umask)
+        f.write(("\n".join(header) + "\n").encode("ascii"))
+        f.write(data.tobytes())
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def load_ply(path: str | os.PathLike) -> GaussianScene:
@@ -82,6 +75,8 @@ def load_ply(path: str | os.PathLike) -> GaussianScene:
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror or e}") from None
     n, fields, offset = _parse_header(raw, path)
+    if n == 0:
+        raise InputError(f"{path}: the PLY holds no Gaussians (0 vertices); give a scene with at least one")
 
     dtype = np.dtype([(name, _PLY_TYPES[t]) for t, name in fields])
     need, have = n * dtype.itemsize, len(raw) - offset

@@ -29,17 +29,20 @@ import torch
 from tqdm.auto import tqdm
 
 from fsd2d import updates
-from fsd2d.errors import InputError
+from fsd2d.errors import InputError, check_finite, check_int_range
 from fsd2d.guidance import predict_eps
 from fsd2d.io import atomic_path, jsonable
-from fsd2d.sampling import ADAM_BETAS, ADAM_EPS, TimestepSampling
+from fsd2d.sampling import ADAM_BETAS, ADAM_EPS, TimestepSampling, check_guidance_scale, check_steps
 from fsd2d.schedule import Anneal, timesteps, uniform_timesteps
 from fsd3d.cameras import CameraRanges, sample_cameras
-from fsd3d.densify import Densifier, Densify, DensifyConfig, scene_scale, state_to
+from fsd3d.densify import MAX_GAUSSIANS, Densifier, Densify, DensifyConfig, scene_scale, state_to
 from fsd3d.gaussians import GaussianScene
 from fsd3d.noise import ConstantNoise, NoiseFunction, RandomNoise, WorldMapNoise
 from fsd3d.priors3d import ScenePrior
 from fsd3d.render import render_scene
+
+MAX_CAMERAS_PER_STEP = 256  # views per seed and step (one prior batch); the paper renders 1-4
+MAX_CAMERA_RADIUS = 1000.0  # scenes start in a ball of radius 0.4; cameras sit at 1.5-2
 
 
 class NoiseKind(str, enum.Enum):
@@ -97,20 +100,32 @@ class Train3DConfig:
     shared_cameras: bool | None = None  # one camera sequence for all seeds; None: the prior decides (`resolve`)
 
     def validate(self) -> None:
+        """Everything checkable without a prior: ranges, caps, finite floats (the noise function's own
+        checks run in `check_noise_function`, also before anything is written)."""
+        check_steps(self.steps)
         timesteps(self.steps, self.t_min, self.t_max)
+        for name in ("beta", "theta", "alpha0", "init_radius", "init_opacity"):
+            check_finite(name.replace("_", "-"), getattr(self, name))
+        for name, value in jsonable(self.lr).items():
+            check_finite(f"learning rate of {name}", value)
         updates.check_beta(self.beta)
         if not self.theta > 0:
             raise InputError(f"theta must be > 0 degrees (world-map size), got {self.theta}")
         if not 0.0 <= self.alpha0 <= 1.0:
             raise InputError(f"alpha0 must be in [0, 1], got {self.alpha0}")
+        check_guidance_scale(self.cfg)
         for name in ("cameras_per_step", "num_gaussians", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        check_int_range("cameras-per-step", self.cameras_per_step, 1, MAX_CAMERAS_PER_STEP)
+        check_int_range("num-gaussians", self.num_gaussians, 1, MAX_GAUSSIANS)
         if not (self.init_radius > 0 and 0 < self.init_opacity < 1):
             raise InputError("init radius must be > 0 and init opacity in (0, 1)")
         if self.sh_degree not in (0, 1):
             raise InputError(f"sh degree must be 0 or 1, got {self.sh_degree}")
         self.cameras.validate()
+        if self.cameras.radius[1] > MAX_CAMERA_RADIUS:
+            raise InputError(f"camera radius must be <= {MAX_CAMERA_RADIUS:g}, got {self.cameras.radius}")
         self.densify.validate()
 
     def fingerprint(self, identity: dict | None = None) -> str:
@@ -119,6 +134,12 @@ class Train3DConfig:
         settings = {k: v for k, v in jsonable(self).items() if k != "checkpoint_every"}
         blob = json.dumps({"train": settings, "run": jsonable(identity or {})}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def check_noise_function(config: Train3DConfig, latent_shape: tuple[int, int, int]) -> None:
+    """Build the run's noise function once, so that its own checks (e.g. the world map's size for --theta)
+    fail before anything is written; train_seeds builds the real ones per seed."""
+    config.method.noise_function(latent_shape, config.beta, 0, config.theta, config.alpha0)
 
 
 def seed_for(seed: int, purpose: str) -> int:

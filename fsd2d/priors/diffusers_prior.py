@@ -9,7 +9,9 @@ Only the four components are loaded (no pipeline, no safety checker), safetensor
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -26,6 +28,7 @@ WEIGHTED_COMPONENTS = ("unet", "vae", "text_encoder")
 ALL_COMPONENTS = (*WEIGHTED_COMPONENTS, "tokenizer", "scheduler")
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 ALLOWED_DTYPES = (torch.float32, *HALF_DTYPES)
+MAX_RESOLUTION = 4096  # pixels; SD 1.x/2.x work at 512-768, and 4096 already means a 512 x 512 latent
 
 
 def schedule_from_config(config: dict) -> NoiseSchedule:
@@ -79,6 +82,7 @@ class StableDiffusionPrior(Prior):
         default = unet.config.sample_size * self.vae_factor
         multiple = self.vae_factor * 2 ** (len(unet.config.down_block_types) - 1)
         res = default if resolution is None else resolution
+        check_resolution(res)
         if not (isinstance(res, int) and res > 0 and res % multiple == 0):
             raise ModelError(
                 f"resolution {res} is not a positive multiple of {multiple}, which this model's VAE and UNet need; "
@@ -158,6 +162,41 @@ class StableDiffusionPrior(Prior):
         }
 
 
+def check_resolution(resolution: int | None) -> None:
+    """The cap for Stable Diffusion (no weights needed); the multiple its VAE and UNet need is checked on loading."""
+    if resolution is not None and not 0 < resolution <= MAX_RESOLUTION:
+        raise ModelError(f"Stable Diffusion works at 1..{MAX_RESOLUTION} pixels here, got resolution {resolution}")
+
+
+@contextlib.contextmanager
+def quiet_libraries():
+    """Silence diffusers', transformers' and huggingface_hub's warnings and progress bars (accelerate hints,
+    "Loading weights" bars) while loading: the user sees our one line, or our results. Restored afterwards."""
+    import diffusers.utils.logging as diffusers_logging
+    import huggingface_hub.utils as hub_utils
+    import transformers.utils.logging as transformers_logging
+
+    levels = [(lib, lib.get_verbosity()) for lib in (diffusers_logging, transformers_logging)]
+    bars = [(lib, lib.is_progress_bar_enabled()) for lib in (diffusers_logging, transformers_logging)]
+    hub_bars = not hub_utils.are_progress_bars_disabled()
+    for lib, _ in levels:
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
+    hub_utils.disable_progress_bars()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lib, level in levels:
+            lib.set_verbosity(level)
+        for lib, enabled in bars:
+            if enabled:
+                lib.enable_progress_bar()
+        if hub_bars:
+            hub_utils.enable_progress_bars()
+
+
 def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -201,6 +240,7 @@ def load_stable_diffusion(
     """
     device = torch.device(device)
     dtype = _pick_dtype(device, dtype)
+    check_resolution(resolution)
     local = Path(model).expanduser().is_dir()
     if local:
         _check_folder(Path(model).expanduser())
@@ -209,16 +249,17 @@ def load_stable_diffusion(
         raise ModelError(f"model folder {model} does not exist (give a local diffusers folder or a hub id owner/name)")
     common = dict(local_files_only=local or _hub_offline())
     weights = dict(common, use_safetensors=True, torch_dtype=dtype)
-    try:
-        unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", **weights)
-        vae = AutoencoderKL.from_pretrained(model, subfolder="vae", **weights)
-        text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", **weights)
-        tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer", **common)
-        scheduler_config = dict(DDIMScheduler.load_config(model, subfolder="scheduler", **common))
-    except Exception as error:  # diffusers/transformers/hub raise many types; the user needs one line
-        lines = str(error).strip().splitlines() or [type(error).__name__]
-        hint = " (HF_HUB_OFFLINE is set: only the local cache is searched)" if _hub_offline() and not local else ""
-        raise ModelError(f"could not load model '{model}': {lines[0]}{hint}") from error
+    with quiet_libraries():
+        try:
+            unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", **weights)
+            vae = AutoencoderKL.from_pretrained(model, subfolder="vae", **weights)
+            text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", **weights)
+            tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer", **common)
+            scheduler_config = dict(DDIMScheduler.load_config(model, subfolder="scheduler", **common))
+        except Exception as error:  # diffusers/transformers/hub raise many types; the user needs one line
+            lines = str(error).strip().splitlines() or [type(error).__name__]
+            hint = " (HF_HUB_OFFLINE is set: only the local cache is searched)" if _hub_offline() and not local else ""
+            raise ModelError(f"could not load model '{model}': {lines[0]}{hint}") from error
     return StableDiffusionPrior(
         unet.to(device), vae.to(device), text_encoder.to(device), tokenizer, scheduler_config, resolution, name=model
     )

@@ -44,15 +44,13 @@ def resolve_dtype(dtype: str) -> torch.dtype | None:
 
 def load_prior(model: str, device: str = "auto", dtype: str = "auto", resolution: int | None = None) -> Prior:
     dev, dt = resolve_device(device), resolve_dtype(dtype)
-    if model == BuiltinPrior.IMAGESET.value:
+    if model in (BuiltinPrior.IMAGESET.value, BuiltinPrior.PATCHES.value):
         from fsd2d.priors.imageset import DEFAULT_RESOLUTION, ImageSetPrior
-
-        return ImageSetPrior(resolution or DEFAULT_RESOLUTION, device=dev, dtype=dt or torch.float64)
-    if model == BuiltinPrior.PATCHES.value:
-        from fsd2d.priors.imageset import DEFAULT_RESOLUTION
         from fsd2d.priors.patches import PatchPrior
 
-        return PatchPrior(resolution or DEFAULT_RESOLUTION, device=dev, dtype=dt or torch.float64)
+        builtin = ImageSetPrior if model == BuiltinPrior.IMAGESET.value else PatchPrior
+        res = DEFAULT_RESOLUTION if resolution is None else resolution  # 0 is an error, not the default
+        return builtin(res, device=dev, dtype=dt or torch.float64)
     if Path(model).exists() or "/" in model or "\\" in model or model.startswith((".", "~")):  # folder or hub id
         from fsd2d.priors.diffusers_prior import load_stable_diffusion
 
