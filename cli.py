@@ -288,18 +288,19 @@ def gen_3d(
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoints in --out.")] = False,
     densify: Annotated[Optional[str], typer.Option(
         help="Densification and pruning with gsplat's strategies: default (3DGS), mcmc (3DGS-MCMC) or none "
-             "[default on the embedded prior, mcmc on SD].")] = None,
-    densify_from: Annotated[Optional[int], typer.Option(help="First refinement after this step [10% of --steps].")] = None,
-    densify_until: Annotated[Optional[int], typer.Option(help="No refinement from this step on [70% of --steps].")] = None,
-    densify_every: Annotated[Optional[int], typer.Option(help="Steps between refinements [--steps / 15].")] = None,
+             "(default: default on the embedded prior, mcmc on SD).")] = None,
+    densify_from: Annotated[Optional[int], typer.Option(help="First refinement after this step (default: 10% of --steps).")] = None,
+    densify_until: Annotated[Optional[int], typer.Option(help="No refinement from this step on (default: 70% of --steps).")] = None,
+    densify_every: Annotated[Optional[int], typer.Option(help="Steps between refinements (default: --steps / 15).")] = None,
     densify_grad: Annotated[Optional[float], typer.Option(
-        help="Screen-gradient threshold to split/duplicate (--densify default) [the prior's].")] = None,
-    densify_cap: Annotated[Optional[int], typer.Option(help="Most Gaussians per scene [4 x --num-gaussians].")] = None,
+        help="Screen-gradient threshold to split/duplicate (--densify default; default: the prior's).")] = None,
+    densify_cap: Annotated[Optional[int], typer.Option(
+        help="Most Gaussians per scene (default: 4 x --num-gaussians).")] = None,
     shared_cameras: Annotated[Optional[bool], typer.Option(
         "--shared-cameras/--per-seed-cameras",
-        help="One camera sequence for all seeds [shared on the embedded prior, per seed on SD].")] = None,
+        help="One camera sequence for all seeds (default: shared on the embedded prior, per seed on SD).")] = None,
     seed_batch: Annotated[Optional[int], typer.Option(
-        help="Seeds advancing together in one prior call [all]; lower it if the GPU runs out of memory.")] = None,
+        help="Seeds advancing together in one prior call (default: all); lower it if the GPU runs out of memory.")] = None,
     compile: Annotated[bool, typer.Option(
         help="torch.compile Stable Diffusion's UNet (CUDA graphs) and VAE encoder; the first steps compile.")] = False,
     turntable: Annotated[str, typer.Option(help="Turntable video format: mp4 (H.264) or gif.")] = "mp4",
