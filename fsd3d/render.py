@@ -5,7 +5,7 @@ Inputs (where they enter the library; camera conventions are in `fsd3d.cameras`)
     quats      [N, 4]  rotations, (w, x, y, z) order as gsplat, need not be normalised
     scales     [N, 3]  standard deviations along the rotated axes (already exp'd, > 0)
     opacities  [N]     in (0, 1) (already sigmoid'ed)
-    colors     [N, 3]  RGB >= 0 (already evaluated; no SH here); as 3DGS, not capped at 1
+    colors     [N, 3] (or [C, N, 3] per camera)  RGB >= 0 (already evaluated; no SH here); as 3DGS, not capped at 1
     viewmats   [C, 4, 4] OpenCV world-to-camera;  Ks [C, 3, 3] pinhole intrinsics (pixels)
     background [3] or [C, 3] RGB in [0, 1], or None (= black)
 Output: `RenderOutput` with channels-first images (rgb [C, 3, H, W] feeds the fsd2d priors,
@@ -100,8 +100,9 @@ def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, 
     N = means.shape[0]
     expected = {"quats": (N, 4), "scales": (N, 3), "opacities": (N,), "colors": (N, 3)}
     for name, t in (("quats", quats), ("scales", scales), ("opacities", opacities), ("colors", colors)):
-        if tuple(t.shape) != expected[name]:
-            raise InputError(f"{name} must be {list(expected[name])} for N={N} means, got {tuple(t.shape)}")
+        if tuple(t.shape) != expected[name] and not (name == "colors" and tuple(t.shape) == (viewmats.shape[0], N, 3)):
+            extra = " or [C, N, 3] (per camera)" if name == "colors" else ""
+            raise InputError(f"{name} must be {list(expected[name])}{extra} for N={N} means, got {tuple(t.shape)}")
     if viewmats.ndim != 3 or viewmats.shape[-2:] != (4, 4):
         raise InputError(f"viewmats must be [C, 4, 4], got {tuple(viewmats.shape)}")
     C = viewmats.shape[0]
@@ -174,7 +175,7 @@ def render_reference(
     quats: torch.Tensor,  # [N, 4] (w, x, y, z)
     scales: torch.Tensor,  # [N, 3]
     opacities: torch.Tensor,  # [N]
-    colors: torch.Tensor,  # [N, 3]
+    colors: torch.Tensor,  # [N, 3] or [C, N, 3] (per camera)
     viewmats: torch.Tensor,  # [C, 4, 4]
     Ks: torch.Tensor,  # [C, 3, 3]
     width: int,
@@ -210,7 +211,8 @@ def render_reference(
         order = torch.argsort(depth[ci].detach())  # [N]
         order = order[valid[ci, order]]  # [M] (M <= N)
         mu, con = uv[ci, order], conics[ci, order]  # [M, 2], [M, 2, 2]
-        z, o, col = depth[ci, order], opacities[order], colors[order]  # [M], [M], [M, 3]
+        col = colors[order] if colors.dim() == 2 else colors[ci, order]  # [M, 3]
+        z, o = depth[ci, order], opacities[order]  # [M], [M]
         acc, log_t_final = composite(mu, con, o, torch.cat([col, z[:, None], torch.ones_like(z)[:, None]], dim=1),
                                      width, height)  # [P, 5] = (sum w c, sum w z, sum w), [P]
         rgb = acc[:, :3] + torch.exp(log_t_final)[:, None] * bg[ci][None, :]  # [P, 3]
@@ -327,7 +329,7 @@ def render_gsplat(
     quats: torch.Tensor,  # [N, 4] (w, x, y, z)
     scales: torch.Tensor,  # [N, 3]
     opacities: torch.Tensor,  # [N]
-    colors: torch.Tensor,  # [N, 3]
+    colors: torch.Tensor,  # [N, 3] or [C, N, 3] (per camera)
     viewmats: torch.Tensor,  # [C, 4, 4]
     Ks: torch.Tensor,  # [C, 3, 3]
     width: int,
@@ -384,7 +386,7 @@ def render(
     quats: torch.Tensor,  # [N, 4] (w, x, y, z)
     scales: torch.Tensor,  # [N, 3]
     opacities: torch.Tensor,  # [N]
-    colors: torch.Tensor,  # [N, 3]
+    colors: torch.Tensor,  # [N, 3] or [C, N, 3] (per camera)
     viewmats: torch.Tensor,  # [C, 4, 4]
     Ks: torch.Tensor,  # [C, 3, 3]
     width: int,
@@ -413,8 +415,8 @@ def render(
 def render_scene(scene, cameras, background: torch.Tensor | None = None, backend: Backend = "auto") -> RenderOutput:
     """Render a GaussianScene (fsd3d.gaussians) at a list of cameras of one image size.
 
-    Degree-0 colours are view independent: one call for all cameras. Degree 1 evaluates the SH per
-    camera (view directions from each camera centre), so it renders camera by camera.
+    One call for all cameras: degree-0 colours are view independent [N, 3]; degree 1 evaluates the SH per
+    camera (view directions from each camera centre) into colours [C, N, 3].
     """
     from fsd3d.cameras import stack_cameras  # local: cameras imports nothing from here, keep it that way
 
@@ -423,9 +425,6 @@ def render_scene(scene, cameras, background: torch.Tensor | None = None, backend
     args = (scene.means, scene.normalized_quats(), scene.scales(), scene.opacities())
     if scene.sh_degree == 0:
         return render(*args, scene.colors(), viewmats, Ks, w, h, background, backend=backend)
-    outs = [
-        render(*args, scene.colors(scene.means - cam.position.to(scene.means)), viewmats[i : i + 1], Ks[i : i + 1],
-               w, h, background, backend=backend)
-        for i, cam in enumerate(cameras)
-    ]
-    return RenderOutput(*(torch.cat([getattr(o, f) for o in outs]) for f in ("rgb", "alpha", "depth", "means2d", "radii")))
+    centres = torch.stack([cam.position.to(scene.means) for cam in cameras])  # [C, 3]
+    colors = scene.colors(scene.means[None] - centres[:, None])  # [C, N, 3]
+    return render(*args, colors, viewmats, Ks, w, h, background, backend=backend)

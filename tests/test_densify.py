@@ -204,3 +204,26 @@ def test_bad_densify_flags_get_one_line(tmp_path):
         assert res.exit_code == 2, (args, res.output)
         assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
         assert not out.exists()
+
+
+def test_sh_degree_1_scenes_densify_too(mushroom_prior):
+    """Degree-1 colours are per camera ([C, N, 3] in one render call), so the screen means the strategy reads
+    lie on the loss's path and sh_rest follows every split."""
+    config = replace(small(Densify.DEFAULT).train, sh_degree=1)
+    train = resolve(config, mushroom_prior)
+    state = train_seeds(mushroom_prior, train, [initial_state(train, 0)])[0]
+    assert 200 < len(state.scene) <= DENSE.cap and state.scene.sh_rest.shape == (len(state.scene), 3, 3)
+
+
+def test_per_camera_colours_render_as_camera_by_camera():
+    from fsd3d.render import render_scene
+
+    g = torch.Generator().manual_seed(4)
+    scene = GaussianScene.init_ball(200, 0.5, g, sh_degree=1, scale=0.1)
+    with torch.no_grad():
+        scene.sh_rest.copy_(torch.randn(200, 3, 3, generator=g))
+    cams = [orbit_camera(10.0, a, 1.6, 45.0, 20, 20) for a in (0.0, 90.0, 200.0)]
+    together = render_scene(scene, cams, torch.ones(3))
+    for i, cam in enumerate(cams):
+        alone = render_scene(scene, [cam], torch.ones(3))
+        torch.testing.assert_close(together.rgb[i : i + 1], alone.rgb, rtol=0, atol=1e-6)
