@@ -304,6 +304,8 @@ def gen_3d(
     compile: Annotated[bool, typer.Option(
         help="torch.compile Stable Diffusion's UNet (CUDA graphs) and VAE encoder; the first steps compile.")] = False,
     turntable: Annotated[str, typer.Option(help="Turntable video format: mp4 (H.264) or gif.")] = "mp4",
+    mesh: Annotated[bool, typer.Option(help="Also write seed_*/mesh.glb (marching cubes on the density) and its "
+                                            "silhouette IoU and watertightness in the seed's metrics.json.")] = False,
     progress: Progress = True,
 ):
     """Text-to-3D Gaussian Splatting with FSD or SDS: per seed gaussians.ply, turntable.mp4, views.png."""
@@ -330,13 +332,66 @@ def gen_3d(
     config = Gen3DConfig(prompt=prompt, negative_prompt=negative_prompt, seeds=parse_seeds(seeds), model=model,
                          resolution=resolution, device=device, dtype=dtype, train=train,
                          init_ply=str(init) if init else None, seed_batch=seed_batch, compile=compile,
-                         turntable=parse_enum(turntable, TurntableFormat, "--turntable"))
+                         turntable=parse_enum(turntable, TurntableFormat, "--turntable"), mesh=mesh)
     config.validate()
     check_output_dir(out)
     summary = run(load_scene_prior(config), config, out, resume=resume, progress=progress)
     print_3d_summary(summary)
-    typer.echo(f"wrote {out}/ (seed_*/gaussians.ply, {config.turntable.filename}, views.png; summary.png, "
+    typer.echo(f"wrote {out}/ (seed_*/gaussians.ply, {config.turntable.filename}, views.png{', mesh.glb' if mesh else ''}; summary.png, "
                f"metrics.json) in {summary['seconds']:.1f} s")
+
+
+@app.command("export-mesh")
+@user_errors
+def export_mesh(
+    seed_dir: Annotated[Path, typer.Argument(help="A gen-3d seed folder (RUN/seed_S) holding gaussians.ply.")],
+    grid: Annotated[int, typer.Option(help="Voxels per axis of the density grid.")] = 96,
+    level: Annotated[float, typer.Option(help="Density level of the surface (sum of opacity-weighted Gaussians).")] = 0.3,
+):
+    """Mesh of a generated scene: marching cubes on the Gaussians' density, vertex colours from the Gaussians;
+    writes mesh.glb, mesh.obj and mesh.json (counts, watertight, silhouette IoU against the splat per view)."""
+    from fsd2d.io import write_json
+    from fsd3d import mesh as meshing
+    from fsd3d.ply import load_ply
+
+    check_finite("--level", level)
+    if not level > 0:
+        raise InputError(f"--level must be > 0, got {level}")
+    if not 2 <= grid <= meshing.MAX_GRID:
+        raise InputError(f"--grid must be in [2, {meshing.MAX_GRID}], got {grid}")
+    if not seed_dir.is_dir():
+        raise InputError(f"{seed_dir} is not a folder; give a gen-3d seed folder like outputs/gen-3d/seed_0")
+    if not (seed_dir / "gaussians.ply").is_file():
+        raise InputError(f"{seed_dir} holds no gaussians.ply; give a gen-3d seed folder like outputs/gen-3d/seed_0")
+    scene = load_ply(seed_dir / "gaussians.ply")
+    cameras = run_eval_cameras(seed_dir.parent / "run.json")
+    m = meshing.export_mesh(seed_dir, scene, cameras, grid, level)
+    write_json(seed_dir / "mesh.json", m)
+    typer.echo(f"wrote {seed_dir}/mesh.glb, mesh.obj, mesh.json: {m['vertices']} vertices, {m['faces']} faces, "
+               f"watertight {m['watertight']}, silhouette IoU mean {m['mean_iou']:.3f} "
+               f"(min {min(m['iou_per_view']):.3f}) over {len(cameras)} views at {m['eval_px']} px")
+
+
+def run_eval_cameras(run_json: Path) -> list:
+    """The evaluation cameras of a gen-3d run (its camera ranges, views and render size, at least
+    MESH_EVAL_PX pixels); gen-3d's defaults where run.json is absent."""
+    import json
+
+    from fsd3d.cameras import CameraRanges
+    from fsd3d.gen3d import BUILTIN_3D, Gen3DConfig
+    from fsd3d.mesh import MESH_EVAL_PX
+    from fsd3d.train import Train3DConfig
+
+    if not run_json.is_file():
+        return Gen3DConfig().eval_cameras(MESH_EVAL_PX)
+    try:
+        cfg = json.loads(run_json.read_text())["config"]
+        ranges = CameraRanges(**{k: tuple(v) for k, v in cfg["train"]["cameras"].items()})
+        res = cfg.get("resolution") or (32 if cfg.get("model", BUILTIN_3D) == BUILTIN_3D else 512)
+        config = Gen3DConfig(train=Train3DConfig(cameras=ranges), eval_views=int(cfg.get("eval_views", 8)))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{run_json}: not a gen-3d run record ({type(e).__name__}: {e})") from None
+    return config.eval_cameras(max(int(res), MESH_EVAL_PX))
 
 
 def print_3d_summary(summary: dict) -> None:

@@ -10,6 +10,7 @@ Output folder layout:
                                               cells of at most 256 px
     seed_S/views/az_AAA.png                   each evaluation view's RGB (for CLIP / IS / CROSS-FID)
     seed_S/metrics.json                       the seed's metrics
+    seed_S/mesh.glb                           with --mesh: the surface as a vertex-coloured mesh (fsd3d.mesh)
 (the seed_S/ files other than the checkpoint are written by fsd3d.outputs.export_seed)
 Nothing already in the folder is lost: an existing checkpoint is only continued (--resume), never replaced.
 """
@@ -29,6 +30,7 @@ from fsd2d.sampling import check_seeds
 from fsd2d.study import check_resolution
 from fsd3d.cameras import Camera
 from fsd3d.gaussians import GaussianScene
+from fsd3d.mesh import MESH_EVAL_PX, export_mesh
 from fsd3d.metrics3d import diversity_3d, evaluation_cameras, references_reached, score_scene
 from fsd3d.outputs import TurntableFormat, export_seed
 from fsd3d.ply import load_ply
@@ -56,6 +58,7 @@ class Gen3DConfig:
     compile: bool = False  # torch.compile (CUDA graphs on CUDA) for Stable Diffusion's UNet and VAE encoder
     init_ply: str | None = None  # start every seed from this scene instead of a random ball
     turntable: TurntableFormat = TurntableFormat.MP4
+    mesh: bool = False  # also write seed_S/mesh.glb (fsd3d.mesh) and its mesh_iou / watertight in metrics.json
 
     def identity(self) -> dict:
         """What, besides the training settings, a checkpoint must match to be continued."""
@@ -148,7 +151,12 @@ def gen_3d(scene_prior: ScenePrior, config: Gen3DConfig, out: Path, resume: bool
             with torch.no_grad():
                 renders[seed] = render_scene(state.scene, views, scene_prior.background_tensor(device))
             per_seed[seed] = scene_metrics(scene_prior, renders[seed], views)
-            export_seed(out / f"seed_{seed}", state.scene, scene_prior, config, renders[seed], per_seed[seed])
+            mesh = {}  # with --mesh: written before export_seed, which writes the seed's metrics.json
+            if config.mesh:
+                m = export_mesh(out / f"seed_{seed}", state.scene, config.eval_cameras(max(res, MESH_EVAL_PX)),
+                                formats=("glb",))
+                mesh = {"mesh_iou": m["mean_iou"], "watertight": m["watertight"]}
+            export_seed(out / f"seed_{seed}", state.scene, scene_prior, config, renders[seed], per_seed[seed] | mesh)
     summary = summarize(scene_prior, config, renders, per_seed)
     summary["seconds"] = time.perf_counter() - start
     write_json(out / "metrics.json", summary)
