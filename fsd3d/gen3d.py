@@ -135,6 +135,7 @@ def gen_3d(scene_prior: ScenePrior, config: Gen3DConfig, out: Path, resume: bool
     res = scene_prior.resolution
     device = scene_prior.prior.device
     views = [v.to(device) for v in config.eval_cameras(res)]
+    refs = reference_renders(scene_prior, views)  # once for all seeds (None without references)
     renders: dict[int, RenderOutput] = {}
     per_seed = {}
     train = resolve(config.train, scene_prior)
@@ -150,7 +151,7 @@ def gen_3d(scene_prior: ScenePrior, config: Gen3DConfig, out: Path, resume: bool
             state = states[seed]
             with torch.no_grad():
                 renders[seed] = render_scene(state.scene, views, scene_prior.background_tensor(device))
-            per_seed[seed] = scene_metrics(scene_prior, renders[seed], views)
+            per_seed[seed] = scene_metrics(scene_prior, renders[seed], views, refs)
             mesh = {}  # with --mesh: written before export_seed, which writes the seed's metrics.json
             if config.mesh:
                 m = export_mesh(out / f"seed_{seed}", state.scene, config.eval_cameras(max(res, MESH_EVAL_PX)),
@@ -166,15 +167,24 @@ def gen_3d(scene_prior: ScenePrior, config: Gen3DConfig, out: Path, resume: bool
     return summary
 
 
-def scene_metrics(scene_prior: ScenePrior, rendered: RenderOutput, views: list[Camera]) -> dict:
-    """Ground truth against the references (embedded prior only): the reference the views resemble,
-    their agreement, PSNR and holes, plus that reference's renders for the figure. {} for other priors."""
+def reference_renders(scene_prior: ScenePrior, views: list[Camera]) -> RenderOutput | None:
+    """The references rendered at the evaluation views (rgb [K, V, 3, R, R]), None for priors without them."""
     from fsd3d.reference_prior import ReferencePrior
 
     if not isinstance(scene_prior, ReferencePrior):
+        return None
+    return scene_prior.references.render(views, scene_prior.resolution, scene_prior.background,
+                                         scene_prior.prior.device)
+
+
+def scene_metrics(scene_prior: ScenePrior, rendered: RenderOutput, views: list[Camera],
+                  refs: RenderOutput | None = None) -> dict:
+    """Ground truth against the references (embedded prior only): the reference the views resemble,
+    their agreement, PSNR and holes, plus that reference's renders for the figure. {} for other priors.
+    `refs`: `reference_renders(scene_prior, views)`, made once per run (rendered here when not given)."""
+    refs = reference_renders(scene_prior, views) if refs is None else refs
+    if refs is None:
         return {}
-    refs = scene_prior.references.render(views, scene_prior.resolution, scene_prior.background,
-                                         scene_prior.prior.device)  # rgb [K, V, 3, R, R]
     names = list(scene_prior.references.names)
     score = score_scene(rendered.rgb, rendered.alpha, refs.rgb, refs.alpha, names)
     return score | {"reference_renders": refs.rgb[names.index(score["majority"])].float().cpu()}

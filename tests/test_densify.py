@@ -142,7 +142,8 @@ def test_relocation_reference_is_eq9_of_3dgs_mcmc():
     o = torch.tensor([0.3, 0.9, 0.5, 0.05], dtype=torch.float32)
     s = torch.rand(4, 3, generator=torch.Generator().manual_seed(0)) + 0.1
     o1, s1 = relocation_reference(o, s, torch.ones(4, dtype=torch.int32), binoms)
-    torch.testing.assert_close(o1, o) and torch.testing.assert_close(s1, s)
+    torch.testing.assert_close(o1, o)
+    torch.testing.assert_close(s1, s)
     n = torch.tensor([2, 3, 5, 8], dtype=torch.int32)
     on, sn = relocation_reference(o, s, n, binoms)
     torch.testing.assert_close(1 - (1 - on.double()) ** n.double(), o.double(), rtol=1e-6, atol=1e-6)
