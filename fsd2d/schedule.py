@@ -70,14 +70,66 @@ class Anneal(str, enum.Enum):
     LINEAR = "linear"  # p = tau
     SQRT = "sqrt"  # p = sqrt(tau)  (HiFA)
     PIECEWISE = "piecewise"  # linear through the knots PIECEWISE_KNOTS (fast first, then slow)
+    DREAMTIME = "dreamtime"  # DreamTime's time-prioritised schedule: steps spent where W(t) is large
 
 
 # (tau, p) knots of the piecewise-linear schedule: half the range in the first fifth of the run.
 PIECEWISE_KNOTS = ((0.0, 0.0), (0.2, 0.5), (1.0, 1.0))
 
 
+@dataclass(frozen=True)
+class DreamTimePrior:
+    """DreamTime's prior weight W_p(t) (Huang et al. 2023, Eq. 9): a plateau of 1 on [m2, m1], Gaussian
+    flanks of std s1 above m1 and s2 below m2. The paper's (and common implementations') defaults."""
+
+    m1: float = 800.0
+    m2: float = 500.0
+    s1: float = 300.0
+    s2: float = 100.0
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.to(torch.float64)
+        above = torch.exp(-((t - self.m1) ** 2) / (2.0 * self.s1**2))
+        below = torch.exp(-((t - self.m2) ** 2) / (2.0 * self.s2**2))
+        return torch.where(t > self.m1, above, torch.where(t < self.m2, below, torch.ones_like(t)))
+
+
+def dreamtime_weights(schedule: NoiseSchedule, prior: DreamTimePrior = DreamTimePrior()) -> torch.Tensor:
+    """W(t) = W_d(t) W_p(t) for t = 0..T-1 (float64 [T], unnormalised), DreamTime Eq. 8-10.
+
+    W_d(t) = sqrt((1 - abar_t) / abar_t) = sigma_t / alpha_t: the diffusion model's own weight of
+    timestep t (its training loss in eps-form, moved to x_0-form); W_p(t): `DreamTimePrior`."""
+    abar = schedule.alphas_cumprod
+    return ((1.0 - abar) / abar).sqrt() * prior(torch.arange(len(abar)))
+
+
+def dreamtime_timesteps(tau: torch.Tensor, t_min: int, t_max: int,
+                        schedule: NoiseSchedule | None = None) -> torch.Tensor:
+    """DreamTime's time-prioritised t(tau) (Huang et al. 2023, Eq. 11): with W normalised over
+    [t_min, t_max], t(tau) = argmin_t | sum_{t' = t}^{t_max} W(t') - tau |, so the run spends its
+    steps in proportion to W(t). tau [n] in [0, 1] -> long [n], non-increasing, t(0) = t_max,
+    t(1) = t_min. `schedule`: Stable Diffusion's scaled-linear one by default (the authors' setting);
+    t is an integer, so one step of t is taken even where W is tiny."""
+    schedule = schedule or scaled_linear_schedule()
+    t = torch.arange(t_min, t_max + 1)
+    w = dreamtime_weights(schedule)[t]  # [n_t]
+    # mass above each t: tail[i] = sum_{t' >= t_min + i} W(t') / sum W, decreasing from 1 to W(t_max) / sum W
+    tail = torch.flip(torch.cumsum(torch.flip(w, [0]), 0), [0]) / w.sum()
+    tail = torch.cat([tail[1:], torch.zeros(1, dtype=tail.dtype)])  # mass strictly above t: 0 at t_max
+    # tail is decreasing in t: t(tau) is the t whose tail is nearest tau (ties: the larger t)
+    nearest = (tail[None, :] - tau[:, None]).abs()  # [n, n_t]
+    idx = (nearest.shape[1] - 1) - torch.flip(nearest, [1]).argmin(1)
+    return t[idx]
+
+
 def anneal_fraction(tau: torch.Tensor, kind: Anneal) -> torch.Tensor:
-    """p(tau) in [0, 1] for tau in [0, 1] (float64), monotonically increasing."""
+    """p(tau) in [0, 1] for tau in [0, 1] (float64), monotonically increasing.
+
+    DREAMTIME's p depends on the noise schedule and the timestep range: here it is the one of the whole
+    range 0..999 (`timesteps` computes it over the run's own [t_min, t_max])."""
+    if kind is Anneal.DREAMTIME:
+        top = NUM_TRAIN_TIMESTEPS - 1
+        return (top - dreamtime_timesteps(tau, 0, top).to(torch.float64)) / top
     if kind is Anneal.LINEAR:
         return tau
     if kind is Anneal.SQRT:
@@ -100,6 +152,8 @@ def timesteps(steps: int, t_min: int, t_max: int, kind: Anneal = Anneal.LINEAR) 
     if steps < 1:
         raise InputError(f"steps must be >= 1, got {steps}")
     tau = torch.linspace(0.0, 1.0, steps, dtype=torch.float64) if steps > 1 else torch.zeros(1, dtype=torch.float64)
+    if kind is Anneal.DREAMTIME:  # W(t) over this run's range
+        return dreamtime_timesteps(tau, t_min, t_max)
     t = t_max - (t_max - t_min) * anneal_fraction(tau, kind)
     return t.round().long()
 

@@ -30,7 +30,7 @@ from fsd3d.priors3d import ScenePrior
 from fsd3d.references import DEFAULT_BACKGROUND, REFERENCE_PROMPTS, ReferenceSet
 
 # The camera whose renders make `self.prior` (used only for encode/decode/schedule/latent_shape).
-CANONICAL_VIEW = {"elevation": 20.0, "azimuth": 0.0, "radius": 1.75, "fov": 50.0}
+CANONICAL_VIEW = {"elevation": 20.0, "azimuth": 0.0, "radius": 1.65, "fov": 43.0}  # middle of CameraRanges
 
 
 class ReferencePrior(ScenePrior):
@@ -60,6 +60,7 @@ class ReferencePrior(ScenePrior):
         self.prior: ImageSetPrior = self._set_prior([canonical], schedule=None)
         self._cond_w = self.prior.encode_prompt(self.prompt)  # [1, K] log-weights within one camera's block
         self._uncond_w = self.prior.encode_prompt(self.negative_prompt)  # [1, K]
+        self._null_w = self.prior.encode_prompt("")  # [1, K]: the empty prompt (ISM / NFSD, fsd2d.family)
 
     def _set_prior(self, cameras: list[Camera], schedule) -> ImageSetPrior:
         """ImageSetPrior over the K references at the C cameras: images [C*K, 3, R, R] in [-1, 1], c-major.
@@ -92,7 +93,7 @@ class ReferencePrior(ScenePrior):
         prior = self._set_prior([cameras[keys.index(k)] for k in blocks], self.prior.schedule)
         u = len(blocks)
         return prior, Guidance(camera_blocks(self._cond_w, index, u), camera_blocks(self._uncond_w, index, u),
-                               float(scale))
+                               float(scale), null=camera_blocks(self._null_w, index, u))
 
     def describe(self) -> dict:
         return super().describe() | {

@@ -1,11 +1,13 @@
 """Reference 3D objects made of Gaussians: the ground truth behind the embedded reference prior.
 
-Each prompt names a kind of object with 3 variants that differ visibly in colour and shape, so that
-"diversity across seeds" can be measured as reaching different variants (fsd3d.metrics3d).
+Each prompt (mushroom, snowman, cactus, tree) names a kind of object with 5 variants that differ visibly
+in silhouette and colour, so that "diversity across seeds" can be measured as reaching different variants
+(fsd3d.metrics3d). `python benchmarks/reference_sheet.py` draws them all on one contact sheet.
 
 Conventions (those of `fsd3d.cameras`): world right-handed, +z up, object centred at the origin
-(bounding box centre at 0) and inside the ball of radius `MAX_RADIUS` = 0.47, so the default cameras
-(radius 1.5-2.0, fov 40-65 deg) always see it whole. The front of an object faces +x (azimuth 0):
+(bounding box centre at 0) and inside the ball of radius `MAX_RADIUS` = 0.47; at the default cameras
+(radius 1.55-1.75, fov 40-46 deg) an object fills about 70 % of the frame and stays whole. The front of
+an object faces +x (azimuth 0):
 the snowman's carrot nose, eyes and buttons point to +x, so its front and back views differ.
 
 Construction (deterministic, no randomness): every part is a surface (ellipsoid zone, frustum/cylinder,
@@ -13,7 +15,7 @@ disc, torus) filled with Fibonacci / sunflower points; each point becomes one fl
 (s, s, 0.35 s) with the thin axis along the surface normal, s = 0.6 x the mean distance to its 3 nearest
 neighbours in the part; on ellipsoids, a flat disc on the unit sphere mapped by the ellipsoid's axes (so
 flat caps and tall bells stay gap-free); narrower across a part's rim so that edges stay crisp. Opacity
-0.95, degree-0 SH colour, ~280-480 Gaussians per object. Colours are baked with a fixed Lambert light
+0.95, degree-0 SH colour, ~230-490 Gaussians per object. Colours are baked with a fixed Lambert light
 (`LIGHT_DIR`, ambient `AMBIENT`), so shapes read as 3D and views differ.
 
 Background: references are rendered on WHITE by default (`DEFAULT_BACKGROUND`); a scene compared
@@ -96,12 +98,27 @@ class CactusSpec:
     column_top: float = 0.25  # z of the top of the column's cylinder (bottom at -0.45), before centring
 
 
+@dataclass(frozen=True)
+class TreeSpec:
+    """A trunk (frustum) under a crown: a ball (ellipsoid), or stacked cones (a conifer); optional fruit."""
+
+    description: str
+    trunk_rgb: RGB
+    crown_rgb: RGB
+    crown: Literal["ball", "cones"] = "ball"
+    crown_radius: float = 0.3  # horizontal semi-axis of the ball / radius of the lowest cone
+    crown_height: float = 0.28  # vertical semi-axis of the ball / height of the cone stack
+    trunk_radius: float = 0.06
+    trunk_height: float = 0.35
+    fruit_rgb: RGB | None = None  # small round fruit on the crown
+
+
 SNOW: RGB = (0.93, 0.95, 1.0)
 CARROT: RGB = (1.0, 0.45, 0.05)
 COAL: RGB = (0.08, 0.08, 0.08)
 
 # prompt -> variant -> spec (descriptions say what each variant looks like).
-REFERENCE_PROMPTS: dict[str, dict[str, MushroomSpec | SnowmanSpec | CactusSpec]] = {
+REFERENCE_PROMPTS: dict[str, dict[str, MushroomSpec | SnowmanSpec | CactusSpec | TreeSpec]] = {
     "mushroom": {
         "red": MushroomSpec("domed red cap with white dots on a white stem", (0.85, 0.08, 0.06),
                             (0.95, 0.93, 0.85), 0.32, 0.2, 0.075, 0.38, dots_rgb=(1.0, 1.0, 1.0)),
@@ -109,6 +126,10 @@ REFERENCE_PROMPTS: dict[str, dict[str, MushroomSpec | SnowmanSpec | CactusSpec]]
                               (0.85, 0.75, 0.55), 0.42, 0.09, 0.11, 0.3),
         "blue": MushroomSpec("tall blue bell-shaped cap on a thin pale stem", (0.12, 0.3, 0.85),
                              (0.8, 0.85, 0.9), 0.2, 0.36, 0.05, 0.42),
+        "puffball": MushroomSpec("round yellow ball cap on a stubby stem", (0.95, 0.8, 0.15),
+                                 (0.9, 0.85, 0.6), 0.3, 0.3, 0.12, 0.14),
+        "parasol": MushroomSpec("small purple disc cap high on a very tall thin stem", (0.55, 0.15, 0.7),
+                                (0.75, 0.65, 0.8), 0.26, 0.07, 0.035, 0.6),
     },
     "snowman": {
         "red_scarf": SnowmanSpec("three balls, red scarf, no hat", ((0.0, 0.17), (0.26, 0.13), (0.47, 0.1)),
@@ -118,6 +139,11 @@ REFERENCE_PROMPTS: dict[str, dict[str, MushroomSpec | SnowmanSpec | CactusSpec]]
         "beanie": SnowmanSpec("three plump balls, stick arms, green scarf, tall yellow beanie with pompom",
                               ((0.0, 0.185), (0.28, 0.14), (0.49, 0.1)), scarf_rgb=(0.05, 0.6, 0.15),
                               hat="beanie", hat_rgb=(0.95, 0.8, 0.05), stick_arms=True),
+        "tall": SnowmanSpec("four small balls, purple scarf, stick arms, no hat",
+                            ((0.0, 0.13), (0.21, 0.11), (0.39, 0.09), (0.55, 0.08)),
+                            scarf_rgb=(0.55, 0.1, 0.75), stick_arms=True),
+        "squat": SnowmanSpec("one big ball and a small head, orange scarf, red top hat", ((0.0, 0.27), (0.35, 0.11)),
+                             scarf_rgb=(1.0, 0.5, 0.0), hat="top", hat_rgb=(0.8, 0.05, 0.05)),
     },
     "cactus": {
         "saguaro": CactusSpec("tall green column with two arms", (0.2, 0.6, 0.2), arms=((1, -0.1, 0.12), (-1, 0.02, 0.24))),
@@ -126,6 +152,24 @@ REFERENCE_PROMPTS: dict[str, dict[str, MushroomSpec | SnowmanSpec | CactusSpec]]
         "flowering": CactusSpec("short thick dark green column with one arm and a yellow flower", (0.1, 0.38, 0.15),
                                 arms=((-1, -0.2, 0.0),), flower_rgb=(1.0, 0.85, 0.1), column_radius=0.14,
                                 column_top=0.05),
+        "potted": CactusSpec("thin pale blue-green column without arms in a blue pot", (0.45, 0.7, 0.65),
+                             pot_rgb=(0.15, 0.25, 0.8), column_radius=0.075, column_top=0.3),
+        "globe": CactusSpec("big yellow-green ball on the ground with a red flower", (0.55, 0.7, 0.1),
+                            body="barrel", flower_rgb=(0.9, 0.05, 0.1)),
+    },
+    "tree": {
+        "pine": TreeSpec("dark green conifer of three stacked cones on a short brown trunk", (0.4, 0.25, 0.12),
+                         (0.05, 0.35, 0.15), crown="cones", crown_radius=0.3, crown_height=0.7, trunk_height=0.18),
+        "oak": TreeSpec("round green crown on a thick brown trunk", (0.45, 0.3, 0.15), (0.25, 0.6, 0.15),
+                        crown_radius=0.36, crown_height=0.3, trunk_radius=0.08, trunk_height=0.32),
+        "autumn": TreeSpec("wide flat orange crown on a dark trunk", (0.25, 0.15, 0.1), (0.95, 0.45, 0.05),
+                           crown_radius=0.38, crown_height=0.16, trunk_radius=0.06, trunk_height=0.4),
+        "birch": TreeSpec("small tall pale yellow-green crown on a tall white trunk", (0.92, 0.92, 0.88),
+                          (0.7, 0.85, 0.3), crown_radius=0.18, crown_height=0.24, trunk_radius=0.045,
+                          trunk_height=0.46),
+        "apple": TreeSpec("round dark green crown with red apples on a brown trunk", (0.45, 0.3, 0.15),
+                          (0.1, 0.4, 0.1), crown_radius=0.3, crown_height=0.32, trunk_height=0.3,
+                          fruit_rgb=(0.9, 0.05, 0.05)),
     },
 }
 
@@ -312,6 +356,9 @@ def _cactus(s: CactusSpec) -> list[_Part]:
     parts = []
     if s.body == "column":
         r, bottom, top = s.column_radius, -0.45, s.column_top
+        if s.pot_rgb is not None:  # a pot around the column's foot
+            parts += _pot(-0.45, 0.18, 0.14, 0.18, s.pot_rgb)
+            bottom = -0.3
         parts.append(_frustum((0.0, 0.0, bottom), r, r, top - bottom, 140, s.body_rgb))
         parts.append(_ellipsoid((0.0, 0.0, top), (r, r, r), 30, s.body_rgb, (0.0, 1.0)))
         for side, z_elbow, z_tip in s.arms:
@@ -325,12 +372,15 @@ def _cactus(s: CactusSpec) -> list[_Part]:
             parts.append(_ellipsoid((0.0, side * reach, z_tip), (ra, ra, ra), 14, s.body_rgb, (0.0, 1.0)))
         flower_z, flower_r = top + r, 0.6 * r + 0.015
     else:
-        pot_bottom, pot_h = -0.3, 0.22
-        parts.append(_frustum((0.0, 0.0, pot_bottom), 0.17, 0.23, pot_h, 110, s.pot_rgb))
-        parts.append(_disc((0.0, 0.0, pot_bottom), 0.17, 20, s.pot_rgb, up=False))
-        parts.append(_torus((0.0, 0.0, pot_bottom + pot_h), 0.23, 0.025, 50, s.pot_rgb))
-        parts.append(_ellipsoid((0.0, 0.0, pot_bottom + pot_h + 0.1), (0.22, 0.22, 0.2), 170, s.body_rgb, (-0.5, 1.0)))
-        flower_z, flower_r = pot_bottom + pot_h + 0.3, 0.09
+        if s.pot_rgb is not None:
+            pot_bottom, pot_h = -0.3, 0.22
+            parts += _pot(pot_bottom, pot_h, 0.17, 0.23, s.pot_rgb)
+            parts.append(_ellipsoid((0.0, 0.0, pot_bottom + pot_h + 0.1), (0.22, 0.22, 0.2), 170, s.body_rgb,
+                                    (-0.5, 1.0)))
+            flower_z, flower_r = pot_bottom + pot_h + 0.3, 0.09
+        else:  # a big ball on the ground (its flat foot hidden below)
+            parts.append(_ellipsoid((0.0, 0.0, 0.0), (0.33, 0.33, 0.3), 230, s.body_rgb, (-0.8, 1.0)))
+            flower_z, flower_r = 0.3, 0.11
     if s.flower_rgb is not None:
         for k in range(6):  # petals around a yellow-white centre
             a = 2 * math.pi * k / 6
@@ -340,7 +390,42 @@ def _cactus(s: CactusSpec) -> list[_Part]:
     return parts
 
 
-_BUILDERS = {MushroomSpec: _mushroom, SnowmanSpec: _snowman, CactusSpec: _cactus}
+def _pot(bottom: float, height: float, r_bottom: float, r_top: float, color: RGB) -> list[_Part]:
+    """A flower pot: a widening frustum, its floor and a rolled rim."""
+    return [_frustum((0.0, 0.0, bottom), r_bottom, r_top, height, 110, color),
+            _disc((0.0, 0.0, bottom), r_bottom, 20, color, up=False),
+            _torus((0.0, 0.0, bottom + height), r_top, 0.025, 50, color)]
+
+
+def _tree(s: TreeSpec) -> list[_Part]:
+    base = -0.45
+    parts = [_frustum((0.0, 0.0, base), s.trunk_radius * 1.3, s.trunk_radius, s.trunk_height, 60, s.trunk_rgb),
+             _disc((0.0, 0.0, base), s.trunk_radius * 1.3, 10, s.trunk_rgb, up=False)]
+    top = base + s.trunk_height
+    if s.crown == "cones":  # three overlapping cones, each narrower and higher
+        h = s.crown_height / 2.0
+        for i in range(3):
+            r = s.crown_radius * (1.0 - 0.27 * i)
+            z = top + i * s.crown_height / 4.0
+            parts.append(_frustum((0.0, 0.0, z), r, 0.01, h, 110 - 25 * i, s.crown_rgb))
+            parts.append(_disc((0.0, 0.0, z), r, 40 - 8 * i, tuple(0.7 * c for c in s.crown_rgb), up=False))
+        return parts
+    centre = (0.0, 0.0, top + 0.8 * s.crown_height)
+    crown = _ellipsoid(centre, (s.crown_radius, s.crown_radius, s.crown_height), 230, s.crown_rgb)
+    parts.append(crown)
+    if s.fruit_rgb is not None:  # 12 apples on the crown's upper two thirds
+        k = torch.arange(12, dtype=F64) + 0.5
+        zc = 0.8 - 1.1 * k / 12
+        rc = (1 - zc**2).sqrt()
+        u = torch.stack([rc * torch.cos(k * GOLDEN_ANGLE), rc * torch.sin(k * GOLDEN_ANGLE), zc], 1)
+        axes = torch.tensor([s.crown_radius, s.crown_radius, s.crown_height], dtype=F64)
+        for d in u:
+            parts.append(_blob(tuple((torch.tensor(centre, dtype=F64) + 1.02 * axes * d).tolist()), 0.035,
+                               s.fruit_rgb))
+    return parts
+
+
+_BUILDERS = {MushroomSpec: _mushroom, SnowmanSpec: _snowman, CactusSpec: _cactus, TreeSpec: _tree}
 
 
 # ----------------------------------------------------------------------------------- scenes
@@ -486,10 +571,9 @@ class ReferenceSet:
         bg = torch.tensor(background, dtype=dtype, device=device)
         if bg.shape != (3,):
             raise InputError(f"background must be one RGB triple, got {background!r}")
-        outs = []
         with torch.no_grad():
-            for a in self._tensors(device, dtype):
-                outs.append(render(a.means, a.quats, a.scales, a.opacities, a.colors, viewmats, Ks, w, h, bg))
+            outs = [render(a.means, a.quats, a.scales, a.opacities, a.colors, viewmats, Ks, w, h, bg)
+                    for a in self._tensors(device, dtype)]
         return RenderOutput(
             rgb=torch.stack([o.rgb for o in outs]),  # [K, C, 3, R, R]
             alpha=torch.stack([o.alpha for o in outs]),  # [K, C, 1, R, R]

@@ -193,7 +193,7 @@ def render_reference(
     O(N * H * W), the reference the box version is tested against (same images to rounding).
     """
     _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, background)
-    C, P = viewmats.shape[0], height * width
+    C = viewmats.shape[0]
     dtype, device = means.dtype, means.device
 
     means_c, covars_c = _to_camera(means, quats, scales, viewmats)
@@ -225,12 +225,12 @@ def render_reference(
                         radii=radii)
 
 
-def _alphas(o, con, dx, dy):
-    """Step 4: alpha = min(0.999, o exp(-0.5 d^T conic d)), 0 below 1/255; o, conic entries and d broadcast.
+def _alphas(o, a, b, c, dx, dy):
+    """Step 4: alpha = min(0.999, o exp(-0.5 d^T conic d)), 0 below 1/255, conic = [[a, b], [b, c]];
+    o, a, b, c and d broadcast.
 
     The power is clamped at 30 before exp: o * exp(-30) < ALPHA_MIN is zeroed anyway, and exp of larger powers
     yields subnormal floats, ~10x slower on CPUs (results and gradients are unchanged)."""
-    a, b, c = con[..., 0, 0], con[..., 0, 1], con[..., 1, 1]
     power = 0.5 * a * dx * dx + 0.5 * c * dy * dy + b * dx * dy
     alpha = torch.clamp(o * torch.exp(-power.clamp(max=30.0)), max=ALPHA_MAX)
     return torch.where(alpha >= ALPHA_MIN, alpha, torch.zeros_like(alpha))
@@ -248,7 +248,9 @@ def _composite_dense(mu, con, o, feats, width, height):
     ys = torch.arange(height, dtype=mu.dtype, device=mu.device) + 0.5  # [H] pixel-centre y
     dx = (xs[None, :] - mu[:, 0, None])[:, None, :]  # [M, 1, W]
     dy = (ys[None, :] - mu[:, 1, None])[:, :, None]  # [M, H, 1]
-    alpha = _alphas(o[:, None, None], con[:, None, None], dx, dy).reshape(-1, P)  # [M, P], row-major pixels
+    cc = con[:, None, None]  # [M, 1, 1, 2, 2]
+    alpha = _alphas(o[:, None, None], cc[..., 0, 0], cc[..., 0, 1], cc[..., 1, 1], dx, dy)
+    alpha = alpha.reshape(-1, P)  # [M, P], row-major pixels
     log1m = torch.log1p(-alpha)  # [M, P]
     with torch.no_grad():  # the early stop: drop the trigger and all after it (float64, as _composite_boxes)
         keep = torch.cumsum(log1m.double(), dim=0) > LOG_T_STOP  # [M, P], a prefix of each column
@@ -291,17 +293,20 @@ def _composite_boxes(mu, con, o, feats, width, height):
     with torch.no_grad():
         g = torch.repeat_interleave(torch.arange(M, device=device), counts)  # [E] Gaussian (depth rank) of entries
         k = torch.arange(g.shape[0], device=device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-        px = x0[g] + k % nx[g]  # [E]
-        py = y0[g] + torch.div(k, nx[g], rounding_mode="floor")  # [E]
-        pix = py * width + px  # [E] row-major pixel index
+        boxes = torch.stack([x0, y0, nx.clamp(min=1)], 1)[g]  # [E, 3] one gather: box corner and width
+        q, r = torch.div(k, boxes[:, 2], rounding_mode="floor"), k % boxes[:, 2]
+        pix = (boxes[:, 1] + q) * width + boxes[:, 0] + r  # [E] row-major pixel index
         perm = torch.argsort(pix * M + g)  # [E]: by pixel, then front to back
-        g, px, py, pix = g[perm], px[perm], py[perm], pix[perm]
+        g, pix = g[perm], pix[perm]
+        px, py = pix % width, torch.div(pix, width, rounding_mode="floor")  # [E]
         first = torch.ones_like(pix, dtype=torch.bool)
         first[1:] = pix[1:] != pix[:-1]  # [E] first entry of each pixel's run
         run = torch.cumsum(first.long(), 0) - 1  # [E] index of each entry's run
-    dx = px.to(dtype) + 0.5 - mu[g, 0]  # [E]
-    dy = py.to(dtype) + 0.5 - mu[g, 1]
-    alpha = _alphas(o[g], con[g], dx, dy)  # [E]
+    # one gather of everything an entry needs from its Gaussian: mean (2), conic (a, b, c), opacity, features
+    packed = torch.cat([mu, con[:, 0, 0, None], con[:, 0, 1, None], con[:, 1, 1, None], o[:, None], feats], 1)[g]
+    dx = px.to(dtype) + 0.5 - packed[:, 0]  # [E]
+    dy = py.to(dtype) + 0.5 - packed[:, 1]
+    alpha = _alphas(packed[:, 5], packed[:, 2], packed[:, 3], packed[:, 4], dx, dy)  # [E]
     log1m = torch.log1p(-alpha).double()  # [E]
     incl = torch.cumsum(log1m, 0)  # [E] running sum over all entries
     excl = incl - log1m  # [E] sum before each entry
@@ -311,7 +316,7 @@ def _composite_boxes(mu, con, o, feats, width, height):
     log1m = torch.where(keep, log1m, torch.zeros_like(log1m))  # [E]
     log_t = (excl - start).to(dtype)  # [E] log T before the entry, within its pixel (exact where kept)
     w = torch.where(keep, alpha * torch.exp(log_t), torch.zeros_like(alpha))  # [E] blending weights
-    acc = torch.zeros(P, feats.shape[1], dtype=dtype, device=device).index_add(0, pix, w[:, None] * feats[g])
+    acc = torch.zeros(P, feats.shape[1], dtype=dtype, device=device).index_add(0, pix, w[:, None] * packed[:, 6:])
     log_t_final = torch.zeros(P, dtype=torch.float64, device=device).index_add(0, pix, log1m).to(dtype)
     return acc, log_t_final
 

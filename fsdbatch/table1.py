@@ -9,6 +9,9 @@ Rows: one per (space, method): `2D` rows from compare-2d runs (DDIM images and t
 - with real backbones (fsd2d.backbone_metrics), when the user points to weights on disk: CLIP score,
   Inception Score (per prompt, averaged) and CROSS-FID (seeds {0, 1} vs {2, 3}, per prompt, averaged).
 Without weights those three columns are left empty and one line says how to enable them.
+3D runs also get one row per prompt with each number's spread over the seeds (`fsd3d.metrics3d.seed_spread`:
+std over seeds for PSNR, agreement and holes; a bootstrap interval for the references reached and the
+diversity, the latter recomputed from the saved evaluation views): `table1_per_prompt.md` / `.csv`.
 
 Unlike `fsd gather`, a damaged run (a file missing, truncated or lacking a field) is an InputError naming
 the file, not skipped: a Table 1 row averaged over fewer prompts than the sweep has would be misleading.
@@ -45,6 +48,7 @@ class PromptResult:
     holes: float | None
     diversity: float
     images: dict[int, list[Path]]  # seed -> image files (2D: the final image; 3D: the evaluation views)
+    spread: dict | None = None  # 3D: fsd3d.metrics3d.seed_spread over the run's seeds
 
 
 MALFORMED = (KeyError, TypeError, AttributeError, ValueError, IndexError, ZeroDivisionError)
@@ -124,6 +128,7 @@ def prompt_results(command: str, m: dict, run_dir: Path, result: Path) -> list[t
     if not isinstance(method, str):
         raise TypeError(f"'method' should be a name, got a {type(method).__name__}")
     truth = "references_reached" in m
+    images = {int(s): sorted((result / f"seed_{s}" / "views").glob("*.png")) for s in per}
     return [(("3D", method), PromptResult(
         str(run_dir),
         m["references_reached"] / len(per) if truth else None,
@@ -131,7 +136,19 @@ def prompt_results(command: str, m: dict, run_dir: Path, result: Path) -> list[t
         float(np.mean([v["agreement"] for v in per.values()])) if truth else None,
         float(np.mean([v["holes"] for v in per.values()])) if truth else None,
         float(m["diversity"]),
-        {int(s): sorted((result / f"seed_{s}" / "views").glob("*.png")) for s in per}))]
+        images, spread_3d(per, images) if truth else None))]
+
+
+def spread_3d(per: dict, images: dict[int, list[Path]]) -> dict:
+    """seed_spread over a gen-3d run's seeds, the diversity from its evaluation views (8-bit PNGs)."""
+    from fsd3d.metrics3d import pairwise_dissimilarity_3d, seed_spread
+
+    seeds = sorted(images)
+    pairwise = None
+    if len(seeds) > 1 and all(images[s] for s in seeds):
+        rgb = torch.stack([load_images(images[s]) for s in seeds])  # [S, V, 3, R, R]
+        pairwise = pairwise_dissimilarity_3d(rgb)
+    return seed_spread([per[str(s)] for s in seeds], pairwise)
 
 
 def load_images(files: list[Path]) -> torch.Tensor:
@@ -191,9 +208,45 @@ def table1(outs: list[Path], clip_model: str | None = None, inception_weights: s
                "nearest_psnr": mean(r.psnr for r in rs), "clip": None, "inception_score": None, "cross_fid": None}
         if not why:
             row |= backbone_columns(space, by_prompt, clip_model, inception_weights)
+        row["per_prompt"] = per_prompt_rows(space, method, by_prompt)  # not a column: table1_per_prompt.md
         rows.append(row)
     note = None if not why else f"CLIP, IS and CROSS-FID skipped ({'; '.join(why)}): {bm.ENABLE_HINT}"
     return rows, note
+
+
+PER_PROMPT_COLUMNS = ("space", "method", "prompt", "seeds", "reached", "reached_ci", "psnr", "psnr_std",
+                      "agreement", "agreement_std", "holes", "holes_std", "diversity", "diversity_ci")
+
+
+def per_prompt_rows(space: str, method: str, by_prompt: dict[str, PromptResult]) -> list[dict]:
+    """One row per prompt of a 3D (space, method) with the spread over seeds (std, or a 95 % bootstrap
+    interval); [] for runs without ground truth."""
+    rows = []
+    for prompt, r in sorted(by_prompt.items()):
+        if r.spread is not None:
+            sp = r.spread
+            rows.append({"space": space, "method": method, "prompt": prompt, "seeds": sp["seeds"],
+                         "reached": int(sp["references_reached"]),
+                         "reached_ci": [int(round(v)) for v in sp["references_reached_ci"]],
+                         "psnr": sp["majority_psnr"], "psnr_std": sp["majority_psnr_std"],
+                         "agreement": sp["agreement"], "agreement_std": sp["agreement_std"],
+                         "holes": sp["holes"], "holes_std": sp["holes_std"],
+                         "diversity": sp.get("diversity"), "diversity_ci": sp.get("diversity_ci")})
+    return rows
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_cell(x) for x in v) + "]"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def per_prompt_markdown(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(PER_PROMPT_COLUMNS) + " |", "|" + "---|" * len(PER_PROMPT_COLUMNS)]
+    lines += ["| " + " | ".join(_cell(r[c]) for c in PER_PROMPT_COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 def to_markdown(rows: list[dict]) -> str:
@@ -212,3 +265,11 @@ def write_table(out: Path, rows: list[dict], note: str | None) -> None:
     with atomic_path(out / "table1.csv") as tmp:
         tmp.write_text(",".join(COLUMNS) + "\n" + "".join(
             ",".join("" if r[c] is None else str(r[c]) for c in COLUMNS) + "\n" for r in rows))
+    per_prompt = [p for r in rows for p in r.get("per_prompt", [])]
+    if per_prompt:
+        with atomic_path(out / "table1_per_prompt.md") as tmp:
+            tmp.write_text(per_prompt_markdown(per_prompt))
+        csv = lambda v: "" if v is None else (" ".join(map(str, v)) if isinstance(v, list) else str(v))  # noqa: E731
+        with atomic_path(out / "table1_per_prompt.csv") as tmp:
+            tmp.write_text(",".join(PER_PROMPT_COLUMNS) + "\n" + "".join(
+                ",".join(csv(r[c]) for c in PER_PROMPT_COLUMNS) + "\n" for r in per_prompt))

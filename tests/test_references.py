@@ -53,7 +53,7 @@ def mean_psnr(a, b) -> float:
 # ----------------------------------------------------------------------------------- references
 def test_table_and_set_agree(refs):
     assert refs.prompts == list(REFERENCE_PROMPTS)
-    assert all(3 <= len(v) <= 4 for v in REFERENCE_PROMPTS.values())
+    assert len(REFERENCE_PROMPTS) >= 4 and all(len(v) >= 5 for v in REFERENCE_PROMPTS.values())
     assert len(refs) == len(refs.names) == len(refs.labels) == sum(len(v) for v in REFERENCE_PROMPTS.values())
     for name, label in zip(refs.names, refs.labels.tolist()):
         assert name.split("/")[0] == refs.prompts[label]
@@ -61,13 +61,15 @@ def test_table_and_set_agree(refs):
 
 def test_scenes_are_deterministic_small_and_fit_the_ball(refs):
     for name, scene in zip(refs.names, refs.scenes):
-        assert 150 <= len(scene) <= 500, name
+        assert 150 <= len(scene) <= 520, name
         assert float(scene.means.detach().norm(dim=1).max()) <= MAX_RADIUS, name
         again = reference_scene(*name.split("/"))
         assert torch.equal(again.means, scene.means) and torch.equal(again.sh0, scene.sh0)
 
 
-@pytest.mark.parametrize("elev, azim, radius, fov", [(0, 0, 1.5, 40), (40, 135, 2.0, 65), (20, -100, 1.75, 50)])
+# the corners of the default camera ranges (elevation 0-40, radius 1.55-1.75, fov 40-46) and their middle
+@pytest.mark.parametrize("elev, azim, radius, fov", [(0, 0, 1.55, 40), (40, 135, 1.75, 46), (20, -100, 1.65, 43),
+                                                     (40, 0, 1.55, 40)])
 def test_solid_silhouettes_inside_the_frame(refs, elev, azim, radius, fov):
     out = refs.render([orbit_camera(elev, azim, radius, fov, R, R)])
     alpha = out.alpha[:, 0, 0]  # [K, R, R]
@@ -76,6 +78,36 @@ def test_solid_silhouettes_inside_the_frame(refs, elev, azim, radius, fov):
     corners = alpha[:, [0, 0, -1, -1], [0, -1, 0, -1]]  # [K, 4]
     assert corners.max() < 0.01
     assert alpha[:, [0, -1], :].max() < 0.05 and alpha[:, :, [0, -1]].max() < 0.05  # nothing cut at the border
+
+
+def test_objects_fill_about_70_percent_of_the_frame(refs, eval_renders):
+    """At the evaluation cameras (the middle of the default ranges) the bounding box of each reference's
+    silhouette spans 0.6-0.8 of the image side on average, and no reference is below half the frame."""
+    solid = eval_renders.alpha[:, :, 0] > 0.5  # [K, V, R, R]
+    idx = torch.arange(R)
+
+    def extent(m):  # [K, V, R] occupied rows or columns -> [K, V] span in pixels
+        return torch.where(m, idx, -1).amax(-1) - torch.where(m, idx, R).amin(-1) + 1
+
+    side = torch.maximum(extent(solid.any(-1)), extent(solid.any(-2))).double() / R  # [K, V]
+    assert 0.6 <= float(side.mean()) <= 0.8
+    assert float(side.mean(1).min()) >= 0.5
+
+
+def test_variants_differ_in_silhouette_and_colour(refs, eval_renders):
+    """Every two variants of a prompt: silhouettes (alpha > 0.5 over the 8 views) overlap by IoU < 0.9 and their
+    mean colours over the silhouette differ by > 0.04 in some channel."""
+    solid = eval_renders.alpha[:, :, 0] > 0.5  # [K, V, R, R]
+    a = eval_renders.alpha  # [K, V, 1, R, R]
+    mean_rgb = (eval_renders.rgb * a).sum((1, 3, 4)) / a.sum((1, 3, 4))  # [K, 3]
+    for p in range(len(refs.prompts)):
+        idx = (refs.labels == p).nonzero().flatten().tolist()
+        for i in idx:
+            for j in idx:
+                if i < j:
+                    iou = float((solid[i] & solid[j]).sum() / (solid[i] | solid[j]).sum())
+                    assert iou < 0.9, (refs.names[i], refs.names[j], iou)
+                    assert float((mean_rgb[i] - mean_rgb[j]).abs().max()) > 0.04, (refs.names[i], refs.names[j])
 
 
 def test_variants_of_a_prompt_differ_clearly(refs, eval_renders):
@@ -233,3 +265,27 @@ def test_repeated_cameras_are_rendered_once(snowman_prior):
                                                                Guidance(g_alone.cond[cam : cam + 1],
                                                                         g_alone.uncond[cam : cam + 1], 2.0)),
                                    rtol=1e-10, atol=1e-10)
+
+
+def test_seed_spread_by_hand(eval_renders):
+    from fsd3d.metrics3d import pairwise_dissimilarity_3d, seed_spread
+
+    scores = [{"majority": m, "majority_psnr": p, "agreement": a, "holes": h}
+              for m, p, a, h in [("a/x", 30.0, 1.0, 0.0), ("a/x", 26.0, 0.5, 0.1), ("a/y", 20.0, 1.0, 0.2),
+                                 ("a/z", 24.0, 1.0, 0.3)]]
+    sp = seed_spread(scores)
+    assert sp["references_reached"] == references_reached(scores)["references_reached"] == 2
+    lo, hi = sp["references_reached_ci"]
+    assert 0 <= lo <= 2 <= hi <= 2  # resampling 4 seeds can only lose reached references
+    assert sp["majority_psnr"] == pytest.approx(25.0) and sp["holes"] == pytest.approx(0.15)
+    assert sp["majority_psnr_std"] == pytest.approx(math.sqrt((25 + 1 + 25 + 1) / 3))  # ddof 1
+    same = seed_spread([scores[0]] * 5)
+    assert same["references_reached_ci"] == [1.0, 1.0] and same["holes_std"] == 0.0
+    # diversity: the mean over seed pairs of the pairwise matrix is diversity_3d
+    rgb = eval_renders.rgb[:4].float()  # 4 "seeds" [S, V, 3, R, R]
+    d = pairwise_dissimilarity_3d(rgb)
+    assert d.shape == (4, 4) and (d == d.T).all() and (d.diagonal() == 0).all()
+    sp = seed_spread(scores, d)
+    assert sp["diversity"] == pytest.approx(diversity_3d(rgb), rel=1e-9)
+    lo, hi = sp["diversity_ci"]
+    assert float(d[d > 0].min()) <= lo <= hi <= float(d.max())  # means of pairwise values of distinct seeds

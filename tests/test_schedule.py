@@ -49,3 +49,31 @@ def test_bad_ranges_are_input_errors():
         timesteps(10, 500, 100)
     with pytest.raises(InputError, match="t_max"):
         timesteps(10, 0, 1000)
+
+
+def test_dreamtime_prior_by_hand():
+    from fsd2d.schedule import DreamTimePrior
+
+    w = DreamTimePrior()(torch.tensor([500, 650, 800, 1100, 400]))
+    torch.testing.assert_close(w, torch.tensor([1.0, 1.0, 1.0, math.exp(-0.5), math.exp(-0.5)], dtype=torch.float64))
+
+
+def test_dreamtime_spends_steps_in_proportion_to_its_weight():
+    """t(tau) = argmin_t |sum_{t' >= t} W(t') - tau|: the share of a run's steps with t in an interval is the
+    interval's share of W's mass (to one step of tau at each end), and W = sigma/alpha * W_p by Eq. 8-10."""
+    from fsd2d.schedule import DreamTimePrior, dreamtime_weights
+
+    s = scaled_linear_schedule()
+    w = dreamtime_weights(s)
+    abar = s.alphas_cumprod
+    torch.testing.assert_close(w, ((1 - abar) / abar).sqrt() * DreamTimePrior()(torch.arange(1000)))
+    steps = 2001
+    t = timesteps(steps, 20, 980, Anneal.DREAMTIME)
+    total = w[20:981].sum()
+    for lo, hi in ((800, 980), (500, 799), (300, 499), (20, 299)):
+        share = float(((t >= lo) & (t <= hi)).sum() / steps)
+        mass = float(w[lo : hi + 1].sum() / total)
+        assert abs(share - mass) < 3.0 / steps + float(w[lo] / total) + float(w[hi] / total), (lo, hi, share, mass)
+    # time-prioritised: more steps on the plateau and above it than the linear schedule gives them
+    lin = timesteps(steps, 20, 980)
+    assert (t >= 500).sum() > (lin >= 500).sum()
