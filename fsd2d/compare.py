@@ -1,17 +1,19 @@
-"""`fsd compare-2d`: the same seeds through DDIM, FSD and SDS (the paper's Fig. 3).
+"""`fsd compare-2d`: the same seeds through DDIM, FSD and SDS (the paper's Fig. 3), and the family
+(ISM, SDI, CSD, NFSD: fsd2d.family) on the same seeds, all seeds of a method in one batch.
 
 DDIM always runs: it is the reference every method is measured against (same seed, same eps~).
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from fsd2d import metrics
 from fsd2d.figures import image_grid
+from fsd2d.family import FamilyOptions
 from fsd2d.io import atomic_output_dir, run_record, save_png, write_json
 from fsd2d.priors.base import Prior
 from fsd2d.priors.imageset import ImageSetPrior
@@ -24,6 +26,11 @@ DEFAULT_METHODS = (Method.DDIM, Method.FSD, Method.FSD_EXACT, Method.SDS)
 @dataclass(frozen=True)
 class Compare2DConfig(StudyConfig):
     methods: tuple[Method, ...] = DEFAULT_METHODS
+    family: FamilyOptions = FamilyOptions()  # ISM / SDI / NFSD settings (fsd2d.family)
+
+    def validate(self) -> None:
+        super().validate()
+        self.family.validate()
 
     def ordered_methods(self) -> tuple[Method, ...]:
         """DDIM first (always run), then the others in the order given, without repeats."""
@@ -33,7 +40,7 @@ class Compare2DConfig(StudyConfig):
 
 def run_methods(prior: Prior, config: Compare2DConfig, progress: bool = False) -> dict[Method, torch.Tensor]:
     """Final results in the prior's working space [B, C, h, w], per method (one batch of all seeds each)."""
-    base = config.distill_base()
+    base = replace(config.distill_base(), family=config.family)
     guidance = config.guidance(prior)
     results = {}
     for method in config.ordered_methods():

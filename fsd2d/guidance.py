@@ -26,6 +26,13 @@ class Guidance:
     cond: torch.Tensor  # [1, ...] for one prompt, or [B, ...] per sample (e.g. view-dependent prompts in 3D)
     uncond: torch.Tensor  # same (the negative prompt; "" is the unconditional model)
     scale: float
+    # the empty prompt's conditioning, same layout, for the rules that ask for the null model whatever the
+    # negative prompt (ISM's inversion, NFSD's terms: fsd2d.family); None: `uncond` (an empty negative prompt)
+    null: torch.Tensor | None = None
+
+    @property
+    def null_or_uncond(self) -> torch.Tensor:
+        return self.uncond if self.null is None else self.null
 
     @classmethod
     def from_prompts(cls, prior: Prior, prompt: str, negative_prompt: str, scale: float) -> "Guidance":

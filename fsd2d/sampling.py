@@ -1,4 +1,5 @@
-"""The 2D loops: DDIM sampling (the reference) and score distillation (SDS / FSD) on the clean image.
+"""The 2D loops: DDIM sampling (the reference) and score distillation (SDS / FSD / the family of
+fsd2d.family: ISM, SDI, CSD, NFSD) on the clean image.
 
 All seeds of a run are one batch [B, C, h, w] through the prior: one prior call per step.
 Noise is drawn per seed from its own CPU generator, so a seed gives the same noise whatever the
@@ -14,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fsd2d import updates
+from fsd2d.family import FamilyOptions, Rule, gradient
 from fsd2d.errors import InputError, check_finite, check_int_range
 from fsd2d.guidance import Guidance, check_cfg, predict_eps
 from fsd2d.priors.base import Prior
@@ -54,6 +56,8 @@ class DistillConfig:
     t_min: int = 20
     t_max: int = 980
     lr: float | None = None  # Adam learning rate; None -> ADAM_TOTAL_LR / steps
+    rule: Rule = Rule.SDS  # the gradient (fsd2d.family): eps_hat - noise for SDS/FSD, or ISM, SDI, CSD, NFSD
+    family: FamilyOptions = FamilyOptions()  # ISM's interval and inversion, SDI's inversion, NFSD's threshold
 
     def __post_init__(self):
         check_steps(self.steps)
@@ -61,6 +65,7 @@ class DistillConfig:
         check_finite("beta", self.beta)
         updates.check_beta(self.beta)
         check_finite("learning rate", self.lr)
+        self.family.validate()
         if self.optimizer is Optimizer.EXACT and self.sampling is not TimestepSampling.ANNEALED:
             raise InputError("the exact optimiser steps along the annealed grid; it cannot use uniform timesteps")
         if self.lr is not None and not 0 < self.lr <= MAX_LR:
@@ -101,11 +106,21 @@ class Method(str, enum.Enum):
     FSD_EXACT = "fsd-exact"  # fixed noise (beta = 1), DDIM's grid, gradient descent with Delta(sigma/alpha): = DDIM
     SDS = "sds"  # fresh noise, t uniform in [t_min, t_max], Adam (DreamFusion)
     SDS_ANNEALED = "sds-annealed"  # fresh noise, annealed t, Adam: differs from FSD in the noise only
+    # The family (fsd2d.family), each with its paper's timestep and noise choices, Adam:
+    ISM = "ism"  # LucidDreamer: fresh noise at the inversion's start, t uniform, inversion to s = t - interval
+    SDI = "sdi"  # noise from DDIM inversion of theta (fresh noise only in its eta term), t annealed (their t_anneal)
+    CSD = "csd"  # classifier term alone, fresh noise, t uniform
+    NFSD = "nfsd"  # condition + denoising terms, no noise subtracted, fresh noise, t uniform
 
     def config(self, base: DistillConfig) -> DistillConfig | None:
-        """This method's DistillConfig, taking steps, t range, anneal, lr and FSD's beta from `base`."""
+        """This method's DistillConfig, taking steps, t range, anneal, lr, the family options and FSD's beta
+        from `base`."""
         if self is Method.DDIM:
             return None
+        if self in FAMILY:
+            sampling = TimestepSampling.ANNEALED if self is Method.SDI else TimestepSampling.UNIFORM
+            return replace(base, beta=0.0, sampling=sampling,
+                           optimizer=Optimizer.ADAM, rule=FAMILY[self])
         if self is Method.FSD:
             return replace(base, sampling=TimestepSampling.ANNEALED, optimizer=Optimizer.ADAM)
         if self is Method.FSD_EXACT:  # Proposition 1 needs the fixed noise: beta = 1 whatever the base says
@@ -113,6 +128,9 @@ class Method(str, enum.Enum):
         if self is Method.SDS:
             return replace(base, beta=0.0, sampling=TimestepSampling.UNIFORM, optimizer=Optimizer.ADAM)
         return replace(base, beta=0.0, sampling=TimestepSampling.ANNEALED, optimizer=Optimizer.ADAM)
+
+
+FAMILY = {Method.ISM: Rule.ISM, Method.SDI: Rule.SDI, Method.CSD: Rule.CSD, Method.NFSD: Rule.NFSD}
 
 
 @dataclass(frozen=True)
@@ -201,7 +219,7 @@ def distill(
       1. t: the annealed grid value t(tau) (same for all seeds) or, for UNIFORM, one draw per seed;
       2. noise = blend_noise(eps~, fresh, beta)   (eps~ fixed per seed, fresh drawn every step);
       3. x_t = alpha_t theta + sigma_t noise,  eps_hat = guided eps_phi(x_t | y, t);
-      4. grad = eps_hat - noise  (Eq. 10);
+      4. grad = eps_hat - noise  (Eq. 10), or the family's rule (`family.gradient`, config.rule);
       5. EXACT: theta -= Delta(sigma/alpha) grad (Eq. 12-13; last step goes to sigma/alpha = 0);
          ADAM: Adam step on theta with that gradient (w_t = 1: Adam is scale invariant).
     `noise` [B, C, h, w] replaces eps~ (e.g. a patch-shuffled copy); fresh draws still come from the seeds.
@@ -224,6 +242,7 @@ def distill(
         if config.optimizer is Optimizer.ADAM
         else None
     )
+    null = prior.encode_prompt("") if config.rule in (Rule.ISM, Rule.NFSD) else guidance.uncond
     bar = tqdm(range(config.steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     for i in bar:
         if config.sampling is TimestepSampling.ANNEALED:
@@ -234,12 +253,11 @@ def distill(
         noise = updates.blend_noise(fixed, fresh, config.beta) if fresh is not None else fixed
         alpha, sigma = prior.schedule.alpha_sigma(t, dtype, device)
         with torch.no_grad():
-            x_t = updates.add_noise(theta, noise, alpha, sigma)
-            eps_hat = predict_eps(prior, x_t, t, guidance)
-            grad = updates.sds_gradient(eps_hat, noise)
+            est = gradient(config.rule, prior, guidance, null, theta, t, noise, config.family)
+            grad = est.grad
             if callback is not None:
-                x_gt = updates.one_step_estimate(x_t, eps_hat, alpha, sigma)
-                callback(StepInfo(i, t, theta.detach().clone(), x_gt, noise))
+                x_gt = updates.one_step_estimate(est.x_t, est.eps_hat, alpha, sigma)
+                callback(StepInfo(i, t, theta.detach().clone(), x_gt, est.noise))
             if opt is None:
                 theta.copy_(updates.flow_step(theta, grad, ratios[i].to(dtype), ratios[i + 1].to(dtype)))
         if opt is not None:

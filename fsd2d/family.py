@@ -1,0 +1,269 @@
+"""The score-distillation family as one contract: (prior, guidance, theta, t, noise) -> Estimate(grad, ...).
+
+Every rule returns the gradient w.r.t. the image (or latent) theta, with weight w(t) = 1 (Adam is scale
+invariant; the peers' w(t) = sigma_t/alpha_t or 1 - abar_t only rescale a step). 2D (`fsd2d.sampling.distill`)
+and 3D (`fsd3d.train`) call `gradient` and nothing else, so each formula below exists once.
+
+CFG is always the project's standard form (fsd2d.guidance): eps_s = eps_u + s (eps_c - eps_u), s = 1 none.
+Conditionings: `guidance.cond` (prompt y), `guidance.uncond` (the negative prompt; '' = the null model)
+and `null` (the empty prompt, always the null model, for the rules whose paper asks for it explicitly).
+
+Rule   gradient (our symbols; the paper's form in brackets)
+SDS    eps_s(x_t, t) - eps,   x_t = alpha_t theta + sigma_t eps       [FSD Eq. 10; FSD Eq. 15 with eps = eps~]
+CSD    s (eps(x_t, y) - eps(x_t, uncond))                              [Yu et al. 2023: the classifier term alone]
+NFSD   s (eps(x_t, y) - eps(x_t, null)) + delta_D,                      [Katzir et al. 2023: delta_C + delta_D]
+         delta_D = eps(x_t, null)                         if t < t_threshold (200)
+                 = eps(x_t, null) - eps(x_t, uncond)      otherwise   (uncond = their negative prompt)
+ISM    eps_s(x_t, t) - eps(x_s, s, null), s = t - interval,           [Liang et al. 2023, LucidDreamer: ISM]
+         x_s = DDIM inversion of theta with the null model (from alpha_0 theta + sigma_0 eps, strides of
+               `ism_stride`, at most `ism_inversion_steps` of them), x_t = one more inversion step s -> t
+SDI    eps_s(x_t, t) - kappa,  x_t = DDIM inversion of theta to t,     [Lukoianov et al. 2024: SDI]
+         kappa = (x_t - alpha_t theta) / sigma_t  (the noise that inversion "found"; FSD Eq. 1 inverted)
+
+A DDIM inversion step is `updates.ddim_step` towards a larger timestep (Eq. 5 read upwards).
+"""
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+import torch
+
+from fsd2d import updates
+from fsd2d.errors import InputError, check_finite, check_int_range
+from fsd2d.guidance import Guidance, cfg_combine, expand, predict_eps
+from fsd2d.priors.base import Prior
+from fsd2d.schedule import NUM_TRAIN_TIMESTEPS
+
+
+class Rule(str, enum.Enum):
+    """How a step turns (theta, t, noise) into a gradient (see the module table)."""
+
+    SDS = "sds"  # eps_hat - noise: SDS (fresh noise), FSD (fixed noise), fsd-exact (= DDIM)
+    ISM = "ism"
+    SDI = "sdi"
+    CSD = "csd"
+    NFSD = "nfsd"
+
+
+# Peers' defaults: LucidDreamer configs (delta_t 25, xs_delta_t 200, xs_inv_steps 5); SDI's threestudio
+# guidance (inversion_n_steps 10); NFSD's paper (t < 200 switches the denoising term).
+ISM_INTERVAL = 25
+ISM_STRIDE = 200
+ISM_INVERSION_STEPS = 5
+SDI_INVERSION_STEPS = 10
+SDI_ETA = 0.3
+NFSD_T_THRESHOLD = 200
+MAX_INVERSION_STEPS = 1000  # one prior call per step: beyond T steps every stride is 0 or 1
+
+
+@dataclass(frozen=True)
+class FamilyOptions:
+    """The family's own settings (ignored by SDS/FSD/CSD)."""
+
+    ism_interval: int = ISM_INTERVAL  # delta_t = t - s between ISM's two points
+    ism_stride: int = ISM_STRIDE  # timesteps per DDIM inversion step from 0 up to s
+    ism_inversion_steps: int = ISM_INVERSION_STEPS  # at most this many strides: start = max(s - n stride, 0)
+    sdi_inversion_steps: int = SDI_INVERSION_STEPS  # strides of T/n from the clean image up to t
+    sdi_inversion_cfg: float | None = None  # CFG of SDI's inversion (standard form); None: the run's scale
+    sdi_eta: float = SDI_ETA  # DDIM-eta noise added per inversion step (0 = deterministic inversion)
+    nfsd_t_threshold: int = NFSD_T_THRESHOLD
+
+    def validate(self) -> None:
+        top = NUM_TRAIN_TIMESTEPS - 1
+        check_int_range("ism-interval", self.ism_interval, 0, top)
+        check_int_range("ism-stride", self.ism_stride, 1, top)
+        check_int_range("ism-inversion-steps", self.ism_inversion_steps, 1, MAX_INVERSION_STEPS)
+        check_int_range("sdi-inversion-steps", self.sdi_inversion_steps, 1, MAX_INVERSION_STEPS)
+        check_finite("sdi-inversion-cfg", self.sdi_inversion_cfg)
+        check_finite("sdi-eta", self.sdi_eta)
+        if not 0.0 <= self.sdi_eta <= 1.0:
+            raise InputError(f"sdi-eta must be in [0, 1], got {self.sdi_eta}")
+        if self.sdi_inversion_cfg is not None and abs(self.sdi_inversion_cfg) > 1000.0:
+            raise InputError(f"sdi-inversion-cfg must be in [-1000, 1000], got {self.sdi_inversion_cfg}")
+        check_int_range("nfsd t threshold", self.nfsd_t_threshold, 0, NUM_TRAIN_TIMESTEPS)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One step's outcome. All [B, C, h, w] in the working space (detached)."""
+
+    grad: torch.Tensor  # gradient w.r.t. theta (w_t = 1)
+    x_t: torch.Tensor  # the noisy point where the guided prediction was taken
+    eps_hat: torch.Tensor  # the guided prediction eps_s(x_t, t) there (standard CFG, uncond = negative prompt)
+    noise: torch.Tensor  # the noise x_t carries: (x_t - alpha_t theta) / sigma_t (the input noise for SDS/CSD/NFSD)
+
+
+def gradient(rule: Rule, prior: Prior, guidance: Guidance, null: torch.Tensor, theta: torch.Tensor,
+             t: torch.Tensor, noise: torch.Tensor, options: FamilyOptions = FamilyOptions()) -> Estimate:
+    """The gradient of `rule` at theta [B, C, h, w] for timesteps t (CPU long [B]) and noise [B, C, h, w].
+
+    `null` [1 or B, ...] is the empty prompt's conditioning (ISM's inversion, NFSD's null terms).
+    Runs under no_grad; theta is read, never written.
+    """
+    with torch.no_grad():
+        theta = theta.detach()
+        if rule is Rule.SDS:
+            return sds(prior, guidance, theta, t, noise)
+        if rule is Rule.CSD:
+            return csd(prior, guidance, theta, t, noise)
+        if rule is Rule.NFSD:
+            return nfsd(prior, guidance, null, theta, t, noise, options.nfsd_t_threshold)
+        if rule is Rule.ISM:
+            return ism(prior, guidance, null, theta, t, noise, options)
+        if rule is Rule.SDI:
+            return sdi(prior, guidance, theta, t, noise, options)
+    raise ValueError(f"unknown rule {rule!r}; allowed: {[r.value for r in Rule]}")
+
+
+def prior_calls(rule: Rule, t: int, scale: float, options: FamilyOptions = FamilyOptions(),
+                negative_is_null: bool = True) -> int:
+    """Prior evaluations per sample of one step at timestep t (a batched call of 2B samples counts 2)."""
+    guided = 1 if scale == 1.0 else 2
+    if rule is Rule.SDS:
+        return guided
+    if rule is Rule.CSD:
+        return 2
+    if rule is Rule.NFSD:
+        return 2 if negative_is_null else 3
+    if rule is Rule.ISM:
+        s = max(t - options.ism_interval, 0)
+        start = max(s - options.ism_stride * options.ism_inversion_steps, 0)
+        return math.ceil((s - start) / options.ism_stride) + 1 + guided
+    inv_scale = scale if options.sdi_inversion_cfg is None else options.sdi_inversion_cfg
+    steps = math.ceil((t + 1) / sdi_stride(options))  # from -1 (clean) up to t
+    return steps * (1 if inv_scale == 1.0 else 2) + guided
+
+
+def eps_many(prior: Prior, x_t: torch.Tensor, t: torch.Tensor, conds: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Unguided eps_phi(x_t | cond_k, t) for each conditioning, in ONE batched prior call of len(conds) x B."""
+    b = x_t.shape[0]
+    k = len(conds)
+    eps = prior.eps(torch.cat([x_t] * k), torch.cat([t] * k), torch.cat([expand(c, b) for c in conds]))
+    return list(eps.chunk(k))
+
+
+def sds(prior: Prior, guidance: Guidance, theta, t, noise) -> Estimate:
+    """SDS / FSD (Eq. 10, 15): x_t = alpha theta + sigma eps (Eq. 11); grad = eps_s(x_t) - eps."""
+    alpha, sigma = prior.schedule.alpha_sigma(t, theta.dtype, theta.device)
+    x_t = updates.add_noise(theta, noise, alpha, sigma)
+    eps_hat = predict_eps(prior, x_t, device_t(t, theta), guidance)
+    return Estimate(updates.sds_gradient(eps_hat, noise), x_t, eps_hat, noise)
+
+
+def classifier_term(eps_u: torch.Tensor, eps_c: torch.Tensor, scale: float) -> torch.Tensor:
+    """s (eps_c - eps_u) = cfg_combine(eps_u, eps_c, s) - eps_u: what CFG adds to the unconditional model."""
+    return cfg_combine(eps_u, eps_c, scale) - eps_u
+
+
+def csd(prior: Prior, guidance: Guidance, theta, t, noise) -> Estimate:
+    """CSD (classifier score distillation): grad = s (eps(x_t, y) - eps(x_t, uncond)), x_t = alpha theta + sigma eps.
+
+    The paper writes w(t) (eps(x_t, y) - eps(x_t, empty)); our s is that scale (1 on the analytic priors) and
+    `uncond` the negative prompt ('' = their empty prompt)."""
+    alpha, sigma = prior.schedule.alpha_sigma(t, theta.dtype, theta.device)
+    x_t = updates.add_noise(theta, noise, alpha, sigma)
+    eps_u, eps_c = eps_many(prior, x_t, device_t(t, theta), [guidance.uncond, guidance.cond])
+    return Estimate(classifier_term(eps_u, eps_c, guidance.scale), x_t, cfg_combine(eps_u, eps_c, guidance.scale),
+                    noise)
+
+
+def nfsd(prior: Prior, guidance: Guidance, null: torch.Tensor, theta, t, noise, t_threshold: int) -> Estimate:
+    """NFSD (noise-free score distillation): grad = delta_C + delta_D (no noise subtracted), with
+    delta_C = s (eps(x_t, y) - eps(x_t, null)) and delta_D = eps(x_t, null) for t < t_threshold, else
+    eps(x_t, null) - eps(x_t, negative). One prior call of 3B (2B when the negative prompt is the null one)."""
+    alpha, sigma = prior.schedule.alpha_sigma(t, theta.dtype, theta.device)
+    x_t = updates.add_noise(theta, noise, alpha, sigma)
+    td = device_t(t, theta)
+    same = guidance.uncond.shape == null.shape and torch.equal(guidance.uncond, null)
+    if same:
+        eps_0, eps_c = eps_many(prior, x_t, td, [null, guidance.cond])
+        eps_neg = eps_0
+    else:
+        eps_0, eps_neg, eps_c = eps_many(prior, x_t, td, [null, guidance.uncond, guidance.cond])
+    small = (t < t_threshold).to(device=theta.device).view(-1, 1, 1, 1)  # [B, 1, 1, 1]
+    delta_d = torch.where(small, eps_0, eps_0 - eps_neg)
+    grad = classifier_term(eps_0, eps_c, guidance.scale) + delta_d
+    return Estimate(grad, x_t, cfg_combine(eps_neg, eps_c, guidance.scale), noise)
+
+
+def ddim_invert(prior: Prior, eps_fn, x: torch.Tensor, start: torch.Tensor, stop: torch.Tensor, stride: int,
+                eta: float = 0.0, noise: torch.Tensor | None = None):
+    """DDIM inversion (Eq. 5 towards larger t) of x [B, C, h, w] from timesteps `start` to `stop` (CPU long [B],
+    start <= stop; -1 = clean) in strides of `stride`: cur -> min(cur + stride, stop), each step
+    x <- ddim_step(x, eps_fn(x, max(cur, 0)), cur -> next). Rows already at `stop` stay put (one batched
+    prior call per stride for all rows). Returns x at `stop`.
+    eta > 0 adds eta * sqrt(var) * noise per step, var = (sigma_cur^2 / sigma_next^2)(1 - abar_next / abar_cur),
+    DDIM's (DDPM posterior) variance between the two points, as SDI's code does (the same `noise` each step)."""
+    cur = start.clone()
+    while bool((cur < stop).any()):
+        nxt = torch.minimum(cur + stride, stop)
+        eps = eps_fn(x, cur.clamp(min=0))
+        a_c, s_c = prior.schedule.alpha_sigma(cur, x.dtype, x.device)
+        a_n, s_n = prior.schedule.alpha_sigma(nxt, x.dtype, x.device)
+        stepped = updates.ddim_step(x, eps, a_c, s_c, a_n, s_n)
+        if eta > 0.0:
+            var = (s_c / s_n.clamp(min=1e-12)) ** 2 * (1.0 - (a_n / a_c) ** 2)  # 0 where cur = -1
+            stepped = stepped + eta * var.clamp(min=0.0).sqrt() * noise
+        moving = (cur < stop).to(x.device).view(-1, 1, 1, 1)
+        x = torch.where(moving, stepped, x)  # rows already at `stop` keep their bits (batch-independent results)
+        cur = nxt
+    return x
+
+
+def ism(prior: Prior, guidance: Guidance, null: torch.Tensor, theta, t, noise, options: FamilyOptions) -> Estimate:
+    """ISM (interval score matching, LucidDreamer): the null model's DDIM inversion of theta to s = t - interval,
+    one more inversion step s -> t, grad = eps_s(x_t, t) - eps(x_s, s, null).
+
+    As LucidDreamer's code: x_start = alpha theta + sigma eps at start = max(s - n * stride, 0), strides of
+    `ism_stride` up to s, the inversion's own eps at x_s is the target (no extra call), w(t) = 1 here."""
+    td = device_t(t, theta)
+    s = (t - options.ism_interval).clamp(min=0)
+    start = (s - options.ism_stride * options.ism_inversion_steps).clamp(min=0)
+    a0, s0 = prior.schedule.alpha_sigma(start, theta.dtype, theta.device)
+    x = updates.add_noise(theta, noise, a0, s0)
+
+    def null_eps(x_, tt):
+        return eps_many(prior, x_, device_t(tt, theta), [null])[0]
+
+    x_s = ddim_invert(prior, null_eps, x, start, s, options.ism_stride)
+    target = null_eps(x_s, s)  # eps(x_s, s, null), Step 2's inversion eps
+    a_s, s_s = prior.schedule.alpha_sigma(s, theta.dtype, theta.device)
+    alpha, sigma = prior.schedule.alpha_sigma(t, theta.dtype, theta.device)
+    x_t = updates.ddim_step(x_s, target, a_s, s_s, alpha, sigma)
+    eps_hat = predict_eps(prior, x_t, td, guidance)
+    return Estimate(eps_hat - target, x_t, eps_hat, updates.eps_from_x0(x_t, theta, alpha, sigma))
+
+
+def sdi_stride(options: FamilyOptions) -> int:
+    """SDI's inversion stride T / n: the grid -1 (clean), T/n - 1, 2T/n - 1, ... below t, then t."""
+    return max(NUM_TRAIN_TIMESTEPS // options.sdi_inversion_steps, 1)
+
+
+def sdi(prior: Prior, guidance: Guidance, theta, t, noise, options: FamilyOptions) -> Estimate:
+    """SDI (score distillation via reparametrised DDIM): invert theta (clean, t = -1) to t with DDIM, the
+    prediction taken with CFG `sdi_inversion_cfg` (default: the run's scale); kappa = (x_t - alpha_t theta)/sigma_t
+    replaces SDS's fresh noise: grad = eps_s(x_t, t) - kappa. The first inversion step evaluates the prior at
+    timestep 0 on the clean image (x_next = alpha_next theta + sigma_next eps(theta, 0)). `noise` enters only
+    through `sdi_eta` (their inversion_eta, 0.3): without it all seeds from the same theta agree."""
+    scale = guidance.scale if options.sdi_inversion_cfg is None else options.sdi_inversion_cfg
+    inv = Guidance(guidance.cond, guidance.uncond, 1.0)
+
+    def inv_eps(x_, tt):
+        td_ = device_t(tt, theta)
+        if scale == 1.0:
+            return predict_eps(prior, x_, td_, inv)
+        eps_u, eps_c = eps_many(prior, x_, td_, [guidance.uncond, guidance.cond])
+        return cfg_combine(eps_u, eps_c, scale)  # may be negative (threestudio's SDI default is -6.5 here)
+
+    x_t = ddim_invert(prior, inv_eps, theta, torch.full_like(t, -1), t, sdi_stride(options), options.sdi_eta, noise)
+    alpha, sigma = prior.schedule.alpha_sigma(t, theta.dtype, theta.device)
+    kappa = updates.eps_from_x0(x_t, theta, alpha, sigma)
+    eps_hat = predict_eps(prior, x_t, device_t(t, theta), guidance)
+    return Estimate(updates.sds_gradient(eps_hat, kappa), x_t, eps_hat, kappa)
+
+
+def device_t(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Timesteps on the working tensor's device (no host sync on CUDA)."""
+    return t.to(like.device, non_blocking=True)
