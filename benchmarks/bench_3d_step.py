@@ -3,11 +3,14 @@
     python benchmarks/bench_3d_step.py --threads 1 --seeds 4          # CPU, embedded reference prior, 32 px
     python benchmarks/bench_3d_step.py --sd21 --device cuda --seeds 4 --compile --json
     python benchmarks/bench_3d_step.py --model /path/to/sd-folder --device cuda --seeds 1
+    python benchmarks/bench_3d_step.py --mvdream --device cuda --seeds 4 --json       # random full-size MVDream
 
 With --sd21 a randomly initialised Stable Diffusion 2.1-base-sized pipeline is built in a temporary folder
 (random weights cost what real ones do); --model takes a folder instead (build one once with
 `python -c "from fsd2d.priors.random_sd import build_random_sd; build_random_sd('DIR', 'sd21')"`).
 SD defaults: 512 px renders, 20k Gaussians, 1 camera per seed and step. No densification (a fixed N).
+With --mvdream a random full-size MVDream (SD 2.1-base multi-view UNet, `build_random_mvdream(DIR, "full")`) is
+built the same way (--model also takes an MVDream folder): each camera is one 4-view set, 256 px renders.
 
 Printed: ms per step for the batch of S seeds (`batched_ms_per_step`) and for the S seeds run one after
 another (`sequential_ms_per_step`, per step of all S), their ratio, the render / prior / rest split of a
@@ -51,7 +54,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = ap.add_mutually_exclusive_group()
     source.add_argument("--sd21", action="store_true", help="build a random SD 2.1-sized pipeline (temporary folder)")
-    source.add_argument("--model", default=None, help="a Stable Diffusion folder (default: the embedded prior)")
+    source.add_argument("--mvdream", action="store_true", help="build a random full-size MVDream (temporary folder)")
+    source.add_argument("--model", default=None,
+                        help="a Stable Diffusion or MVDream folder (default: the embedded prior)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--resolution", type=int, default=None, help="render size (default 32 embedded, 512 SD)")
     ap.add_argument("--gaussians", type=int, default=None, help="Gaussians per scene (default 1000 embedded, 20000 SD)")
@@ -65,7 +70,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    sd = args.sd21 or args.model is not None
+    sd = args.sd21 or args.mvdream or args.model is not None
     warmup = args.warmup if args.warmup is not None else (10 if args.compile else 3)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,6 +82,13 @@ def main() -> None:
             model = str(build_random_sd(tmp, "sd21"))
             if not args.json:
                 print(f"built a random SD 2.1-sized model in {time.perf_counter() - t0:.0f} s")
+        if args.mvdream:
+            from fsd2d.priors.random_sd import build_random_mvdream
+
+            t0 = time.perf_counter()
+            model = str(build_random_mvdream(tmp, "full"))
+            if not args.json:
+                print(f"built a random full-size MVDream model in {time.perf_counter() - t0:.0f} s")
         train = Train3DConfig(
             steps=warmup + args.steps, method=NoiseKind.FSD, cfg=7.5 if sd else None, checkpoint_every=10**9,
             num_gaussians=args.gaussians or (20000 if sd else 1000),
@@ -99,7 +111,9 @@ def main() -> None:
     split = {f"{k}_ms": 1e3 * timings.get(k, 0.0) / args.steps for k in ("render", "prior", "rest")}
     result = {
         "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "prior": type(prior).__name__, "model": "random sd21" if args.sd21 else model,
+        "prior": type(prior).__name__,
+        "model": "random sd21" if args.sd21 else "random mvdream full" if args.mvdream else model,
+        "views_per_step": train.cameras_per_step * prior.views_per_camera,  # per seed
         "resolution": prior.resolution, "latent": list(prior.prior.latent_shape), "gaussians": train.num_gaussians,
         "cameras": train.cameras_per_step, "seeds": args.seeds, "compile": args.compile, "steps": args.steps,
         "batched_ms_per_step": batched, "sequential_ms_per_step": sequential, "ratio": sequential / batched,

@@ -21,10 +21,13 @@
 #   gsplat_build   gsplat's CUDA extension built just in time for this card (TORCH_CUDA_ARCH_LIST from
 #                  its compute capability, MAX_JOBS=12), timed, then one tiny rasterization on CUDA;
 #   sd_build       at the same time: a random Stable Diffusion 2.1-base-sized model (4.7 GB) in a temp folder
+#   mvdream_build  at the same time: a random full-size MVDream (SD 2.1-base multi-view UNet, 256 px views)
 #   tests_cuda     pytest -m cuda tests;  tests_gsplat: pytest tests/test_render.py -k gsplat
 #   bench_render   benchmarks/bench_render.py
 #   bench3d_*      benchmarks/bench_3d_step.py --model SD21 --device cuda --resolution 512 --gaussians 20000
 #                  --cameras 1 --steps 30 --json, with 1 and 4 seeds, without and with --compile
+#   bench3d_mv_*   the same script on the random MVDream at 256 px, 1 camera (= one 4-view set) per seed and
+#                  step, 1 and 4 seeds: steps/s and peak GPU memory
 #   bench_outputs  benchmarks/bench_outputs.py (seconds to write one seed's outputs), where it exists
 #   gen3d          `fsd gen-3d`, 1 seed, 1 step, with its outputs, when 100 s of the budget are left
 # Every step writes $OUT/<step>.log ($OUT defaults to ./gpu_check_out); steps.tsv has status and seconds;
@@ -39,6 +42,8 @@
 #   FSD_GPU_CHECK_CONFIGS     3D benchmark configs, seeds with a 'c' for --compile (default "1 4 1c 4c",
 #                             dry "1 4")
 #   FSD_GPU_CHECK_MODEL       reuse this random SD folder instead of building one (kept afterwards)
+#   FSD_GPU_CHECK_MVDREAM     reuse this random MVDream folder instead of building one (kept afterwards)
+#   FSD_GPU_CHECK_MV_CONFIGS  MVDream benchmark seed counts (default "1 4"; "" skips MVDream and its build)
 #   FSD_GPU_CHECK_SITE        where missing wheels are installed (default $TMPDIR/fsd_gpu_check_site)
 #   FSD_GPU_CHECK_BENCH3D     the 3D-step benchmark script (default benchmarks/bench_3d_step.py)
 #   FSD_GPU_CHECK_PACK=1      leave only summary.txt and gpu_check_logs.tar.gz in $OUT (for runners that
@@ -56,6 +61,8 @@ BUDGET=${FSD_GPU_CHECK_BUDGET_S:-470}
 BENCH3D=${FSD_GPU_CHECK_BENCH3D:-benchmarks/bench_3d_step.py}
 SITE=${FSD_GPU_CHECK_SITE:-${TMPDIR:-/tmp}/fsd_gpu_check_site}
 MODEL=${FSD_GPU_CHECK_MODEL:-}
+MVMODEL=${FSD_GPU_CHECK_MVDREAM:-}
+MV_CONFIGS=${FSD_GPU_CHECK_MV_CONFIGS-"1 4"}
 RESERVE_S=15   # kept for the table at the end
 MIN_STEP_S=20  # a step is skipped when less than this is left
 
@@ -74,11 +81,11 @@ if PYBIN=$("$PY" -c 'import os, sys; print(os.path.dirname(sys.executable))' 2>/
 fi
 
 if [[ $DRY == 1 ]]; then
-    DEVICE=cpu SD_SIZE=tiny RES=16 GAUSSIANS=200 STEPS=2 RENDER_ARGS=(--repeats 1 --threads 1)
+    DEVICE=cpu SD_SIZE=tiny MV_SIZE=tiny RES=16 MV_RES=16 GAUSSIANS=200 STEPS=2 RENDER_ARGS=(--repeats 1 --threads 1)
     OUTPUTS_ARGS=(--repeats 1)
     CONFIGS=${FSD_GPU_CHECK_CONFIGS:-"1 4"}
 else
-    DEVICE=cuda SD_SIZE=sd21 RES=512 GAUSSIANS=20000 STEPS=30 RENDER_ARGS=(--repeats 3)
+    DEVICE=cuda SD_SIZE=sd21 MV_SIZE=full RES=512 MV_RES=256 GAUSSIANS=20000 STEPS=30 RENDER_ARGS=(--repeats 3)
     OUTPUTS_ARGS=(--repeats 3 --threads 4)
     CONFIGS=${FSD_GPU_CHECK_CONFIGS:-"1 4 1c 4c"}
     if ! "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
@@ -205,6 +212,13 @@ t0 = time.perf_counter()
 build_random_sd(sys.argv[1], sys.argv[2])
 print(f"built a random {sys.argv[2]} model in {sys.argv[1]} in {time.perf_counter() - t0:.1f} s")
 '
+BUILD_MV_PY='
+import sys, time
+from fsd2d.priors.random_sd import build_random_mvdream
+t0 = time.perf_counter()
+build_random_mvdream(sys.argv[1], sys.argv[2])
+print(f"built a random {sys.argv[2]} MVDream model in {sys.argv[1]} in {time.perf_counter() - t0:.1f} s")
+'
 gsplat_pid=
 if [[ $DRY == 1 ]]; then
     skip_step gsplat_build "dry run"
@@ -217,6 +231,16 @@ else
     run_step gsplat_build 300 "$PY" -c "$GSPLAT_PY" "$OUT" &
     gsplat_pid=$!
 fi
+mv_pid=
+if [[ -z $MV_CONFIGS ]]; then
+    skip_step mvdream_build "no MVDream configs"
+elif [[ -n $MVMODEL && -f $MVMODEL/model_index.json ]]; then
+    skip_step mvdream_build "reusing $MVMODEL"
+else
+    MVMODEL=$WORK/mvdream_$MV_SIZE
+    run_step mvdream_build 240 env OMP_NUM_THREADS=4 "$PY" -c "$BUILD_MV_PY" "$MVMODEL" "$MV_SIZE" &
+    mv_pid=$!
+fi
 if [[ -n $MODEL && -f $MODEL/model_index.json ]]; then
     skip_step sd_build "reusing $MODEL"
 else
@@ -225,6 +249,7 @@ else
     run_step sd_build 240 env OMP_NUM_THREADS=4 "$PY" -c "$BUILD_SD_PY" "$MODEL" "$SD_SIZE"
 fi
 if [[ -n $gsplat_pid ]]; then wait "$gsplat_pid" || true; fi
+if [[ -n $mv_pid ]]; then wait "$mv_pid" || true; fi
 
 # ------------------------------------------------------------------------------------------------ tests
 IGNORE=()
@@ -245,6 +270,13 @@ for config in $CONFIGS; do
     if [[ $config == *c ]]; then args+=(--compile); name+=_compile; limit=270; fi
     SPLIT=1 run_step "$name" "$limit" "$PY" "$BENCH3D" "${args[@]}"
     # its last non-blank stdout line is the JSON object
+    if [[ -s $OUT/$name.out ]]; then awk 'NF { last = $0 } END { print last }' "$OUT/$name.out" >"$OUT/$name.json"; fi
+done
+
+for seeds in $MV_CONFIGS; do  # MVDream: 1 camera = one 4-view set per seed and step
+    name=bench3d_mv_s$seeds
+    SPLIT=1 run_step "$name" 150 "$PY" "$BENCH3D" --model "$MVMODEL" --device "$DEVICE" --resolution "$MV_RES" \
+        --gaussians "$GAUSSIANS" --cameras 1 --seeds "$seeds" --steps "$STEPS" --json
     if [[ -s $OUT/$name.out ]]; then awk 'NF { last = $0 } END { print last }' "$OUT/$name.out" >"$OUT/$name.json"; fi
 done
 

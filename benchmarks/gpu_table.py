@@ -6,12 +6,15 @@ Reads (each optional; what is missing shows as "no result" with the step's statu
   steps.tsv                 one line per step: name, status (ok, FAIL, TIMEOUT, skipped), seconds, exit code
   bench3d_<config>.json     the last stdout line of `bench_3d_step.py --json`: batched_ms_per_step,
                             sequential_ms_per_step, render_ms, prior_ms, rest_ms, peak_gib, seeds, compile
+                            (config s<seeds>[_compile] for Stable Diffusion, mv_s<seeds> for MVDream: 1 camera
+                            = one 4-view set per seed and step, 256 px; no target)
   gsplat_build.json         {"seconds", "cached", "arch", "ok"} from the timed gsplat CUDA build
   tests_<name>.log          pytest output; its last summary line is shown
   bench_outputs.log         its "... seconds: ..." lines are shown
   gen3d.log                 `fsd gen-3d` output; its last "wrote ... in X s" line is shown
   wall_s.txt                seconds the whole check took
-Targets: 1 seed >= 25 steps/s; 4 seeds >= 12 steps/s with peak GPU memory <= 8 GiB (a step advances every seed).
+Targets (Stable Diffusion rows): 1 seed >= 25 steps/s; 4 seeds >= 12 steps/s with peak GPU memory <= 8 GiB (a step
+advances every seed). MVDream rows are measured, not judged.
 """
 from __future__ import annotations
 
@@ -64,9 +67,14 @@ def read_bench(path: Path) -> dict | None:
 
 
 def config_of(name: str) -> tuple[int | None, bool]:
-    """'bench3d_s4_compile' -> (4, True)."""
-    m = re.fullmatch(r"bench3d_s(\d+)(_compile)?", name)
+    """'bench3d_s4_compile' -> (4, True); 'bench3d_mv_s4' (MVDream) -> (4, False)."""
+    m = re.fullmatch(r"bench3d_(?:mv_)?s(\d+)(_compile)?", name)
     return (int(m.group(1)), bool(m.group(2))) if m else (None, "compile" in name)
+
+
+def model_of(name: str) -> str:
+    """'sd' or 'mvdream' (bench3d_mv_*)."""
+    return "mvdream" if name.startswith("bench3d_mv_") else "sd"
 
 
 def verdict(seeds: int, steps_per_s: float, peak_gib: float) -> str:
@@ -84,7 +92,8 @@ def verdict(seeds: int, steps_per_s: float, peak_gib: float) -> str:
 def bench_rows(out: Path, steps: dict[str, Step]) -> list[str]:
     names = [n for n in steps if n.startswith("bench3d_")]
     names += sorted(p.stem for p in out.glob("bench3d_*.json") if p.stem not in names)
-    head = (f"{'seeds':>5} {'compile':>7} {'batched ms':>10} {'steps/s':>8} {'seed-steps/s':>12} {'seq ms':>8} "
+    head = (f"{'model':>7} {'seeds':>5} {'compile':>7} {'batched ms':>10} {'steps/s':>8} {'seed-steps/s':>12} "
+            f"{'seq ms':>8} "
             f"{'seq/bat':>7} {'render/prior/rest ms':>20} {'peak GiB':>8}  target")
     rows = [head]
     for name in names:
@@ -95,7 +104,8 @@ def bench_rows(out: Path, steps: dict[str, Step]) -> list[str]:
             why = outcome(step, name)
             if (out / f"{name}.json").exists() and (step is None or step.status == "ok"):
                 why = f"no JSON object with all keys on its last stdout line (see {name}.out)"
-            rows.append(f"{seeds if seeds is not None else '?':>5} {'yes' if compiled else 'no':>7}  "
+            rows.append(f"{model_of(name):>7} {seeds if seeds is not None else '?':>5} "
+                        f"{'yes' if compiled else 'no':>7}  "
                         f"no result: {why}")
             continue
         seeds = len(data["seeds"]) if isinstance(data["seeds"], list) else int(data["seeds"])
@@ -103,9 +113,10 @@ def bench_rows(out: Path, steps: dict[str, Step]) -> list[str]:
         sps = 1000.0 / ms if ms > 0 else math.nan
         split = f"{float(data['render_ms']):.1f}/{float(data['prior_ms']):.1f}/{float(data['rest_ms']):.1f}"
         peak = math.nan if data.get("peak_gib") is None else float(data["peak_gib"])  # None off CUDA
-        rows.append(f"{seeds:>5} {'yes' if data['compile'] else 'no':>7} {ms:>10.1f} {sps:>8.1f} {seeds * sps:>12.1f} "
+        judged = verdict(seeds, sps, peak) if model_of(name) == "sd" else "-"
+        rows.append(f"{model_of(name):>7} {seeds:>5} {'yes' if data['compile'] else 'no':>7} {ms:>10.1f} {sps:>8.1f} {seeds * sps:>12.1f} "
                     f"{seq:>8.1f} {seq / ms if ms > 0 else math.nan:>7.2f} {split:>20} {peak:>8.2f}  "
-                    f"{verdict(seeds, sps, peak)}")
+                    f"{judged}")
     if not names:
         rows.append("(no 3D benchmark ran)")
     return rows

@@ -5,7 +5,9 @@ calls `fsd2d.guidance.predict_eps(prior2d, x_t, t, guidance)` with what `view_ba
 the same 2D priors and the same CFG helper as the 2D studies. Only the conditioning depends on the view:
 - Stable Diffusion: the prompt with a view suffix ("front view", "side view", "back view") per camera;
 - the embedded reference prior (fsd3d.references): the exact posterior over the references' renders
-  at each camera.
+  at each camera;
+- MVDream (fsd3d.mvdream_prior): each sampled camera becomes its 4-view set (`expand_cameras`) and the
+  cameras are bound to the multi-view prior.
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ class ScenePrior(abc.ABC):
     # threshold has not been measured (Stable Diffusion: random weights say nothing about real gradients)
     default_densify: Densify = Densify.MCMC
     compiled: bool = False  # the prior's networks run through torch.compile (CUDA graphs need step marks)
+    views_per_camera: int = 1  # views `expand_cameras` makes of each sampled camera (MVDream: its 4-view set)
+    cameras_per_step: int = 2  # default for Train3DConfig.cameras_per_step (cameras sampled per seed and step)
 
     @property
     def resolution(self) -> int:
@@ -46,6 +50,11 @@ class ScenePrior(abc.ABC):
     def background_tensor(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """The background colour as a float32 tensor [3] in [0, 1]."""
         return torch.tensor(self.background, dtype=torch.float32, device=device)
+
+    def expand_cameras(self, cameras: list[Camera]) -> list[Camera]:
+        """The views rendered for these sampled cameras, `views_per_camera` per camera, those of one camera
+        consecutive (the loop's only camera hook). Default: the cameras themselves."""
+        return cameras
 
     @abc.abstractmethod
     def view_batch(self, cameras: list[Camera], scale: float) -> tuple[Prior, Guidance]:
@@ -81,12 +90,13 @@ class StableDiffusionScenePrior(ScenePrior):
         suffixes = ("front view", "side view", "back view") if view_dependent else ("",)
         self._cond = {s: prior.encode_prompt(f"{prompt}, {s}" if s else prompt) for s in suffixes}
         self._uncond = prior.encode_prompt(negative_prompt)
+        self._null = self._uncond if negative_prompt == "" else prior.encode_prompt("")  # ISM / NFSD (fsd2d.family)
 
     def view_batch(self, cameras: list[Camera], scale: float) -> tuple[Prior, Guidance]:
         check_cfg(scale)
         keys = [view_suffix(c.azimuth) if self.view_dependent else "" for c in cameras]
         cond = torch.cat([self._cond[k] for k in keys])  # [C, 77, D]
-        return self.prior, Guidance(cond, self._uncond, scale)
+        return self.prior, Guidance(cond, self._uncond, scale, null=self._null)
 
     def describe(self) -> dict:
         return super().describe() | {"prompt": self.prompt, "view_dependent": self.view_dependent,

@@ -6,6 +6,8 @@ scale factor (8 for SD).  The noise schedule is rebuilt from the scheduler confi
 (SD 2.x 768) are wrapped so that `eps` always returns the noise prediction.
 
 Only the four components are loaded (no pipeline, no safety checker), safetensors only, weights frozen.
+`LatentPrior` (CLIP prompt encoding, VAE codec) and `load_codec` (VAE, text encoder, tokenizer, scheduler
+config) are shared with MVDream (fsd2d/priors/mvdream.py).
 """
 from __future__ import annotations
 
@@ -52,55 +54,43 @@ def v_to_eps(v: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor, sigma: tor
     return alpha * v + sigma * x_t
 
 
-class StableDiffusionPrior(Prior):
-    """eps_phi(z_t | y, t) of a Stable Diffusion UNet, its CLIP text encoder and its VAE codec (all frozen)."""
+def check_prediction_type(scheduler_config: dict) -> PredictionType:
+    """The scheduler config's prediction_type (epsilon by default), or a ModelError listing the allowed ones."""
+    prediction_type = scheduler_config.get("prediction_type", "epsilon")
+    if prediction_type not in get_args(PredictionType):
+        raise ModelError(
+            f"unsupported prediction_type {prediction_type!r} in the scheduler config; "
+            f"allowed: {list(get_args(PredictionType))}"
+        )
+    return prediction_type
 
-    def __init__(
-        self,
-        unet: UNet2DConditionModel,
-        vae: AutoencoderKL,
-        text_encoder: CLIPTextModel,
-        tokenizer: CLIPTokenizer,
-        scheduler_config: dict,
-        resolution: int | None = None,
-        name: str = "",
-    ):
-        prediction_type = scheduler_config.get("prediction_type", "epsilon")
-        if prediction_type not in get_args(PredictionType):
-            raise ModelError(
-                f"unsupported prediction_type {prediction_type!r} in the scheduler config; "
-                f"allowed: {list(get_args(PredictionType))}"
-            )
-        self.prediction_type: PredictionType = prediction_type
-        self.schedule = schedule_from_config(scheduler_config)
-        self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
-        for module in (unet, vae, text_encoder):
-            module.requires_grad_(False).eval()
-        self.device, self.dtype = unet.device, unet.dtype
-        self.name = name
-        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        default = unet.config.sample_size * self.vae_factor
-        multiple = self.vae_factor * 2 ** (len(unet.config.down_block_types) - 1)
-        res = default if resolution is None else resolution
-        check_resolution(res)
-        if not (isinstance(res, int) and res > 0 and res % multiple == 0):
-            raise ModelError(
-                f"resolution {res} is not a positive multiple of {multiple}, which this model's VAE and UNet need; "
-                f"try {default}"
-            )
-        self._resolution = res
-        self._unet, self._encode_mean = self.unet, self._vae_mean  # eager; `speed_up` may compile them
+
+class LatentPrior(Prior):
+    """What the latent text-to-image priors here share (Stable Diffusion, MVDream): the CLIP prompt encoding,
+    the VAE codec, the working-space shape and the GPU fast paths. Subclasses set unet, vae, text_encoder,
+    tokenizer, device, dtype, vae_factor, `_resolution`, `_unet` and `_encode_mean` (the UNet and the VAE
+    encoder's posterior mean, possibly compiled) and implement eps."""
+
+    unet: torch.nn.Module  # with .config.in_channels
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    vae_factor: int
+    _resolution: int
+    cuda_graphs: bool = True  # compile the UNet with CUDA graphs ("reduce-overhead") on CUDA
+    channels_last_unet: bool = True  # channels-last UNet weights on CUDA
 
     def speed_up(self, compile: bool = False) -> None:
         """GPU fast paths: channels-last UNet and VAE (cuDNN's preferred layout for fp16 convolutions) and, with
-        `compile`, torch.compile of the UNet call (CUDA graphs on CUDA: the UNet is launch-bound at the batch
-        sizes of score distillation) and of the VAE encoder (forward and backward, inductor kernels).
-        The first steps after compiling are slow (compilation); results match eager to fp16 rounding."""
+        `compile`, torch.compile of the UNet call (CUDA graphs on CUDA where the class allows them: the UNet is
+        launch-bound at the batch sizes of score distillation) and of the VAE encoder (forward and backward,
+        inductor kernels). The first steps after compiling are slow; results match eager to fp16 rounding."""
         if self.device.type == "cuda":
-            self.unet.to(memory_format=torch.channels_last)
+            if self.channels_last_unet:
+                self.unet.to(memory_format=torch.channels_last)
             self.vae.to(memory_format=torch.channels_last)
         if compile:
-            unet_mode = "reduce-overhead" if self.device.type == "cuda" else "default"
+            unet_mode = "reduce-overhead" if self.device.type == "cuda" and self.cuda_graphs else "default"
             self._unet = torch.compile(self.unet, mode=unet_mode, dynamic=False)
             self._encode_mean = torch.compile(self._vae_mean, dynamic=False)
 
@@ -122,6 +112,55 @@ class StableDiffusionPrior(Prior):
         ).input_ids  # [1, 77]
         return self.text_encoder(ids.to(self.device)).last_hidden_state
 
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent z [B, C, h, w] -> RGB [B, 3, H, W] float32 in [0, 1] (clamped)."""
+        images = self.vae.decode(z.to(self.dtype) / self.vae.config.scaling_factor).sample  # [-1, 1]
+        return ((images.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """RGB [B, 3, H, W] in [0, 1] -> latent [B, C, H/f, W/f] (posterior mean), differentiable, in images' dtype."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"encode expects RGB images [B, 3, H, W] in [0, 1], got shape {list(images.shape)}")
+        return self._encode_mean((2.0 * images - 1.0).to(self.dtype)).to(images.dtype)
+
+    def _vae_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] images [B, 3, H, W] in the VAE's dtype -> scaled posterior mean [B, C, H/f, W/f]."""
+        return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
+
+
+class StableDiffusionPrior(LatentPrior):
+    """eps_phi(z_t | y, t) of a Stable Diffusion UNet, its CLIP text encoder and its VAE codec (all frozen)."""
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        scheduler_config: dict,
+        resolution: int | None = None,
+        name: str = "",
+    ):
+        self.prediction_type: PredictionType = check_prediction_type(scheduler_config)
+        self.schedule = schedule_from_config(scheduler_config)
+        self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
+        for module in (unet, vae, text_encoder):
+            module.requires_grad_(False).eval()
+        self.device, self.dtype = unet.device, unet.dtype
+        self.name = name
+        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        default = unet.config.sample_size * self.vae_factor
+        multiple = self.vae_factor * 2 ** (len(unet.config.down_block_types) - 1)
+        res = default if resolution is None else resolution
+        check_resolution(res)
+        if not (isinstance(res, int) and res > 0 and res % multiple == 0):
+            raise ModelError(
+                f"resolution {res} is not a positive multiple of {multiple}, which this model's VAE and UNet need; "
+                f"try {default}"
+            )
+        self._resolution = res
+        self._unet, self._encode_mean = self.unet, self._vae_mean  # eager; `speed_up` may compile them
+
     def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """x_t [B, C, h, w] latent, t [B] long, cond [B, 77, D] -> eps [B, C, h, w] in x_t's dtype.
 
@@ -138,21 +177,6 @@ class StableDiffusionPrior(Prior):
             alpha, sigma = self.schedule.alpha_sigma(t, dtype=x_t.dtype, device=x_t.device)
             out = v_to_eps(out, x_t, alpha, sigma)
         return out
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latent z [B, C, h, w] -> RGB [B, 3, H, W] float32 in [0, 1] (clamped)."""
-        images = self.vae.decode(z.to(self.dtype) / self.vae.config.scaling_factor).sample  # [-1, 1]
-        return ((images.float() + 1.0) / 2.0).clamp(0.0, 1.0)
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """RGB [B, 3, H, W] in [0, 1] -> latent [B, C, H/f, W/f] (posterior mean), differentiable, in images' dtype."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"encode expects RGB images [B, 3, H, W] in [0, 1], got shape {list(images.shape)}")
-        return self._encode_mean((2.0 * images - 1.0).to(self.dtype)).to(images.dtype)
-
-    def _vae_mean(self, x: torch.Tensor) -> torch.Tensor:
-        """[-1, 1] images [B, 3, H, W] in the VAE's dtype -> scaled posterior mean [B, C, H/f, W/f]."""
-        return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
 
     def describe(self) -> dict:
         return super().describe() | {
@@ -248,18 +272,34 @@ def load_stable_diffusion(
     elif Path(model).is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:
         raise ModelError(f"model folder {model} does not exist (give a local diffusers folder or a hub id owner/name)")
     common = dict(local_files_only=local or _hub_offline())
-    weights = dict(common, use_safetensors=True, torch_dtype=dtype)
-    with quiet_libraries():
-        try:
-            unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", **weights)
-            vae = AutoencoderKL.from_pretrained(model, subfolder="vae", **weights)
-            text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", **weights)
-            tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer", **common)
-            scheduler_config = dict(DDIMScheduler.load_config(model, subfolder="scheduler", **common))
-        except Exception as error:  # diffusers/transformers/hub raise many types; the user needs one line
-            lines = str(error).strip().splitlines() or [type(error).__name__]
-            hint = " (HF_HUB_OFFLINE is set: only the local cache is searched)" if _hub_offline() and not local else ""
-            raise ModelError(f"could not load model '{model}': {lines[0]}{hint}") from error
+    with quiet_libraries(), _one_line_errors(model, local):
+        unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", **common, use_safetensors=True,
+                                                    torch_dtype=dtype)
+    vae, text_encoder, tokenizer, scheduler_config = load_codec(model, dtype, local)
     return StableDiffusionPrior(
         unet.to(device), vae.to(device), text_encoder.to(device), tokenizer, scheduler_config, resolution, name=model
     )
+
+
+@contextlib.contextmanager
+def _one_line_errors(model: str, local: bool):
+    """diffusers/transformers/hub raise many types while loading; the user needs one line (a ModelError)."""
+    try:
+        yield
+    except Exception as error:
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        hint = " (HF_HUB_OFFLINE is set: only the local cache is searched)" if _hub_offline() and not local else ""
+        raise ModelError(f"could not load model '{model}': {lines[0]}{hint}") from error
+
+
+def load_codec(model: str, dtype: torch.dtype, local: bool) -> tuple[AutoencoderKL, CLIPTextModel, CLIPTokenizer, dict]:
+    """The components every latent prior here shares, from a diffusers folder (or hub id): the VAE, the CLIP
+    text encoder (safetensors, in `dtype`), the tokenizer and the scheduler config. Errors are one line."""
+    common = dict(local_files_only=local or _hub_offline())
+    weights = dict(common, use_safetensors=True, torch_dtype=dtype)
+    with quiet_libraries(), _one_line_errors(model, local):
+        vae = AutoencoderKL.from_pretrained(model, subfolder="vae", **weights)
+        text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", **weights)
+        tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer", **common)
+        scheduler_config = dict(DDIMScheduler.load_config(model, subfolder="scheduler", **common))
+    return vae, text_encoder, tokenizer, scheduler_config

@@ -1,4 +1,5 @@
-"""From a `--model` string to a Prior: a built-in name, a local diffusers folder, or a hub id."""
+"""From a `--model` string to a Prior: a built-in name, a local diffusers folder (Stable Diffusion, or MVDream's
+conversion, recognised by its model_index.json / unet/config.json), or a hub id."""
 from __future__ import annotations
 
 import enum
@@ -51,6 +52,11 @@ def load_prior(model: str, device: str = "auto", dtype: str = "auto", resolution
         builtin = ImageSetPrior if model == BuiltinPrior.IMAGESET.value else PatchPrior
         res = DEFAULT_RESOLUTION if resolution is None else resolution  # 0 is an error, not the default
         return builtin(res, device=dev, dtype=dt or torch.float64)
+    if Path(model).expanduser().is_dir():
+        from fsd2d.priors.mvdream import is_mvdream_folder, load_mvdream
+
+        if is_mvdream_folder(Path(model).expanduser()):  # MVDream's diffusers-format conversion (priors/mvdream.py)
+            return load_mvdream(model, device=dev, dtype=dt, resolution=resolution)
     if Path(model).exists() or "/" in model or "\\" in model or model.startswith((".", "~")):  # folder or hub id
         from fsd2d.priors.diffusers_prior import load_stable_diffusion
 

@@ -1,4 +1,4 @@
-"""Randomly initialised Stable Diffusion models in the diffusers folder layout, built offline.
+"""Randomly initialised Stable Diffusion and MVDream models in the diffusers folder layout, built offline.
 
 - "tiny" (tests): configs as diffusers' own pipeline tests: a 2-level UNet on 8x8 latents, a VAE with
   scale factor 2 (16x16 images <-> 4x8x8 latents) and a 2-layer CLIP text encoder with hidden size 32;
@@ -56,15 +56,76 @@ def build_random_sd(folder: Path, size: str = "tiny", seed: int = 0) -> Path:
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
             cross_attention_dim=32, norm_num_groups=8,
         )
+    else:  # Stable Diffusion 2.1 base
+        unet = UNet2DConditionModel(
+            sample_size=64, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
+        )
+    vae, text_encoder, scheduler = random_codec(size, tokenizer)
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def build_random_mvdream(folder: Path, size: str = "tiny", seed: int = 0) -> Path:
+    """Save a deterministic random MVDream model to `folder` in the published diffusers-format layout
+    (fsd2d.priors.mvdream): unet/ (config.json with the ldm names + diffusion_pytorch_model.safetensors),
+    vae/ text_encoder/ tokenizer/ scheduler/ and model_index.json naming MVDreamPipeline. `size`:
+    "tiny" (tests: 2 levels of 32/64 channels with multi-view attention at both, 16 px views <-> 4 x 8 x 8
+    latents, the tiny VAE and text encoder of build_random_sd) or "full" (benchmarks: MVDream's SD 2.1-base
+    UNet from sd-v2-base.yaml, 256 px views, the SD 2.1 VAE and OpenCLIP-H text encoder). Returns `folder`."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from fsd2d.priors.mvdream import PIPELINE_CLASS, MultiViewUNet, MultiViewUNetConfig
+
+    if size not in ("tiny", "full"):
+        raise ValueError(f"unknown size {size!r}; allowed: tiny, full")
+    folder = Path(folder)
+    tokenizer = _write_tokenizer(folder / "tokenizer")
+    torch.manual_seed(seed)
+    if size == "tiny":
+        config = MultiViewUNetConfig(image_size=8, model_channels=32, attention_resolutions=(1, 2), num_res_blocks=1,
+                                     channel_mult=(1, 2), num_head_channels=16, context_dim=32)
+    else:
+        config = MultiViewUNetConfig()
+    unet = MultiViewUNet(config)
+    vae, text_encoder, scheduler = random_codec("tiny" if size == "tiny" else "sd21", tokenizer)
+    (folder / "unet").mkdir(parents=True, exist_ok=True)
+    (folder / "unet" / "config.json").write_text(json.dumps(config.to_json(), indent=2))
+    save_file({k: v.contiguous() for k, v in unet.state_dict().items()},
+              str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+    vae.save_pretrained(folder / "vae", safe_serialization=True)
+    text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
+    tokenizer.save_pretrained(folder / "tokenizer")
+    scheduler.save_pretrained(folder / "scheduler")
+    index = {"_class_name": PIPELINE_CLASS, "unet": ["mvdream", "MultiViewUNetModel"],
+             "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
+             "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "DDIMScheduler"],
+             "feature_extractor": [None, None], "image_encoder": [None, None], "requires_safety_checker": False}
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    return folder
+
+
+def random_codec(size: str, tokenizer: CLIPTokenizer) -> tuple[AutoencoderKL, CLIPTextModel, DDIMScheduler]:
+    """The VAE, CLIP text encoder and DDIM scheduler of a random "tiny" or "sd21" model (Stable Diffusion 2.1
+    base: VAE scale factor 8, 23-layer OpenCLIP-H text encoder), drawn from torch's global generator."""
+    if size == "tiny":
         vae = AutoencoderKL(
             block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
             down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, sample_size=16,
         )
         text = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4)
-    else:  # Stable Diffusion 2.1 base
-        unet = UNet2DConditionModel(
-            sample_size=64, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
-        )
+    else:
         vae = AutoencoderKL(
             block_out_channels=(128, 256, 512, 512), latent_channels=4, sample_size=768,
             down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2,
@@ -86,15 +147,4 @@ def build_random_sd(folder: Path, size: str = "tiny", seed: int = 0) -> Path:
         set_alpha_to_one=False,
         steps_offset=1,
     )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(folder, safe_serialization=True)
-    return folder
+    return vae, text_encoder, scheduler
