@@ -178,6 +178,22 @@ def jsonable(obj):
     return obj
 
 
+def read_object(path: Path) -> dict:
+    """The JSON object in `path`; an InputError naming the file when it is missing, truncated or not an object."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path} is missing") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}; "
+                         "truncated?)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path} is unreadable ({type(e).__name__})") from None
+    if not isinstance(doc, dict):
+        raise InputError(f"{path} should hold a JSON object, got {'nothing' if doc is None else 'a ' + type(doc).__name__}")
+    return doc
+
+
 def write_json(path: Path, data) -> None:
     """JSON with dataclasses/enums/tensors made plain; written atomically."""
     text = json.dumps(jsonable(data), indent=2) + "\n"

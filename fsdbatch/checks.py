@@ -7,11 +7,11 @@
 """
 from __future__ import annotations
 
-import json
 import reprlib
 from pathlib import Path
 
 from fsd2d.errors import InputError
+from fsd2d.io import read_object  # noqa: F401  (re-exported: the sweep code reads its JSON through it)
 
 MESSAGE_MAX = 80  # characters of one user value inside a message
 NAME_MAX = 255  # a run folder's name: one path component on common filesystems
@@ -33,22 +33,6 @@ def short(value) -> str:
 
 def describe(value) -> str:
     return "nothing" if value is None else f"a {type(value).__name__}"
-
-
-def read_object(path: Path) -> dict:
-    """The JSON object in `path`; an InputError naming the file when it is missing, truncated or not an object."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path} is missing") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}; "
-                         "truncated?)") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path} is unreadable ({type(e).__name__})") from None
-    if not isinstance(doc, dict):
-        raise InputError(f"{path} should hold a JSON object, got {describe(doc)}")
-    return doc
 
 
 SNAPSHOT_KINDS = {"command": str, "swept": list, "runs": list, "folder": str, "index": int, "params": dict}

@@ -1,4 +1,5 @@
-"""Collect the finished runs of a sweep folder into results.csv and summary_<metric>.png.
+"""Collect the finished runs of a sweep folder into results.csv, summary_<metric>.png and report.html
+(fsdbatch.report: one self-contained page with the table, plots, turntables and links).
 
 One row per finished run (done.json present) and per entry of its metrics.json:
     metrics["methods"] = {name: {...}}  -> one row per method, column `method`   (compare-2d, consistency)
@@ -33,6 +34,19 @@ FIXED_COLUMNS = ("run", "index")
 
 
 @dataclass(frozen=True)
+class SweepTable:
+    """What a sweep folder holds, read and flattened (nothing written)."""
+
+    snapshot: dict  # sweep.json
+    columns: tuple[str, ...]
+    rows: tuple[dict, ...]
+    item_keys: tuple[str, ...]  # entry label columns (method, beta, ...) met in the runs' metrics
+    finished: tuple[str, ...]  # run folders with done.json and metrics.json
+    missing: tuple[str, ...]  # run folders not finished (no done.json, or no metrics.json)
+    damaged: tuple[str, ...]  # run folders skipped: done.json or metrics.json unreadable or malformed
+
+
+@dataclass(frozen=True)
 class GatherResult:
     csv: Path
     plots: tuple[Path, ...]
@@ -42,13 +56,34 @@ class GatherResult:
     finished: tuple[str, ...]  # run folders with done.json and metrics.json
     missing: tuple[str, ...]  # run folders not finished (no done.json, or no metrics.json)
     damaged: tuple[str, ...] = ()  # run folders skipped: done.json or metrics.json unreadable or malformed
+    report: Path | None = None  # report.html (fsdbatch.report), when asked for
 
 
-def gather(out: Path, plots: bool = True) -> GatherResult:
-    """Write `out`/results.csv (and summary plots) from the finished runs listed in `out`/sweep.json."""
+def gather(out: Path, plots: bool = True, report: bool = True) -> GatherResult:
+    """Write `out`/results.csv (and summary plots, and report.html) from the finished runs in `out`/sweep.json."""
+    out = Path(out)
+    read_snapshot(out)
+    check_output_dir(out, "sweep folder")  # results.csv and the plots go there
+    table = collect(out)
+    csv_path = out / "results.csv"
+    write_csv(csv_path, list(table.columns), list(table.rows))
+    swept = list(table.snapshot["swept"])
+    made = tuple(summary_plots(out, list(table.rows), list(table.columns), swept, list(table.item_keys))) \
+        if plots else ()
+    page = None
+    if report:
+        from fsdbatch.report import write_report
+
+        page = write_report(out, sweep_table=table)
+    return GatherResult(csv_path, made, table.columns, table.rows, len(table.snapshot["runs"]), table.finished,
+                        table.missing, table.damaged, page)
+
+
+def collect(out: Path) -> SweepTable:
+    """Read the finished runs listed in `out`/sweep.json into rows (module docstring); writes nothing.
+    A damaged run is skipped with one `warning:` line on stderr."""
     out = Path(out)
     snapshot = read_snapshot(out)
-    check_output_dir(out, "sweep folder")  # results.csv and the plots go there
     swept = list(snapshot["swept"])
     rows, finished, missing, damaged = [], [], [], []
     item_keys: list[str] = []
@@ -73,11 +108,8 @@ def gather(out: Path, plots: bool = True) -> GatherResult:
     columns = list(FIXED_COLUMNS) + swept + ["seconds"]
     for row in rows:
         columns += [k for k in row if k not in columns]
-    csv_path = out / "results.csv"
-    write_csv(csv_path, columns, rows)
-    made = tuple(summary_plots(out, rows, columns, swept, item_keys)) if plots else ()
-    return GatherResult(csv_path, made, tuple(columns), tuple(rows), len(snapshot["runs"]), tuple(finished),
-                        tuple(missing), tuple(damaged))
+    return SweepTable(snapshot, tuple(columns), tuple(rows), tuple(item_keys), tuple(finished), tuple(missing),
+                      tuple(damaged))
 
 
 def finished_run(run_dir: Path) -> tuple[dict, list[tuple[str | None, dict]]] | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+pytest_plugins = ["tiny_runs"]  # the `run` and `sweep` fixtures of the report / viewer / browser tests
+
 
 @pytest.fixture(scope="session")
 def tiny_sd_path(tmp_path_factory):

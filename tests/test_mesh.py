@@ -2,6 +2,7 @@
 import json
 import math
 
+import fast_simplification
 import numpy as np
 import pytest
 import torch
@@ -12,7 +13,7 @@ from cli import app
 from fsd3d import mesh as meshing
 from fsd3d.gaussians import GaussianScene
 from fsd3d.gen3d import Gen3DConfig
-from fsd3d.mesh import MESH_EVAL_PX, density_grid, extract_mesh, mesh_silhouette_iou, write_mesh
+from fsd3d.mesh import MESH_EVAL_PX, density_grid, extract_mesh, mesh_silhouette_iou, simplify_mesh, write_mesh
 from fsd3d.ply import save_ply
 from fsd3d.references import REFERENCE_PROMPTS, reference_scene
 from fsd3d.render import quat_to_rotmat
@@ -115,3 +116,37 @@ def test_gen_3d_mesh_writes_glb_and_metrics(tmp_path):
 
     iou = mesh_silhouette_iou(mesh, load_ply(d / "gaussians.ply"), Gen3DConfig().eval_cameras(MESH_EVAL_PX))
     assert iou["mean_iou"] == pytest.approx(m["mesh_iou"], abs=0.02)
+
+
+def test_decimation_keeps_the_silhouette_the_surface_closed_and_the_colours():
+    """Quadric decimation (simplify_mesh) to a tenth of the faces: at most max_faces faces, still watertight,
+    the silhouette within 0.02 IoU of the full mesh's at every view, vertex colours still from the Gaussians."""
+    scene = reference_scene("snowman", "red_scarf")
+    cams = Gen3DConfig().eval_cameras(MESH_EVAL_PX)
+    full = extract_mesh(scene, GRID, max_faces=None)
+    target = len(full.faces) // 10
+    small = extract_mesh(scene, GRID, max_faces=target)
+    assert small.metadata["marching_cubes_faces"] == len(full.faces) and len(small.faces) <= target
+    assert full.is_watertight and small.is_watertight
+    a, b = mesh_silhouette_iou(full, scene, cams), mesh_silhouette_iou(small, scene, cams)
+    assert min(b["iou_per_view"]) >= 0.9
+    np.testing.assert_allclose(b["iou_per_view"], a["iou_per_view"], atol=0.02)
+    colors = small.visual.vertex_colors
+    assert colors.shape == (len(small.vertices), 4) and np.ptp(colors[:, :3].astype(int), axis=0).max() > 50
+    assert simplify_mesh(full, len(full.faces)) is full  # nothing to remove: the mesh as it is
+
+
+def test_decimation_that_would_open_a_closed_mesh_tries_gentler_then_keeps_it(monkeypatch):
+    full = trimesh.creation.icosphere(subdivisions=3)  # 1280 faces, watertight
+    opened = trimesh.Trimesh(full.vertices, full.faces[:-1], process=False)  # one face short: not watertight
+    calls = []
+
+    def fake(points, triangles, target_count, agg):
+        calls.append(agg)
+        return np.asarray(opened.vertices), np.asarray(opened.faces)
+
+    monkeypatch.setattr(fast_simplification, "simplify", fake)
+    assert simplify_mesh(full, 100) is full and calls == list(meshing.DECIMATION_AGGRESSION)
+    calls.clear()
+    small = simplify_mesh(opened, 100)  # open already: the first decimation is kept, no retry
+    assert len(small.faces) == len(opened.faces) and calls == [meshing.DECIMATION_AGGRESSION[0]]
