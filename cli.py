@@ -19,8 +19,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-MODEL_HELP = ("Prior: built-in 'imageset' or 'patches' (no download), a local diffusers folder, or a hub id "
-              "(honours HF_HUB_OFFLINE).")
+MODEL_HELP = ("Prior: built-in 'imageset' or 'patches' (no download), a local diffusers folder (Stable Diffusion, "
+              "or MVDream's conversion: one sample = 4 views), or a hub id (honours HF_HUB_OFFLINE).")
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -71,21 +71,23 @@ def parse_enum_list(text: str, enum_cls, flag: str) -> tuple:
 
 @app.command()
 @user_errors
-def prompts(model: str = typer.Option("imageset", help="Built-in prior: imageset, patches (2D) or references (3D).")):
+def prompts(model: str = typer.Option("imageset", help="Built-in prior: imageset, patches (2D), references or "
+                                                        "references-local (3D).")):
     """List the prompts of a built-in prior (Stable Diffusion takes any text)."""
     from fsd2d.priors.load import BuiltinPrior
 
-    if model == "references":
+    if model in ("references", "references-local"):
         from fsd3d.references import REFERENCE_PROMPTS
 
-        typer.echo("prompts of the built-in 3D 'references' prior (each with several variants):")
+        typer.echo(f"prompts of the built-in 3D '{model}' prior (each with several variants):")
         for name, variants in REFERENCE_PROMPTS.items():
             typer.echo(f"  {name}")
             for variant, spec in variants.items():
                 typer.echo(f"    {variant:<12} {spec.description}")
         return
     if model not in [b.value for b in BuiltinPrior]:
-        raise InputError(f"--model {model!r}: only built-in priors have a prompt list (imageset, patches, references)")
+        raise InputError(f"--model {model!r}: only built-in priors have a prompt list (imageset, patches, references, "
+                         "references-local)")
     from fsd2d.priors.imageset import DEFAULT_CROPS, PROMPTS
 
     typer.echo(f"prompts of the built-in '{model}' prior ({DEFAULT_CROPS} crops each; '' = all of them):")
@@ -102,10 +104,12 @@ Cfg = Annotated[Optional[float], typer.Option(help="CFG scale, standard form (1 
 Beta = Annotated[float, typer.Option(help="FSD noise blend sqrt(b)*fixed + sqrt(1-b)*fresh, in [0, 1].")]
 TMin = Annotated[int, typer.Option(help="Smallest timestep of the schedule.")]
 TMax = Annotated[int, typer.Option(help="Largest timestep of the schedule.")]
-AnnealOpt = Annotated[str, typer.Option("--anneal", help="Shape of t(tau): linear, sqrt or piecewise.")]
+AnnealOpt = Annotated[str, typer.Option("--anneal", help="Shape of t(tau): linear, sqrt, piecewise or dreamtime (DreamTime's "
+                                                    "time-prioritised W(t)).")]
 Lr = Annotated[Optional[float], typer.Option(help="Adam learning rate (default 2.5 / steps, as the authors' 2.5e-3 x 1000).")]
 Model = Annotated[str, typer.Option(help=MODEL_HELP)]
-Resolution = Annotated[Optional[int], typer.Option(help="Image side in pixels (default: the prior's own, 32 analytic).")]
+Resolution = Annotated[Optional[int], typer.Option(
+    help="Image side in pixels (default: the prior's own, 32 analytic; MVDream: one view's side, 256).")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 Dtype = Annotated[str, typer.Option(help="auto (float64 analytic; fp16 CUDA / fp32 CPU for SD), float64, float32, ...")]
 Progress = Annotated[bool, typer.Option(help="Show progress bars.")]
@@ -131,6 +135,24 @@ def run_study(config, study, out: Path, progress: bool) -> dict:
     return study(prior, config, out, progress=progress)
 
 
+# Options of the score-distillation family (fsd2d.family): compare-2d and gen-3d.
+IsmInterval = Annotated[int, typer.Option(help="ISM: interval t - s between its two points (LucidDreamer: 25).")]
+IsmStride = Annotated[int, typer.Option(help="ISM: timesteps per DDIM inversion step from 0 up to s.")]
+IsmInversionSteps = Annotated[int, typer.Option(help="ISM: most DDIM inversion steps up to s (start = max(s - n*stride, 0)).")]
+SdiInversionSteps = Annotated[int, typer.Option(help="SDI: DDIM inversion grid of 1000/n timesteps from the clean image to t.")]
+SdiInversionCfg = Annotated[Optional[float], typer.Option(
+    help="SDI: CFG of the inversion, standard form, may be negative (threestudio: -6.5). Default: --cfg.")]
+SdiEta = Annotated[float, typer.Option(help="SDI: DDIM-eta noise per inversion step, in [0, 1] (threestudio: 0.3).")]
+
+
+def family_options(ism_interval, ism_stride, ism_inversion_steps, sdi_inversion_steps, sdi_inversion_cfg, sdi_eta):
+    """The family's FamilyOptions from the shared flags (validated where the config is)."""
+    from fsd2d.family import FamilyOptions
+
+    return FamilyOptions(ism_interval=ism_interval, ism_stride=ism_stride, ism_inversion_steps=ism_inversion_steps,
+                         sdi_inversion_steps=sdi_inversion_steps, sdi_inversion_cfg=sdi_inversion_cfg, sdi_eta=sdi_eta)
+
+
 @app.command("compare-2d")
 @user_errors
 def compare_2d(
@@ -138,15 +160,18 @@ def compare_2d(
     negative_prompt: NegativePrompt = "",
     seeds: Seeds = "0-7",
     methods: Annotated[str, typer.Option(
-        help="Comma list from ddim, fsd, fsd-exact, sds, sds-annealed (ddim always runs).")] = "ddim,fsd,fsd-exact,sds",
+        help="Comma list from ddim, fsd, fsd-exact, sds, sds-annealed and the family ism, sdi, csd, nfsd "
+             "(ddim always runs).")] = "ddim,fsd,fsd-exact,sds",
     steps: Steps = 300, cfg: Cfg = None, beta: Beta = 1.0, t_min: TMin = 20, t_max: TMax = 980,
     anneal: AnnealOpt = "linear", lr: Lr = None, model: Model = "imageset", resolution: Resolution = None,
     device: Device = "auto", dtype: Dtype = "auto",
     out: Annotated[Path, typer.Option(help="Output folder (replaced only when the run succeeds).")] = Path(
         "outputs/compare-2d"),
+    ism_interval: IsmInterval = 25, ism_stride: IsmStride = 200, ism_inversion_steps: IsmInversionSteps = 5,
+    sdi_inversion_steps: SdiInversionSteps = 10, sdi_inversion_cfg: SdiInversionCfg = None, sdi_eta: SdiEta = 0.3,
     progress: Progress = True,
 ):
-    """Same seeds through DDIM, FSD and SDS (paper Fig. 3): grid.png, images/, metrics.json, run.json."""
+    """Same seeds through DDIM, FSD and SDS (paper Fig. 3), or ISM/SDI/CSD/NFSD: grid.png, images/, metrics.json."""
     from fsd2d.compare import Compare2DConfig, compare_2d as study
     from fsd2d.sampling import Method
 
@@ -154,6 +179,8 @@ def compare_2d(
         **study_fields(prompt, negative_prompt, seeds, steps, cfg, beta, t_min, t_max, anneal, lr, model, resolution,
                        device, dtype),
         methods=parse_enum_list(methods, Method, "--methods"),
+        family=family_options(ism_interval, ism_stride, ism_inversion_steps, sdi_inversion_steps, sdi_inversion_cfg,
+                              sdi_eta),
     )
     summary = run_study(config, study, out, progress)
     print_summary(summary)
@@ -264,8 +291,9 @@ def gen_3d(
     prompt: Annotated[str, typer.Option(help="Text prompt (`fsd prompts --model references` for the embedded prior).")] = "mushroom",
     negative_prompt: NegativePrompt = "",
     method: Annotated[str, typer.Option(
-        help="fsd (world-map noise), sds (fresh noise), or a noise function: worldmap, constant, random.")] = "fsd",
-    seeds: Seeds = "0-3",
+        help="fsd (world-map noise), sds (fresh noise), a noise function: worldmap, constant, random, or the "
+             "family ism, sdi, csd, nfsd (fresh noise, their own gradient).")] = "fsd",
+    seeds: Seeds = "0-7",
     steps: Annotated[int, typer.Option(help="Optimisation steps per seed.")] = 150,
     beta: Annotated[float, typer.Option(help="Noise blend of world-map/constant noise with fresh noise, in [0, 1].")] = 1.0,
     theta: Annotated[float, typer.Option(help="World-map size Theta in degrees (map = h*180/Theta x w*360/Theta).")] = 180.0,
@@ -273,16 +301,19 @@ def gen_3d(
     cfg: Cfg = None,
     t_min: TMin = 20, t_max: TMax = 980, anneal: AnnealOpt = "linear",
     t_sampling: Annotated[str, typer.Option(help="annealed (t decreases) or uniform (t random every step).")] = "annealed",
-    cameras_per_step: Annotated[int, typer.Option(help="Views rendered per step (one prior batch).")] = 2,
+    cameras_per_step: Annotated[Optional[int], typer.Option(
+        help="Cameras sampled per seed and step, all in one prior batch (default: 2; MVDream: 1, i.e. its "
+             "4-view set).")] = None,
     elevation: Annotated[str, typer.Option(help="Camera elevation range 'lo,hi' in degrees.")] = "0,40",
-    radius: Annotated[str, typer.Option(help="Camera distance range 'lo,hi'.")] = "1.5,2.0",
-    fov: Annotated[str, typer.Option(help="Vertical field of view range 'lo,hi' in degrees.")] = "40,65",
+    radius: Annotated[str, typer.Option(help="Camera distance range 'lo,hi'.")] = "1.55,1.75",
+    fov: Annotated[str, typer.Option(help="Vertical field of view range 'lo,hi' in degrees.")] = "40,46",
     num_gaussians: Annotated[int, typer.Option(help="Gaussians in the initial ball.")] = 1000,
     init: Annotated[Optional[Path], typer.Option(help="Start every seed from this PLY instead of a random ball.")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 50,
     model: Annotated[str, typer.Option(
-        help="'references' (embedded analytic prior, no download), a local SD folder, or a hub id.")] = "references",
-    resolution: Annotated[Optional[int], typer.Option(help="Render size in pixels (default 32 embedded, 512 SD).")] = None,
+        help="'references' (embedded analytic prior, no download), 'references-local' (the same references, a local "
+             "patch denoiser per camera: Fig. 6), a local SD or MVDream folder, or a hub id.")] = "references",
+    resolution: Annotated[Optional[int], typer.Option(help="Render size in pixels (default 32 embedded, 512 SD, 256 MVDream).")] = None,
     device: Device = "auto", dtype: Dtype = "auto",
     out: Annotated[Path, typer.Option(help="Output folder (one sub-folder per seed).")] = Path("outputs/gen-3d"),
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoints in --out.")] = False,
@@ -303,6 +334,8 @@ def gen_3d(
         help="Seeds advancing together in one prior call (default: all); lower it if the GPU runs out of memory.")] = None,
     compile: Annotated[bool, typer.Option(
         help="torch.compile Stable Diffusion's UNet (CUDA graphs) and VAE encoder; the first steps compile.")] = False,
+    ism_interval: IsmInterval = 25, ism_stride: IsmStride = 200, ism_inversion_steps: IsmInversionSteps = 5,
+    sdi_inversion_steps: SdiInversionSteps = 10, sdi_inversion_cfg: SdiInversionCfg = None, sdi_eta: SdiEta = 0.3,
     turntable: Annotated[str, typer.Option(help="Turntable video format: mp4 (H.264) or gif.")] = "mp4",
     mesh: Annotated[bool, typer.Option(help="Also write seed_*/mesh.glb (marching cubes on the density) and its "
                                             "silhouette IoU and watertightness in the seed's metrics.json.")] = False,
@@ -318,13 +351,16 @@ def gen_3d(
     from fsd3d.outputs import TurntableFormat
     from fsd3d.train import NoiseKind, Train3DConfig
 
+    kind = parse_enum(method, NoiseKind, "--method")
     train = Train3DConfig(
-        steps=steps, method=parse_enum(method, NoiseKind, "--method"), beta=beta, theta=theta, alpha0=alpha0, cfg=cfg,
+        steps=steps, method=kind, beta=beta, theta=theta, alpha0=alpha0, cfg=cfg,
         t_min=t_min, t_max=t_max, anneal=parse_enum(anneal, Anneal, "--anneal"),
         sampling=parse_enum(t_sampling, TimestepSampling, "--t-sampling"), cameras_per_step=cameras_per_step,
         cameras=CameraRanges(elevation=parse_range(elevation, "--elevation"), radius=parse_range(radius, "--radius"),
                              fov=parse_range(fov, "--fov")),
         num_gaussians=num_gaussians, checkpoint_every=checkpoint_every, shared_cameras=shared_cameras,
+        family=family_options(ism_interval, ism_stride, ism_inversion_steps, sdi_inversion_steps, sdi_inversion_cfg,
+                              sdi_eta),
         densify=DensifyConfig(strategy=None if densify is None else parse_enum(densify, Densify, "--densify"),
                               start=densify_from,
                               stop=densify_until, every=densify_every, grad_threshold=densify_grad, cap=densify_cap),
@@ -347,9 +383,11 @@ def export_mesh(
     seed_dir: Annotated[Path, typer.Argument(help="A gen-3d seed folder (RUN/seed_S) holding gaussians.ply.")],
     grid: Annotated[int, typer.Option(help="Voxels per axis of the density grid.")] = 96,
     level: Annotated[float, typer.Option(help="Density level of the surface (sum of opacity-weighted Gaussians).")] = 0.3,
+    max_faces: Annotated[int, typer.Option(help="Decimate the surface to at most this many faces (quadric "
+                                                "edge collapse); 0 keeps every face.")] = 20000,
 ):
-    """Mesh of a generated scene: marching cubes on the Gaussians' density, vertex colours from the Gaussians;
-    writes mesh.glb, mesh.obj and mesh.json (counts, watertight, silhouette IoU against the splat per view)."""
+    """Mesh of a generated scene: marching cubes on the Gaussians' density, decimation, vertex colours from the
+    Gaussians; writes mesh.glb, mesh.obj and mesh.json (counts, watertight, silhouette IoU against the splat)."""
     from fsd2d.io import write_json
     from fsd3d import mesh as meshing
     from fsd3d.ply import load_ply
@@ -359,15 +397,18 @@ def export_mesh(
         raise InputError(f"--level must be > 0, got {level}")
     if not 2 <= grid <= meshing.MAX_GRID:
         raise InputError(f"--grid must be in [2, {meshing.MAX_GRID}], got {grid}")
+    if max_faces != 0 and max_faces < 4:
+        raise InputError(f"--max-faces must be 0 (keep every face) or >= 4, got {max_faces}")
     if not seed_dir.is_dir():
         raise InputError(f"{seed_dir} is not a folder; give a gen-3d seed folder like outputs/gen-3d/seed_0")
     if not (seed_dir / "gaussians.ply").is_file():
         raise InputError(f"{seed_dir} holds no gaussians.ply; give a gen-3d seed folder like outputs/gen-3d/seed_0")
     scene = load_ply(seed_dir / "gaussians.ply")
     cameras = run_eval_cameras(seed_dir.parent / "run.json")
-    m = meshing.export_mesh(seed_dir, scene, cameras, grid, level)
+    m = meshing.export_mesh(seed_dir, scene, cameras, grid, level, max_faces=max_faces or None)
     write_json(seed_dir / "mesh.json", m)
-    typer.echo(f"wrote {seed_dir}/mesh.glb, mesh.obj, mesh.json: {m['vertices']} vertices, {m['faces']} faces, "
+    typer.echo(f"wrote {seed_dir}/mesh.glb, mesh.obj, mesh.json: {m['vertices']} vertices, {m['faces']} faces "
+               f"(of {m['marching_cubes_faces']} from marching cubes), "
                f"watertight {m['watertight']}, silhouette IoU mean {m['mean_iou']:.3f} "
                f"(min {min(m['iou_per_view']):.3f}) over {len(cameras)} views at {m['eval_px']} px")
 
@@ -375,23 +416,11 @@ def export_mesh(
 def run_eval_cameras(run_json: Path) -> list:
     """The evaluation cameras of a gen-3d run (its camera ranges, views and render size, at least
     MESH_EVAL_PX pixels); gen-3d's defaults where run.json is absent."""
-    import json
-
-    from fsd3d.cameras import CameraRanges
-    from fsd3d.gen3d import BUILTIN_3D, Gen3DConfig
     from fsd3d.mesh import MESH_EVAL_PX
-    from fsd3d.train import Train3DConfig
+    from fsd3d.viewer import run_config
 
-    if not run_json.is_file():
-        return Gen3DConfig().eval_cameras(MESH_EVAL_PX)
-    try:
-        cfg = json.loads(run_json.read_text())["config"]
-        ranges = CameraRanges(**{k: tuple(v) for k, v in cfg["train"]["cameras"].items()})
-        res = cfg.get("resolution") or (32 if cfg.get("model", BUILTIN_3D) == BUILTIN_3D else 512)
-        config = Gen3DConfig(train=Train3DConfig(cameras=ranges), eval_views=int(cfg.get("eval_views", 8)))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{run_json}: not a gen-3d run record ({type(e).__name__}: {e})") from None
-    return config.eval_cameras(max(int(res), MESH_EVAL_PX))
+    config, res = run_config(run_json)
+    return config.eval_cameras(max(res, MESH_EVAL_PX))
 
 
 def print_3d_summary(summary: dict) -> None:
@@ -526,7 +555,7 @@ def table1(
 @app.command("gather")
 @user_errors
 def gather(out: Annotated[Path, typer.Argument(help="Sweep folder written by `fsd batch`.")]):
-    """Collect a sweep's finished runs (done.json) into results.csv and summary_<metric>.png."""
+    """Collect a sweep's finished runs (done.json) into results.csv, summary_<metric>.png and report.html."""
     print_gather(out)
 
 
@@ -539,6 +568,41 @@ def print_gather(out: Path) -> None:
     if g.missing:
         shown = ", ".join(g.missing[:3]) + (", ..." if len(g.missing) > 3 else "")
         typer.echo(f"{len(g.missing)} run(s) not finished yet: {shown}")
+    if g.report is not None:
+        typer.echo(f"report: {g.report}")
+
+
+@app.command("report")
+@user_errors
+def report(
+    out: Annotated[Path, typer.Argument(help="A run folder (run.json, e.g. gen-3d's --out) or a sweep folder "
+                                             "(sweep.json, from `fsd batch`).")],
+    link_media: Annotated[bool, typer.Option("--link-media", help="Reference figures and videos relatively "
+                                            "instead of embedding them (a small page that must stay in OUT).")] = False,
+):
+    """Write OUT/report.html: settings, metrics, figures, turntables and PLY/GLB links on one page that opens
+    from disk with no server and no network."""
+    from fsdbatch.report import Media, write_report
+
+    path = write_report(out, Media.LINK if link_media else Media.EMBED)
+    size = path.stat().st_size
+    typer.echo(f"wrote {path} ({size / 1e6:.1f} MB)" if size >= 1e6 else f"wrote {path} ({size / 1e3:.0f} kB)")
+
+
+@app.command("view")
+@user_errors
+def view(
+    run: Annotated[Path, typer.Argument(help="A gen-3d run folder or a sweep folder of gen-3d runs.")],
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 lets other machines connect.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on (the next free one if taken; 0: any free port).")] = 8080,
+):
+    """Serve the seeds' Gaussian splats in the browser (viser): seed and method selectors, FSD beside SDS for a
+    sweep, the run's camera orbit. Prints the URL on one line; Ctrl-C stops."""
+    from fsd3d.viewer import serve
+
+    if not 0 <= port <= 65535:
+        raise InputError(f"--port must be in [0, 65535], got {port}")
+    serve(run, host, port)
 
 
 def main() -> None:

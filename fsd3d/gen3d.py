@@ -31,7 +31,8 @@ from fsd2d.study import check_resolution
 from fsd3d.cameras import Camera
 from fsd3d.gaussians import GaussianScene
 from fsd3d.mesh import MESH_EVAL_PX, export_mesh
-from fsd3d.metrics3d import diversity_3d, evaluation_cameras, references_reached, score_scene
+from fsd3d.metrics3d import (diversity_3d, evaluation_cameras, pairwise_dissimilarity_3d, references_reached,
+                             score_scene, seed_spread)
 from fsd3d.outputs import TurntableFormat, export_seed
 from fsd3d.ply import load_ply
 from fsd3d.priors3d import ScenePrior
@@ -40,15 +41,16 @@ from fsd3d.train import (SeedState, Train3DConfig, check_noise_function, initial
                          train_seeds)
 
 BUILTIN_3D = "references"  # the embedded view-conditioned analytic prior (fsd3d.reference_prior)
+LOCAL_3D = "references-local"  # the same references with a local patch denoiser per camera (fsd3d.local_prior)
 
 
 @dataclass(frozen=True)
 class Gen3DConfig:
     prompt: str = "mushroom"
     negative_prompt: str = ""
-    seeds: tuple[int, ...] = (0, 1, 2, 3)
-    model: str = BUILTIN_3D  # or a Stable Diffusion folder / hub id
-    resolution: int | None = None  # render size: 32 for the embedded prior, 512 for Stable Diffusion
+    seeds: tuple[int, ...] = tuple(range(8))
+    model: str = BUILTIN_3D  # or a Stable Diffusion folder / hub id, or an MVDream folder
+    resolution: int | None = None  # render size: 32 for the embedded prior, 512 for Stable Diffusion, 256 MVDream
     device: str = "auto"
     dtype: str = "auto"
     train: Train3DConfig = field(default_factory=Train3DConfig)
@@ -73,7 +75,7 @@ class Gen3DConfig:
             raise InputError("eval views and turntable frames must be >= 2")
         if self.seed_batch is not None and self.seed_batch < 1:
             raise InputError(f"seed-batch must be >= 1, got {self.seed_batch}")
-        if self.compile and self.model == BUILTIN_3D:
+        if self.compile and self.model in (BUILTIN_3D, LOCAL_3D):
             raise InputError(f"--compile speeds up Stable Diffusion's networks; the embedded '{BUILTIN_3D}' prior "
                              "has none")
 
@@ -90,15 +92,22 @@ def load_scene_prior(config: Gen3DConfig) -> ScenePrior:
     if config.model in ("imageset", "patches"):
         raise InputError(f"'{config.model}' is a 2D prior; gen-3d takes '{BUILTIN_3D}' (embedded) or a Stable "
                          "Diffusion folder / hub id")
-    if config.model == BUILTIN_3D:
+    if config.model in (BUILTIN_3D, LOCAL_3D):
+        from fsd3d.local_prior import LocalReferencePrior
         from fsd3d.reference_prior import ReferencePrior
 
         res = 32 if config.resolution is None else config.resolution  # 0 is an error, not the default
-        return ReferencePrior(config.prompt, config.negative_prompt, resolution=res,
-                              device=resolve_device(config.device), dtype=resolve_dtype(config.dtype) or torch.float64)
+        embedded = ReferencePrior if config.model == BUILTIN_3D else LocalReferencePrior
+        return embedded(config.prompt, config.negative_prompt, resolution=res,
+                        device=resolve_device(config.device), dtype=resolve_dtype(config.dtype) or torch.float64)
+    from fsd2d.priors.mvdream import MVDreamPrior
     from fsd3d.priors3d import StableDiffusionScenePrior
 
     prior = load_prior(config.model, config.device, config.dtype, config.resolution)
+    if isinstance(prior, MVDreamPrior):  # an MVDream folder: 4-view sets, renders of 256 px by default
+        from fsd3d.mvdream_prior import MVDreamScenePrior
+
+        return MVDreamScenePrior(prior, config.prompt, config.negative_prompt, compile=config.compile)
     return StableDiffusionScenePrior(prior, config.prompt, config.negative_prompt, compile=config.compile)
 
 
@@ -186,7 +195,7 @@ def scene_metrics(scene_prior: ScenePrior, rendered: RenderOutput, views: list[C
     if refs is None:
         return {}
     names = list(scene_prior.references.names)
-    score = score_scene(rendered.rgb, rendered.alpha, refs.rgb, refs.alpha, names)
+    score = score_scene(rendered.rgb, rendered.alpha, refs.rgb, refs.alpha, names, rendered.depth, refs.depth)
     return score | {"reference_renders": refs.rgb[names.index(score["majority"])].float().cpu()}
 
 
@@ -202,4 +211,7 @@ def summarize(scene_prior: ScenePrior, config: Gen3DConfig, renders: dict[int, R
     if all(per_seed.values()):
         reached = references_reached(list(per_seed.values()))
         summary |= {k: reached[k] for k in ("references_reached", "reached", "threshold_db")}
+        # each number with its spread over the seeds (std; bootstrap intervals for reached and diversity)
+        summary["spread"] = seed_spread([per_seed[s] for s in renders],
+                                        pairwise_dissimilarity_3d(rgbs) if rgbs.shape[0] > 1 else None)
     return summary

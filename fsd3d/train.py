@@ -5,9 +5,10 @@ All S seeds of a run advance together. Per step, for C cameras c per seed drawn 
   2. z = prior.encode(all S*C renders) (pixels in [-1, 1], or the VAE latent with gradients through the encoder);
   3. t = t(tau) annealed (or uniform); noise = eps(c) from each seed's noise function (world map / constant / random);
   4. x_t = alpha_t z + sigma_t noise;  eps_hat = predict_eps(view prior, x_t, t, view guidance): one call for all;
-  5. grad_z = eps_hat - noise (Eq. 15) pushed through the encoder and renderers in one backward; Adam per seed;
+  5. grad_z = eps_hat - noise (Eq. 15; or ISM/SDI/CSD/NFSD: fsd2d.family.gradient, the 2D function)
+     pushed through the encoder and renderers in one backward; Adam per seed;
   6. densification and pruning per seed with gsplat's strategies (fsd3d.densify).
-Steps 3-5 use the 2D functions (fsd2d.updates, fsd2d.guidance, fsd2d.schedule): nothing is re-implemented.
+Steps 3-5 use the 2D functions (fsd2d.family, fsd2d.updates, fsd2d.schedule): nothing is re-implemented.
 
 Every seed is its own scene, optimisers, generators, noise function, densification state and checkpoint,
 so a seed's result does not depend on the seeds beside it (on the CPU with the embedded prior: the same
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 
 from fsd2d import updates
 from fsd2d.errors import InputError, check_finite, check_int_range
-from fsd2d.guidance import predict_eps
+from fsd2d.family import FamilyOptions, Rule, gradient
 from fsd2d.io import atomic_path, jsonable
 from fsd2d.sampling import ADAM_BETAS, ADAM_EPS, TimestepSampling, check_guidance_scale, check_steps
 from fsd2d.schedule import Anneal, timesteps, uniform_timesteps
@@ -46,13 +47,22 @@ MAX_CAMERA_RADIUS = 1000.0  # scenes start in a ball of radius 0.4; cameras sit 
 
 
 class NoiseKind(str, enum.Enum):
-    """--method: FSD and SDS by name, or a noise function by name."""
+    """--method: FSD and SDS by name, a noise function by name, or a rule of the family (fsd2d.family)."""
 
     FSD = "fsd"  # world-map noise (Eq. 16)
     SDS = "sds"  # fresh noise every step
     WORLDMAP = "worldmap"
     CONSTANT = "constant"  # one noise for all views (the vanilla design, Fig. 6)
     RANDOM = "random"
+    ISM = "ism"  # the family: fresh noise, each with its own gradient rule (same functions as 2D)
+    SDI = "sdi"
+    CSD = "csd"
+    NFSD = "nfsd"
+
+    @property
+    def rule(self) -> Rule:
+        """The gradient rule of this method: the family's own, else eps_hat - noise (Eq. 15)."""
+        return Rule(self.value) if self.value in {r.value for r in Rule} - {Rule.SDS.value} else Rule.SDS
 
     def noise_function(self, shape: tuple[int, int, int], beta: float, seed: int, theta: float,
                        alpha0: float) -> NoiseFunction:
@@ -88,7 +98,7 @@ class Train3DConfig:
     t_max: int = 980
     anneal: Anneal = Anneal.LINEAR
     sampling: TimestepSampling = TimestepSampling.ANNEALED  # uniform: t ~ U[t_min, t_max] every step
-    cameras_per_step: int = 2
+    cameras_per_step: int | None = None  # cameras sampled per seed and step; None: the prior decides (`resolve`)
     cameras: CameraRanges = field(default_factory=CameraRanges)
     num_gaussians: int = 1000
     init_radius: float = 0.4
@@ -98,6 +108,7 @@ class Train3DConfig:
     checkpoint_every: int = 50
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     shared_cameras: bool | None = None  # one camera sequence for all seeds; None: the prior decides (`resolve`)
+    family: FamilyOptions = FamilyOptions()  # ISM / SDI / NFSD settings (method ism, sdi, csd, nfsd)
 
     def validate(self) -> None:
         """Everything checkable without a prior: ranges, caps, finite floats (the noise function's own
@@ -115,9 +126,10 @@ class Train3DConfig:
             raise InputError(f"alpha0 must be in [0, 1], got {self.alpha0}")
         check_guidance_scale(self.cfg)
         for name in ("cameras_per_step", "num_gaussians", "checkpoint_every"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InputError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        check_int_range("cameras-per-step", self.cameras_per_step, 1, MAX_CAMERAS_PER_STEP)
+        if self.cameras_per_step is not None:
+            check_int_range("cameras-per-step", self.cameras_per_step, 1, MAX_CAMERAS_PER_STEP)
         check_int_range("num-gaussians", self.num_gaussians, 1, MAX_GAUSSIANS)
         if not (self.init_radius > 0 and 0 < self.init_opacity < 1):
             raise InputError("init radius must be > 0 and init opacity in (0, 1)")
@@ -127,11 +139,13 @@ class Train3DConfig:
         if self.cameras.radius[1] > MAX_CAMERA_RADIUS:
             raise InputError(f"camera radius must be <= {MAX_CAMERA_RADIUS:g}, got {self.cameras.radius}")
         self.densify.validate()
+        self.family.validate()
 
     def fingerprint(self, identity: dict | None = None) -> str:
         """A short hash of everything that shapes the optimisation (checkpoints must match it): these
         settings but checkpoint_every, plus `identity` (prompt, model, resolution, ... of the run)."""
-        settings = {k: v for k, v in jsonable(self).items() if k != "checkpoint_every"}
+        settings = {k: v for k, v in jsonable(self).items() if k != "checkpoint_every"
+                    and not (k == "family" and self.method.rule is Rule.SDS)}  # FSD/SDS hashes as before
         blob = json.dumps({"train": settings, "run": jsonable(identity or {})}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -180,11 +194,12 @@ class SeedState:
 
 
 def resolve(config: Train3DConfig, scene_prior: ScenePrior) -> Train3DConfig:
-    """The prior's choices for what the user left open: shared cameras and the densification defaults."""
+    """The prior's choices for what the user left open: cameras per step, shared cameras, densification."""
     shared = scene_prior.shares_cameras if config.shared_cameras is None else config.shared_cameras
+    per_step = scene_prior.cameras_per_step if config.cameras_per_step is None else config.cameras_per_step
     densify = config.densify.resolved(config.steps, config.num_gaussians, scene_prior.densify_grad_threshold,
                                       scene_prior.default_densify)
-    return replace(config, shared_cameras=shared, densify=densify)
+    return replace(config, cameras_per_step=per_step, shared_cameras=shared, densify=densify)
 
 
 def initial_state(config: Train3DConfig, seed: int, init: GaussianScene | None = None,
@@ -285,7 +300,8 @@ def train_seeds(
     grid = timesteps(config.steps, config.t_min, config.t_max, config.anneal)  # CPU long [steps]
     uniform = config.sampling is TimestepSampling.UNIFORM
     background = scene_prior.background_tensor(device)  # [3], made once: no host copy per step
-    c = config.cameras_per_step
+    n_cam = config.cameras_per_step  # cameras sampled per seed and step
+    c = n_cam * scene_prior.views_per_camera  # views rendered per seed and step (MVDream: a 4-view set per camera)
     first = min((s.step for s in states), default=config.steps)
     bar = tqdm(range(first, config.steps), initial=first, total=config.steps, disable=not progress, leave=False,
                desc=f"seed{'s' if len(states) > 1 else ''} {','.join(str(s.seed) for s in states)}",
@@ -299,16 +315,16 @@ def train_seeds(
         clock.start()
         cams, ts, outs = [], [], []
         for s in active:
-            cams_s = sample_cameras(c, config.cameras, s.camera_gen, res, res, device=device)
-            ts.append(uniform_timesteps([s.noise_gen] * c, config.t_min, config.t_max) if uniform
-                      else grid[i].expand(c))
+            cams_s = scene_prior.expand_cameras(sample_cameras(n_cam, config.cameras, s.camera_gen, res, res,
+                                                              device=device))  # [C] views, a camera's consecutive
+            ts.append(uniform_timesteps([s.noise_gen] * n_cam, config.t_min, config.t_max).repeat_interleave(c // n_cam)
+                      if uniform else grid[i].expand(c))  # the views of one camera share t
             out = render_scene(s.scene, cams_s, background)  # rgb [C, 3, R, R], alpha [C, 1, R, R]
             if densifier is not None:
                 densifier.pre_backward(out)
             cams += cams_s
             outs.append(out)
         t_cpu = torch.cat(ts)  # [S*C] long
-        t = t_cpu.to(device, non_blocking=True)
         clock.lap("render")
         z = prior.encode(torch.cat([o.rgb for o in outs]).to(prior.dtype))  # [S*C, D, h, w], one encoder call
         noise = torch.cat([
@@ -319,13 +335,14 @@ def train_seeds(
         alpha, sigma = prior.schedule.alpha_sigma(t_cpu, prior.dtype, device)
         clock.lap("rest")
         view_prior, guidance = scene_prior.view_batch(cams, scale)
-        with torch.no_grad():
-            x_t = updates.add_noise(z.detach(), noise, alpha, sigma)
-            eps_hat = predict_eps(view_prior, x_t, t, guidance)  # one guided call for every seed and camera
+        # the family's rules (fsd2d.family, the 2D functions): SDS/FSD is eps_hat - noise (Eq. 15), one guided call
+        # for every seed and camera; ISM/NFSD also use the empty prompt's conditioning at these cameras
+        est = gradient(config.method.rule, view_prior, guidance, guidance.null_or_uncond, z.detach(), t_cpu, noise,
+                       config.family)
         clock.lap("prior")
         with torch.no_grad():
-            grad = updates.sds_gradient(eps_hat, noise)  # Eq. 15
-            x_gt = updates.one_step_estimate(x_t, eps_hat, alpha, sigma)
+            grad = est.grad
+            x_gt = updates.one_step_estimate(est.x_t, est.eps_hat, alpha, sigma)
             losses = (z.detach() - x_gt).pow(2).flatten(1).mean(1).view(len(active), c).mean(1)  # [S]
         for s in active:
             for opt in s.optimizers.values():
