@@ -141,7 +141,7 @@ IsmStride = Annotated[int, typer.Option(help="ISM: timesteps per DDIM inversion 
 IsmInversionSteps = Annotated[int, typer.Option(help="ISM: most DDIM inversion steps up to s (start = max(s - n*stride, 0)).")]
 SdiInversionSteps = Annotated[int, typer.Option(help="SDI: DDIM inversion grid of 1000/n timesteps from the clean image to t.")]
 SdiInversionCfg = Annotated[Optional[float], typer.Option(
-    help="SDI: CFG of the inversion, standard form, may be negative (threestudio: -6.5). Default: --cfg.")]
+    help="SDI: CFG of the inversion, standard form, may be negative (SDI paper: -7.5). Default: --cfg.")]
 SdiEta = Annotated[float, typer.Option(help="SDI: DDIM-eta noise per inversion step, in [0, 1] (threestudio: 0.3).")]
 
 

@@ -10,15 +10,19 @@ and `null` (the empty prompt, always the null model, for the rules whose paper a
 
 Rule   gradient (our symbols; the paper's form in brackets)
 SDS    eps_s(x_t, t) - eps,   x_t = alpha_t theta + sigma_t eps       [FSD Eq. 10; FSD Eq. 15 with eps = eps~]
-CSD    s (eps(x_t, y) - eps(x_t, uncond))                              [Yu et al. 2023: the classifier term alone]
-NFSD   s (eps(x_t, y) - eps(x_t, null)) + delta_D,                      [Katzir et al. 2023: delta_C + delta_D]
-         delta_D = eps(x_t, null)                         if t < t_threshold (200)
+CSD    s (eps(x_t, y) - eps(x_t, uncond))                              [Yu et al. 2023 Eq. 7: the classifier term alone]
+NFSD   s delta_C + delta_D,                                             [Katzir et al. 2023 Eq. 7: delta_D + s delta_C]
+         delta_C = eps(x_t, y) - eps(x_t, null)                          [Katzir Eq. 3]
+         (their eps(x_t, null) = delta_D + delta_N, Eq. 4: NFSD drops delta_N and SDS's eps, Eq. 5 -> 7)
+         delta_D = eps(x_t, null)                         if t < t_threshold (200)   [Katzir Eq. 6]
                  = eps(x_t, null) - eps(x_t, uncond)      otherwise   (uncond = their negative prompt)
-ISM    eps_s(x_t, t) - eps(x_s, s, null), s = t - interval,           [Liang et al. 2023, LucidDreamer: ISM]
+ISM    eps_s(x_t, t) - eps(x_s, s, null), s = t - interval,           [Liang et al. 2023, LucidDreamer Eq. 17]
          x_s = DDIM inversion of theta with the null model (from alpha_0 theta + sigma_0 eps, strides of
                `ism_stride`, at most `ism_inversion_steps` of them), x_t = one more inversion step s -> t
-SDI    eps_s(x_t, t) - kappa,  x_t = DDIM inversion of theta to t,     [Lukoianov et al. 2024: SDI]
+               [LucidDreamer Eq. 10: x_t = sqrt(abar_t) x0^(s) + sqrt(1 - abar_t) eps(x_s, s, null)]
+SDI    eps_s(x_t, t) - kappa,  x_t = DDIM inversion of theta to t,     [Lukoianov et al. 2024 Eq. 10 with kappa_y^t]
          kappa = (x_t - alpha_t theta) / sigma_t  (the noise that inversion "found"; FSD Eq. 1 inverted)
+                 [Lukoianov: kappa_y^t is the root of Eq. 8, found by DDIM inversion + entropy term, Eq. 11]
 
 A DDIM inversion step is `updates.ddim_step` towards a larger timestep (Eq. 5 read upwards).
 """
@@ -160,8 +164,8 @@ def classifier_term(eps_u: torch.Tensor, eps_c: torch.Tensor, scale: float) -> t
 def csd(prior: Prior, guidance: Guidance, theta, t, noise) -> Estimate:
     """CSD (classifier score distillation): grad = s (eps(x_t, y) - eps(x_t, uncond)), x_t = alpha theta + sigma eps.
 
-    The paper writes w(t) (eps(x_t, y) - eps(x_t, empty)); our s is that scale (1 on the analytic priors) and
-    `uncond` the negative prompt ('' = their empty prompt)."""
+    The paper writes w(t) (eps(x_t, y) - eps(x_t, empty)) [Yu et al. Eq. 7]; our s is that scale (1 on the
+    analytic priors) and `uncond` the negative prompt ('' = their empty prompt)."""
     alpha, sigma = prior.schedule.alpha_sigma(t, theta.dtype, theta.device)
     x_t = updates.add_noise(theta, noise, alpha, sigma)
     eps_u, eps_c = eps_many(prior, x_t, device_t(t, theta), [guidance.uncond, guidance.cond])
@@ -170,9 +174,10 @@ def csd(prior: Prior, guidance: Guidance, theta, t, noise) -> Estimate:
 
 
 def nfsd(prior: Prior, guidance: Guidance, null: torch.Tensor, theta, t, noise, t_threshold: int) -> Estimate:
-    """NFSD (noise-free score distillation): grad = delta_C + delta_D (no noise subtracted), with
-    delta_C = s (eps(x_t, y) - eps(x_t, null)) and delta_D = eps(x_t, null) for t < t_threshold, else
-    eps(x_t, null) - eps(x_t, negative). One prior call of 3B (2B when the negative prompt is the null one)."""
+    """NFSD (noise-free score distillation): grad = s delta_C + delta_D [Katzir Eq. 7] (no noise, no delta_N
+    [Eq. 4] subtracted), with delta_C = eps(x_t, y) - eps(x_t, null) [Eq. 3] and delta_D = eps(x_t, null) for
+    t < t_threshold, else eps(x_t, null) - eps(x_t, negative) [Eq. 6]. One prior call of 3B (2B when the
+    negative prompt is the null one)."""
     alpha, sigma = prior.schedule.alpha_sigma(t, theta.dtype, theta.device)
     x_t = updates.add_noise(theta, noise, alpha, sigma)
     td = device_t(t, theta)
@@ -190,12 +195,13 @@ def nfsd(prior: Prior, guidance: Guidance, null: torch.Tensor, theta, t, noise, 
 
 def ddim_invert(prior: Prior, eps_fn, x: torch.Tensor, start: torch.Tensor, stop: torch.Tensor, stride: int,
                 eta: float = 0.0, noise: torch.Tensor | None = None):
-    """DDIM inversion (Eq. 5 towards larger t) of x [B, C, h, w] from timesteps `start` to `stop` (CPU long [B],
-    start <= stop; -1 = clean) in strides of `stride`: cur -> min(cur + stride, stop), each step
-    x <- ddim_step(x, eps_fn(x, max(cur, 0)), cur -> next). Rows already at `stop` stay put (one batched
+    """DDIM inversion (Eq. 5 towards larger t; LucidDreamer Eq. 10) of x [B, C, h, w] from timesteps `start` to
+    `stop` (CPU long [B], start <= stop; -1 = clean) in strides of `stride`: cur -> min(cur + stride, stop), each
+    step x <- ddim_step(x, eps_fn(x, max(cur, 0)), cur -> next). Rows already at `stop` stay put (one batched
     prior call per stride for all rows). Returns x at `stop`.
     eta > 0 adds eta * sqrt(var) * noise per step, var = (sigma_cur^2 / sigma_next^2)(1 - abar_next / abar_cur),
-    DDIM's (DDPM posterior) variance between the two points, as SDI's code does (the same `noise` each step)."""
+    DDIM's (DDPM posterior) variance between the two points, as threestudio's SDI code (which draws fresh noise
+    each step; we reuse the step's one draw `noise`, so a seed's step needs one draw whatever the inversion length)."""
     cur = start.clone()
     while bool((cur < stop).any()):
         nxt = torch.minimum(cur + stride, stop)
@@ -214,7 +220,7 @@ def ddim_invert(prior: Prior, eps_fn, x: torch.Tensor, start: torch.Tensor, stop
 
 def ism(prior: Prior, guidance: Guidance, null: torch.Tensor, theta, t, noise, options: FamilyOptions) -> Estimate:
     """ISM (interval score matching, LucidDreamer): the null model's DDIM inversion of theta to s = t - interval,
-    one more inversion step s -> t, grad = eps_s(x_t, t) - eps(x_s, s, null).
+    one more inversion step s -> t [Eq. 10], grad = eps_s(x_t, t) - eps(x_s, s, null) [Eq. 17].
 
     As LucidDreamer's code: x_start = alpha theta + sigma eps at start = max(s - n * stride, 0), strides of
     `ism_stride` up to s, the inversion's own eps at x_s is the target (no extra call), w(t) = 1 here."""
@@ -244,9 +250,11 @@ def sdi_stride(options: FamilyOptions) -> int:
 def sdi(prior: Prior, guidance: Guidance, theta, t, noise, options: FamilyOptions) -> Estimate:
     """SDI (score distillation via reparametrised DDIM): invert theta (clean, t = -1) to t with DDIM, the
     prediction taken with CFG `sdi_inversion_cfg` (default: the run's scale); kappa = (x_t - alpha_t theta)/sigma_t
-    replaces SDS's fresh noise: grad = eps_s(x_t, t) - kappa. The first inversion step evaluates the prior at
-    timestep 0 on the clean image (x_next = alpha_next theta + sigma_next eps(theta, 0)). `noise` enters only
-    through `sdi_eta` (their inversion_eta, 0.3): without it all seeds from the same theta agree."""
+    (their approximate root of Eq. 8) replaces SDS's fresh noise: grad = eps_s(x_t, t) - kappa [Lukoianov Eq. 10].
+    The first inversion step evaluates the prior at timestep 0 on the clean image
+    (x_next = alpha_next theta + sigma_next eps(theta, 0)). `noise` enters only
+    through `sdi_eta` (their inversion_eta, 0.3; the paper's entropy term H(t), Eq. 11): without it all seeds
+    from the same theta agree."""
     scale = guidance.scale if options.sdi_inversion_cfg is None else options.sdi_inversion_cfg
     inv = Guidance(guidance.cond, guidance.uncond, 1.0)
 
@@ -255,7 +263,7 @@ def sdi(prior: Prior, guidance: Guidance, theta, t, noise, options: FamilyOption
         if scale == 1.0:
             return predict_eps(prior, x_, td_, inv)
         eps_u, eps_c = eps_many(prior, x_, td_, [guidance.uncond, guidance.cond])
-        return cfg_combine(eps_u, eps_c, scale)  # may be negative (threestudio's SDI default is -6.5 here)
+        return cfg_combine(eps_u, eps_c, scale)  # may be negative (SDI's paper: -7.5, Eq. 3 is our standard form; threestudio's -7.5 is +1 form: -6.5)
 
     x_t = ddim_invert(prior, inv_eps, theta, torch.full_like(t, -1), t, sdi_stride(options), options.sdi_eta, noise)
     alpha, sigma = prior.schedule.alpha_sigma(t, theta.dtype, theta.device)

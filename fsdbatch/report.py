@@ -211,6 +211,8 @@ def run_page(page: _Page, run_dir: Path) -> str:
     figures = sorted(run_dir.glob("*.png"))
     if figures:
         page.add("<h2>Figures</h2>" + "".join(f"<h3>{esc(p.name)}</h3>{page.figure(p, p.name)}" for p in figures))
+    if isinstance(record.get("train_resolved"), dict):  # gen-3d: the values the prior chose for what was left open
+        config = {**config, "train": record["train_resolved"]}
     page.add("<h2>Settings</h2>" + table_html(["setting", "value"], settings_rows(config)))
     return title
 
