@@ -44,7 +44,6 @@ from fsd2d.schedule import NoiseSchedule, scaled_linear_schedule
 from fsd2d.updates import eps_from_x0
 from fsd3d.cameras import Camera
 from fsd3d.reference_prior import ReferencePrior
-from fsd3d.references import DEFAULT_BACKGROUND
 
 PATCHES_PER_PROMPT = 512  # shift None: bank patches per prompt and camera (of 5 renders x 24 x 24 positions)
 DEFAULT_SHIFT = 1  # pixels: how far from p the patches compared with p's neighbourhood may be centred
@@ -184,22 +183,13 @@ class CameraBlocksPrior(PixelPrior):
 class LocalReferencePrior(ReferencePrior):
     """The references with a local (patch) posterior per camera; everything else as `ReferencePrior`."""
 
-    def __init__(
-        self,
-        prompt: str,
-        negative_prompt: str = "",
-        resolution: int = 32,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float64,
-        background: tuple[float, float, float] = DEFAULT_BACKGROUND,
-        patch_sizes: PatchSizes = DEFAULT_PATCH_SIZES,
-        patches_per_prompt: int = PATCHES_PER_PROMPT,
-        compute_dtype: torch.dtype = torch.float32,
-        shift: int | None = DEFAULT_SHIFT,
-    ):
+    def __init__(self, prompt: str, negative_prompt: str = "", *, patch_sizes: PatchSizes = DEFAULT_PATCH_SIZES,
+                 patches_per_prompt: int = PATCHES_PER_PROMPT, compute_dtype: torch.dtype = torch.float32,
+                 shift: int | None = DEFAULT_SHIFT, **reference_prior):
+        """`reference_prior`: ReferencePrior's resolution, device, dtype and background."""
         self.patch_sizes, self.patches_per_prompt, self.compute_dtype = patch_sizes, patches_per_prompt, compute_dtype
         self.shift = shift
-        super().__init__(prompt, negative_prompt, resolution, device, dtype, background)
+        super().__init__(prompt, negative_prompt, **reference_prior)
 
     def _set_prior(self, cameras: list[Camera], schedule: NoiseSchedule | None) -> CameraBlocksPrior:
         """One local prior per camera over the K references' renders there (images [K, 3, R, R] in [-1, 1])."""
