@@ -417,7 +417,7 @@ def run_eval_cameras(run_json: Path) -> list:
     """The evaluation cameras of a gen-3d run (its camera ranges, views and render size, at least
     MESH_EVAL_PX pixels); gen-3d's defaults where run.json is absent."""
     from fsd3d.mesh import MESH_EVAL_PX
-    from fsd3d.viewer import run_config
+    from fsd3d.gen3d import run_config
 
     config, res = run_config(run_json)
     return config.eval_cameras(max(res, MESH_EVAL_PX))
@@ -598,7 +598,7 @@ def view(
 ):
     """Serve the seeds' Gaussian splats in the browser (viser): seed and method selectors, FSD beside SDS for a
     sweep, the run's camera orbit. Prints the URL on one line; Ctrl-C stops."""
-    from fsd3d.viewer import serve
+    from fsdbatch.viewer import serve
 
     if not 0 <= port <= 65535:
         raise InputError(f"--port must be in [0, 65535], got {port}")

@@ -59,7 +59,8 @@ def main() -> None:
     if args.family:
         for m in FAMILY:
             runs[m.value] = lambda s, m=m: distill(prior, g, m.config(base), s)
-    runs["ddim"](seeds[:1])  # warm-up (imports, allocator, BLAS threads)
+    for name in ("ddim", "fsd"):  # warm-up (imports, allocator, BLAS threads, Adam's first step)
+        runs[name](seeds[:1])
     per_step = {name: best_of(lambda: fn(seeds), args.repeats) / args.steps for name, fn in runs.items()}
 
     print(f"prior {type(prior).__name__} {prior.latent_shape} {prior.dtype} on {prior.device}, "

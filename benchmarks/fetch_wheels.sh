@@ -12,8 +12,7 @@
 #                     which needs wadler-lindig;
 #   imageio, imageio-ffmpeg   the turntable MP4; imageio-ffmpeg 0.7.0 is the newest manylinux2014 wheel
 #                     (29 MB with its ffmpeg binary; 0.8.1 is manylinux_2_28 and 68 MB).
-# importlib_metadata is not carried: diffusers imports it only on Python < 3.8. Extra arguments are
-# downloaded too. Everything is installed with --no-deps and only where missing, so torch is never
+# Extra arguments are downloaded too. Everything is installed with --no-deps and only where missing, so torch is never
 # upgraded or replaced.
 set -euo pipefail
 

@@ -25,14 +25,13 @@ from fsd3d.render import render_scene
 def main() -> None:
     torch.set_num_threads(1)
     sweep = Path(sys.argv[1])
-    prior = None
+    prior = ReferencePrior("mushroom")  # the references and their renders (prompt irrelevant here)
+    views = Gen3DConfig().eval_cameras(32)  # the default ranges (the sweeps use them)
+    refs = reference_renders(prior, views)  # rendered once for every run
+    names = list(prior.references.names)
     for run in sorted(p for p in sweep.iterdir() if (p / "done.json").exists()):
         result = run / "result"
         cfg = json.loads((result / "run.json").read_text())["config"]
-        prior = prior or ReferencePrior("mushroom")  # the references and their renders (prompt irrelevant here)
-        views = Gen3DConfig().eval_cameras(32)  # the default ranges (the sweeps use them)
-        refs = reference_renders(prior, views)
-        names = list(prior.references.names)
         scores = []
         for seed_dir in sorted(result.glob("seed_*"), key=lambda p: int(p.name.split("_")[1])):
             scene = load_ply(seed_dir / "gaussians.ply")

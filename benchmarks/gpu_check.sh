@@ -4,11 +4,7 @@
 #     bash benchmarks/fetch_wheels.sh       # where there is network: writes wheels/ (42 MB, ignored by git)
 #     bash benchmarks/gpu_check.sh          # on the CUDA machine, from the repo root; no network needed
 #
-# wheels/ is made by benchmarks/fetch_wheels.sh with
-#     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#         --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform any -d wheels \
-#         diffusers==0.42.1 gsplat==1.5.3 imageio==2.38.1 imageio-ffmpeg==0.7.0 jaxtyping==0.3.11 \
-#         wadler-lindig==0.1.8
+# wheels/ is made by benchmarks/fetch_wheels.sh (the pinned wheels and why each is there are listed in it)
 # and must travel with the tree to a machine with no network. Only the wheels of packages that are not
 # installed are installed (--no-index --no-deps, into $FSD_GPU_CHECK_SITE, put on PYTHONPATH): torch and
 # the other installed packages are never replaced. The project itself is used through PYTHONPATH=$PWD.

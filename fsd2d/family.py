@@ -181,7 +181,8 @@ def nfsd(prior: Prior, guidance: Guidance, null: torch.Tensor, theta, t, noise, 
     alpha, sigma = prior.schedule.alpha_sigma(t, theta.dtype, theta.device)
     x_t = updates.add_noise(theta, noise, alpha, sigma)
     td = device_t(t, theta)
-    same = guidance.uncond.shape == null.shape and torch.equal(guidance.uncond, null)
+    # identity first: the usual case ('' as negative prompt) needs no comparison (a host sync on CUDA)
+    same = null is guidance.uncond or (guidance.uncond.shape == null.shape and torch.equal(guidance.uncond, null))
     if same:
         eps_0, eps_c = eps_many(prior, x_t, td, [null, guidance.cond])
         eps_neg = eps_0

@@ -32,12 +32,16 @@ class Guidance:
 
     @property
     def null_or_uncond(self) -> torch.Tensor:
+        """The empty prompt's conditioning, [1 or B, ...]: what fsd2d.family.gradient takes as `null`."""
         return self.uncond if self.null is None else self.null
 
     @classmethod
     def from_prompts(cls, prior: Prior, prompt: str, negative_prompt: str, scale: float) -> "Guidance":
+        """`null` is set (the empty prompt's encoding) only when the negative prompt is not empty: one
+        Guidance carries every conditioning the rules of fsd2d.family need, in 2D as in 3D."""
         check_cfg(scale)
-        return cls(prior.encode_prompt(prompt), prior.encode_prompt(negative_prompt), float(scale))
+        null = None if negative_prompt == "" else prior.encode_prompt("")
+        return cls(prior.encode_prompt(prompt), prior.encode_prompt(negative_prompt), float(scale), null=null)
 
 
 def check_cfg(scale: float) -> None:

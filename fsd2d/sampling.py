@@ -223,6 +223,7 @@ def distill(
       5. EXACT: theta -= Delta(sigma/alpha) grad (Eq. 12-13; last step goes to sigma/alpha = 0);
          ADAM: Adam step on theta with that gradient (w_t = 1: Adam is scale invariant).
     `noise` [B, C, h, w] replaces eps~ (e.g. a patch-shuffled copy); fresh draws still come from the seeds.
+    ISM / NFSD read the null model from `guidance.null_or_uncond` (as 3D does; `Guidance.from_prompts` sets it).
     """
     gens = seed_generators(seeds)
     shape, dtype, device = prior.latent_shape, work_dtype(prior), prior.device
@@ -242,7 +243,6 @@ def distill(
         if config.optimizer is Optimizer.ADAM
         else None
     )
-    null = prior.encode_prompt("") if config.rule in (Rule.ISM, Rule.NFSD) else guidance.uncond
     bar = tqdm(range(config.steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     for i in bar:
         if config.sampling is TimestepSampling.ANNEALED:
@@ -251,11 +251,11 @@ def distill(
             t = uniform_timesteps(gens, config.t_min, config.t_max)
         fresh = draw_noise(gens, shape, dtype, device) if config.beta < 1.0 else None
         noise = updates.blend_noise(fixed, fresh, config.beta) if fresh is not None else fixed
-        alpha, sigma = prior.schedule.alpha_sigma(t, dtype, device)
         with torch.no_grad():
-            est = gradient(config.rule, prior, guidance, null, theta, t, noise, config.family)
+            est = gradient(config.rule, prior, guidance, guidance.null_or_uncond, theta, t, noise, config.family)
             grad = est.grad
             if callback is not None:
+                alpha, sigma = prior.schedule.alpha_sigma(t, dtype, device)
                 x_gt = updates.one_step_estimate(est.x_t, est.eps_hat, alpha, sigma)
                 callback(StepInfo(i, t, theta.detach().clone(), x_gt, est.noise))
             if opt is None:

@@ -125,11 +125,11 @@ def dreamtime_timesteps(tau: torch.Tensor, t_min: int, t_max: int,
 def anneal_fraction(tau: torch.Tensor, kind: Anneal) -> torch.Tensor:
     """p(tau) in [0, 1] for tau in [0, 1] (float64), monotonically increasing.
 
-    DREAMTIME's p depends on the noise schedule and the timestep range: here it is the one of the whole
-    range 0..999 (`timesteps` computes it over the run's own [t_min, t_max])."""
+    DREAMTIME has no p of its own: its t(tau) depends on the noise schedule and the run's [t_min, t_max]
+    (`dreamtime_timesteps`, which `timesteps` calls)."""
     if kind is Anneal.DREAMTIME:
-        top = NUM_TRAIN_TIMESTEPS - 1
-        return (top - dreamtime_timesteps(tau, 0, top).to(torch.float64)) / top
+        raise ValueError("DreamTime's t(tau) depends on the noise schedule and the timestep range: "
+                         "use timesteps(..., Anneal.DREAMTIME) or dreamtime_timesteps")
     if kind is Anneal.LINEAR:
         return tau
     if kind is Anneal.SQRT:

@@ -25,13 +25,13 @@ import torch
 from fsd2d import metrics
 from fsd2d.errors import InputError
 from fsd2d.figures import image_grid
-from fsd2d.io import check_output_dir, run_record, write_json
+from fsd2d.io import check_output_dir, read_object, run_record, write_json
 from fsd2d.sampling import check_seeds
 from fsd2d.study import check_resolution
-from fsd3d.cameras import Camera
+from fsd3d.cameras import Camera, CameraRanges
 from fsd3d.gaussians import GaussianScene
 from fsd3d.mesh import MESH_EVAL_PX, export_mesh
-from fsd3d.metrics3d import (diversity_3d, evaluation_cameras, pairwise_dissimilarity_3d, references_reached,
+from fsd3d.metrics3d import (evaluation_cameras, mean_over_pairs, pairwise_dissimilarity_3d, references_reached,
                              score_scene, seed_spread)
 from fsd3d.outputs import TurntableFormat, export_seed
 from fsd3d.ply import load_ply
@@ -204,14 +204,33 @@ def summarize(scene_prior: ScenePrior, config: Gen3DConfig, renders: dict[int, R
     """Across seeds: weight-free diversity (1 - SSIM on matched views) and, with references, how many
     distinct references the seeds reached."""
     rgbs = torch.stack([r.rgb for r in renders.values()]).float().cpu()  # [S, V, 3, R, R]
+    pairwise = pairwise_dissimilarity_3d(rgbs) if rgbs.shape[0] > 1 else None  # [S, S] 1 - SSIM, computed once
     summary = {"seeds": list(renders), "method": config.train.method.value,
-               "diversity": diversity_3d(rgbs) if rgbs.shape[0] > 1 else float("nan"),
+               "diversity": mean_over_pairs(pairwise) if pairwise is not None else float("nan"),
                "per_seed": {str(s): {k: v for k, v in m.items() if k != "reference_renders"}
                             for s, m in per_seed.items()}}
     if all(per_seed.values()):
         reached = references_reached(list(per_seed.values()))
         summary |= {k: reached[k] for k in ("references_reached", "reached", "threshold_db")}
         # each number with its spread over the seeds (std; bootstrap intervals for reached and diversity)
-        summary["spread"] = seed_spread([per_seed[s] for s in renders],
-                                        pairwise_dissimilarity_3d(rgbs) if rgbs.shape[0] > 1 else None)
+        summary["spread"] = seed_spread([per_seed[s] for s in renders], pairwise)
     return summary
+
+
+def run_config(run_json: Path) -> tuple[Gen3DConfig, int]:
+    """(Gen3DConfig with the run's cameras and view counts, render size) from a gen-3d run.json;
+    gen-3d's defaults where the file is absent."""
+    if not Path(run_json).is_file():
+        return Gen3DConfig(), 32
+    try:
+        record = read_object(run_json)
+        cfg = record["config"]
+        ranges = CameraRanges(**{k: tuple(v) for k, v in cfg["train"]["cameras"].items()})
+        # the render size the run used: the one given, else the one its prior recorded (MVDream 256, SD 512)
+        recorded = record.get("prior", {}).get("prior", {}).get("resolution")
+        res = cfg.get("resolution") or recorded or (32 if cfg.get("model", BUILTIN_3D) in (BUILTIN_3D, LOCAL_3D) else 512)
+        config = Gen3DConfig(train=Train3DConfig(cameras=ranges), eval_views=int(cfg.get("eval_views", 8)),
+                             turntable_frames=int(cfg.get("turntable_frames", 36)))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{run_json}: not a gen-3d run record ({type(e).__name__}: {e})") from None
+    return config, int(res)

@@ -41,7 +41,6 @@ from fsd2d.priors.base import PixelPrior
 from fsd2d.priors.imageset import prompt_log_weights
 from fsd2d.priors.patches import DEFAULT_PATCH_SIZES, PatchPrior, PatchSizes, check_patch_sizes
 from fsd2d.schedule import NoiseSchedule, scaled_linear_schedule
-from fsd2d.updates import eps_from_x0
 from fsd3d.cameras import Camera
 from fsd3d.reference_prior import ReferencePrior
 
@@ -90,12 +89,10 @@ class ShiftWindowPrior(PixelPrior):
         """Log prior weights over the K images, [1, K]: uniform over the prompt's (all prompts equally for "")."""
         return prompt_log_weights(prompt, self.labels, self.prompts).to(self.device, self.dtype)[None]
 
-    def _patch_size(self, t: torch.Tensor) -> torch.Tensor:
-        t = torch.as_tensor(t, dtype=torch.long).cpu()
-        k = torch.empty_like(t)
-        for t_from, size in reversed(self.patch_sizes):
-            k[t >= t_from] = size
-        return k
+    # k [B] by timestep and eps from the posterior mean: the 2D `patches` prior's own methods (they read only
+    # patch_sizes, schedule, dtype, device and posterior_mean), not copies of them
+    patch_size = PatchPrior.patch_size
+    eps = PatchPrior.eps
 
     def posterior_mean(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """E[x_0 | x_t] [B, 3, R, R] for x_t [B, 3, R, R], t [B], cond [B, K] (log pi_k)."""
@@ -105,7 +102,7 @@ class ShiftWindowPrior(PixelPrior):
         alpha, sigma = self.schedule.alpha_sigma(t, self.dtype, self.device)
         cdt = self.compute_dtype
         scale, quad = (alpha / sigma**2).view(b, 1, 1).to(cdt), (alpha**2 / sigma**2).view(b, 1, 1).to(cdt)
-        sizes, support = self._patch_size(t), torch.isfinite(cond)
+        sizes, support = self.patch_size(t), torch.isfinite(cond)
         _, support_id = torch.unique(support.cpu(), dim=0, return_inverse=True)
         groups = torch.stack([sizes, support_id], 1)  # [B, 2]
         out = torch.empty(b, 3, r * r, dtype=cdt, device=self.device)
@@ -128,11 +125,6 @@ class ShiftWindowPrior(PixelPrior):
             w = torch.softmax(torch.cat(logits, 1), dim=1)  # [n, S*m, R, R]
             out[rows] = torch.einsum("nmhw,mchw->nchw", w, torch.cat(centres, 0)).reshape(len(rows), 3, r * r)
         return out.view(b, 3, r, r).to(self.dtype)
-
-    def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        alpha, sigma = self.schedule.alpha_sigma(t, self.dtype, self.device)
-        x0 = self.posterior_mean(x_t, t, cond)
-        return eps_from_x0(x_t.to(self.dtype), x0, alpha, sigma).to(x_t.dtype)
 
     def describe(self) -> dict:
         return super().describe() | {"shift": self.shift, "patch_sizes": [list(p) for p in self.patch_sizes]}

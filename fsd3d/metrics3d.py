@@ -154,6 +154,12 @@ def pairwise_dissimilarity_3d(rgb: torch.Tensor) -> np.ndarray:
     return d
 
 
+def mean_over_pairs(pairwise: np.ndarray) -> float:
+    """Mean over i < j of a pairwise matrix [S, S] (S >= 2): `diversity_3d` from `pairwise_dissimilarity_3d`'s
+    matrix, without computing every SSIM again."""
+    return float(pairwise[np.triu_indices(len(pairwise), 1)].mean())
+
+
 def bootstrap_interval(stat, n: int, draws: int = BOOTSTRAP_DRAWS, level: float = BOOTSTRAP_LEVEL,
                        seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
     """Percentile bootstrap interval of stat(idx) over `draws` resamples idx [n] of range(n) with replacement."""

@@ -313,10 +313,11 @@ def train_seeds(
         if scene_prior.compiled:
             torch.compiler.cudagraph_mark_step_begin()
         clock.start()
-        cams, ts, outs = [], [], []
+        cams, angles, ts, outs = [], [], [], []
         for s in active:
             cams_s = scene_prior.expand_cameras(sample_cameras(n_cam, config.cameras, s.camera_gen, res, res,
                                                               device=device))  # [C] views, a camera's consecutive
+            angles.append(torch.tensor([(cam.elevation, cam.azimuth) for cam in cams_s]))  # [C, 2] CPU, degrees
             ts.append(uniform_timesteps([s.noise_gen] * n_cam, config.t_min, config.t_max).repeat_interleave(c // n_cam)
                       if uniform else grid[i].expand(c))  # the views of one camera share t
             out = render_scene(s.scene, cams_s, background)  # rgb [C, 3, R, R], alpha [C, 1, R, R]
@@ -327,12 +328,9 @@ def train_seeds(
         t_cpu = torch.cat(ts)  # [S*C] long
         clock.lap("render")
         z = prior.encode(torch.cat([o.rgb for o in outs]).to(prior.dtype))  # [S*C, D, h, w], one encoder call
-        noise = torch.cat([
-            noise_fns[s.seed](torch.tensor([cam.elevation for cam in cams[k * c:(k + 1) * c]]),
-                              torch.tensor([cam.azimuth for cam in cams[k * c:(k + 1) * c]]),
-                              o.alpha.detach(), s.noise_gen, device=device, dtype=prior.dtype)
-            for k, (s, o) in enumerate(zip(active, outs))])  # [S*C, D, h, w], eps(c) per seed
-        alpha, sigma = prior.schedule.alpha_sigma(t_cpu, prior.dtype, device)
+        noise = torch.cat([noise_fns[s.seed](el_az[:, 0], el_az[:, 1], o.alpha.detach(), s.noise_gen, device=device,
+                                             dtype=prior.dtype)
+                           for s, o, el_az in zip(active, outs, angles)])  # [S*C, D, h, w], eps(c) per seed
         clock.lap("rest")
         view_prior, guidance = scene_prior.view_batch(cams, scale)
         # the family's rules (fsd2d.family, the 2D functions): SDS/FSD is eps_hat - noise (Eq. 15), one guided call
@@ -340,10 +338,12 @@ def train_seeds(
         est = gradient(config.method.rule, view_prior, guidance, guidance.null_or_uncond, z.detach(), t_cpu, noise,
                        config.family)
         clock.lap("prior")
-        with torch.no_grad():
-            grad = est.grad
-            x_gt = updates.one_step_estimate(est.x_t, est.eps_hat, alpha, sigma)
-            losses = (z.detach() - x_gt).pow(2).flatten(1).mean(1).view(len(active), c).mean(1)  # [S]
+        grad = est.grad
+        if callback is not None:  # the logged loss is for the callback only: no extra work without one
+            with torch.no_grad():
+                alpha, sigma = prior.schedule.alpha_sigma(t_cpu, prior.dtype, device)
+                x_gt = updates.one_step_estimate(est.x_t, est.eps_hat, alpha, sigma)
+                losses = (z.detach() - x_gt).pow(2).flatten(1).mean(1).view(len(active), c).mean(1)  # [S]
         for s in active:
             for opt in s.optimizers.values():
                 opt.zero_grad(set_to_none=True)

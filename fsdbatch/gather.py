@@ -22,7 +22,7 @@ import math
 import re
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fsd2d.errors import InputError
@@ -44,6 +44,7 @@ class SweepTable:
     finished: tuple[str, ...]  # run folders with done.json and metrics.json
     missing: tuple[str, ...]  # run folders not finished (no done.json, or no metrics.json)
     damaged: tuple[str, ...]  # run folders skipped: done.json or metrics.json unreadable or malformed
+    outputs: dict[str, str] = field(default_factory=dict)  # finished run folder -> its outputs' folder (done.json)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ def collect(out: Path) -> SweepTable:
     snapshot = read_snapshot(out)
     swept = list(snapshot["swept"])
     rows, finished, missing, damaged = [], [], [], []
+    outputs: dict[str, str] = {}
     item_keys: list[str] = []
     for run in snapshot["runs"]:
         try:
@@ -99,6 +101,7 @@ def collect(out: Path) -> SweepTable:
             continue
         done, entries = record
         finished.append(run["folder"])
+        outputs[run["folder"]] = done.get("output", "result")  # checked by finished_run
         head = {"run": run["folder"], "index": run["index"], **{k: run["params"].get(k) for k in swept},
                 "seconds": done.get("seconds")}
         for key, entry in entries:
@@ -109,12 +112,25 @@ def collect(out: Path) -> SweepTable:
     for row in rows:
         columns += [k for k in row if k not in columns]
     return SweepTable(snapshot, tuple(columns), tuple(rows), tuple(item_keys), tuple(finished), tuple(missing),
-                      tuple(damaged))
+                      tuple(damaged), outputs)
 
 
 def finished_run(run_dir: Path) -> tuple[dict, list[tuple[str | None, dict]]] | None:
     """(done.json, the rows of metrics.json) of a finished run; None when it is not finished yet.
     InputError (naming the file) when either file is damaged."""
+    record = read_done(run_dir)
+    if record is None:
+        return None
+    done, output = record
+    metrics_file = run_dir / output / "metrics.json"
+    if not metrics_file.exists():
+        return None
+    return done, flatten(read_object(metrics_file), metrics_file)
+
+
+def read_done(run_dir: Path) -> tuple[dict, str] | None:
+    """(done.json, the folder inside the run its outputs are in); None when the run has no done.json.
+    InputError (naming the file) when done.json is damaged or its 'output' leaves the run."""
     done_file = run_dir / "done.json"
     if not done_file.exists():
         return None
@@ -122,10 +138,7 @@ def finished_run(run_dir: Path) -> tuple[dict, list[tuple[str | None, dict]]] | 
     output = done.get("output", "result")
     if not isinstance(output, str) or output.startswith("/") or ".." in output.split("/"):
         raise InputError(f"{done_file}: 'output' should name a folder inside the run, got {short(output)}")
-    metrics_file = run_dir / output / "metrics.json"
-    if not metrics_file.exists():
-        return None
-    return done, flatten(read_object(metrics_file), metrics_file)
+    return done, output
 
 
 def flatten(metrics: dict, source: Path | str = "metrics.json") -> list[tuple[str | None, dict]]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import enum
 import html
-import json
 import math
 import os
 import re
@@ -253,7 +252,7 @@ def sweep_page(page: _Page, out: Path, table=None) -> str:
     if plots:
         page.add("<h2>Summary plots</h2><div class=\"cards\">"
                  + "".join(f'<div class="card">{page.figure(p, p.name)}</div>' for p in plots) + "</div>")
-    page.add(compare_section(page, out, snap, set(table.finished)))
+    page.add(compare_section(page, out, snap, table.outputs))
     settings = [{"setting": k, "value": fmt(v)} for k, v in snap.get("fixed", {}).items()]
     settings += [{"setting": f"{k} (swept)", "value": fmt(v)} for k, v in snap.get("grid", {}).items()]
     page.add(f"<h2>Settings</h2><p>command: <code>fsd {esc(snap['command'])}</code></p>"
@@ -261,20 +260,21 @@ def sweep_page(page: _Page, out: Path, table=None) -> str:
     return title
 
 
-def compare_section(page: _Page, out: Path, snap: dict, finished: set[str]) -> str:
+def compare_section(page: _Page, out: Path, snap: dict, outputs: dict[str, str]) -> str:
     """Per combination of the swept settings other than the method: one row per seed, one column per method
-    (FSD beside SDS for the same seed); the run's other figures under it."""
+    (FSD beside SDS for the same seed); the run's other figures under it. `outputs`: each finished run's
+    outputs folder (SweepTable.outputs)."""
     swept = list(snap.get("swept", []))
     others = [k for k in swept if k != "method"]
     groups: dict[tuple, list[dict]] = {}
     for run in snap["runs"]:
-        if run["folder"] in finished:
+        if run["folder"] in outputs:
             groups.setdefault(tuple(fmt(run["params"].get(k)) for k in others), []).append(run)
     parts = ["<h2>Runs</h2>"]
     for key, runs in groups.items():
         label = ", ".join(f"{k}={v}" for k, v in zip(others, key)) or "all runs"
         parts.append(f"<h3>{esc(label)}</h3>")
-        result = {r["folder"]: out / r["folder"] / result_folder(out / r["folder"]) for r in runs}
+        result = {r["folder"]: out / r["folder"] / outputs[r["folder"]] for r in runs}
         seeds = list(dict.fromkeys(d.name for r in runs for d in seed_dirs(result[r["folder"]])))
         for seed in seeds:
             cards = [page.seed_card(result[r["folder"]] / seed,
@@ -289,11 +289,3 @@ def compare_section(page: _Page, out: Path, snap: dict, finished: set[str]) -> s
                              + "".join(page.figure(p, p.name) for p in figs) + "</details>")
     return "".join(parts)
 
-
-def result_folder(run_dir: Path) -> str:
-    """The folder of a finished run's outputs, as its done.json names it (checked by gather)."""
-    try:
-        output = json.loads((run_dir / "done.json").read_text()).get("output", "result")
-    except (OSError, ValueError, AttributeError):
-        return "result"
-    return output if isinstance(output, str) else "result"

@@ -70,6 +70,20 @@ def setup(prior, b=2, seed=0):
     return theta, noise
 
 
+def test_from_prompts_carries_the_empty_prompt_whatever_the_negative(gp):
+    """Guidance.null_or_uncond is the null model (`distill` and 3D pass it to `gradient` as `null`): the empty
+    prompt's encoding with a negative prompt, the negative prompt's own tensor without one."""
+    g = Guidance.from_prompts(gp, "a", "b", 3.0)
+    assert torch.equal(g.null_or_uncond, gp.means[""]) and not torch.equal(g.uncond, gp.means[""])
+    plain = Guidance.from_prompts(gp, "a", "", 3.0)
+    assert plain.null is None and plain.null_or_uncond is plain.uncond
+    theta, noise = setup(gp)
+    t = torch.tensor([500, 100])
+    with_null = gradient(Rule.NFSD, gp, g, g.null_or_uncond, theta, t, noise)
+    by_hand = gradient(Rule.NFSD, gp, g, gp.encode_prompt(""), theta, t, noise)
+    torch.testing.assert_close(with_null.grad, by_hand.grad, rtol=0, atol=0)
+
+
 def test_csd_is_the_classifier_term(gp):
     g = Guidance.from_prompts(gp, "a", "b", 3.0)
     theta, noise = setup(gp)

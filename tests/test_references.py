@@ -268,7 +268,7 @@ def test_repeated_cameras_are_rendered_once(snowman_prior):
 
 
 def test_seed_spread_by_hand(eval_renders):
-    from fsd3d.metrics3d import pairwise_dissimilarity_3d, seed_spread
+    from fsd3d.metrics3d import mean_over_pairs, pairwise_dissimilarity_3d, seed_spread
 
     scores = [{"majority": m, "majority_psnr": p, "agreement": a, "holes": h}
               for m, p, a, h in [("a/x", 30.0, 1.0, 0.0), ("a/x", 26.0, 0.5, 0.1), ("a/y", 20.0, 1.0, 0.2),
@@ -287,5 +287,6 @@ def test_seed_spread_by_hand(eval_renders):
     assert d.shape == (4, 4) and (d == d.T).all() and (d.diagonal() == 0).all()
     sp = seed_spread(scores, d)
     assert sp["diversity"] == pytest.approx(diversity_3d(rgb), rel=1e-9)
+    assert mean_over_pairs(d) == pytest.approx(diversity_3d(rgb), rel=1e-9)  # what gen3d's summary reports
     lo, hi = sp["diversity_ci"]
     assert float(d[d > 0].min()) <= lo <= hi <= float(d.max())  # means of pairwise values of distinct seeds

@@ -67,6 +67,9 @@ def test_dreamtime_spends_steps_in_proportion_to_its_weight():
     w = dreamtime_weights(s)
     abar = s.alphas_cumprod
     torch.testing.assert_close(w, ((1 - abar) / abar).sqrt() * DreamTimePrior()(torch.arange(1000)))
+    # on the plateau [m2, m1] = [500, 800] W_p = 1, so W is the schedule's own sigma/alpha there (snr_ratio)
+    torch.testing.assert_close(w[500:801], s.snr_ratio(torch.arange(500, 801)))
+    assert torch.all(w[:800] > 0) and torch.all(w[1:501] > w[:500])  # below the plateau W grows with t
     steps = 2001
     t = timesteps(steps, 20, 980, Anneal.DREAMTIME)
     total = w[20:981].sum()
@@ -77,3 +80,14 @@ def test_dreamtime_spends_steps_in_proportion_to_its_weight():
     # time-prioritised: more steps on the plateau and above it than the linear schedule gives them
     lin = timesteps(steps, 20, 980)
     assert (t >= 500).sum() > (lin >= 500).sum()
+
+
+def test_dreamtime_has_one_definition():
+    """DreamTime's t(tau) comes from `dreamtime_timesteps` over the run's range alone; anneal_fraction, whose p
+    would need the range, refuses it rather than give a second schedule."""
+    from fsd2d.schedule import anneal_fraction, dreamtime_timesteps
+
+    tau = torch.linspace(0.0, 1.0, 7, dtype=torch.float64)
+    assert torch.equal(timesteps(7, 100, 900, Anneal.DREAMTIME), dreamtime_timesteps(tau, 100, 900))
+    with pytest.raises(ValueError, match="dreamtime_timesteps"):
+        anneal_fraction(tau, Anneal.DREAMTIME)

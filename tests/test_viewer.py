@@ -1,4 +1,5 @@
-"""`fsd view` (fsd3d.viewer): which splats it finds, what it sends to viser, what it shows, where it listens."""
+"""`fsd view` (fsdbatch.viewer): which splats it finds, what it sends to viser, what it shows, where it listens."""
+import json
 import math
 import os
 import subprocess
@@ -12,8 +13,9 @@ import torch
 from typer.testing import CliRunner
 
 from cli import app
+from fsd2d.errors import InputError
 from fsd3d.gaussians import GaussianScene
-from fsd3d.viewer import SIDE_BY_SIDE, Viewer, find_splats, splat_arrays
+from fsdbatch.viewer import SIDE_BY_SIDE, Viewer, find_splats, splat_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,6 +46,28 @@ def test_find_splats_of_a_run_and_of_a_sweep(run, sweep):
     assert all(e.ply.is_file() for e in entries)
     entries = find_splats(sweep)
     assert sorted((e.method, e.seed) for e in entries) == [("fsd", 0), ("fsd", 1), ("sds", 0), ("sds", 1)]
+    assert {e.settings for e in entries} == {""}  # only the method is swept
+    assert all(e.ply == e.run_dir / f"seed_{e.seed}" / "gaussians.ply" for e in entries)
+
+
+@pytest.mark.parametrize("runs, message", [
+    ([{"index": 0, "params": {}}], "runs[0] has no str 'folder'"),
+    ([{"folder": "../up", "index": 0, "params": {}}], "is not a folder name"),
+])
+def test_view_of_a_malformed_sweep_is_one_error_line(tmp_path, runs, message):
+    (tmp_path / "sweep.json").write_text(json.dumps({"command": "gen-3d", "swept": ["method"], "runs": runs}))
+    res = CliRunner().invoke(app, ["view", str(tmp_path)])
+    assert res.exit_code == 2 and message in res.stderr, res.output
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.output
+
+
+def test_view_refuses_a_done_json_whose_output_leaves_the_run(tmp_path):
+    (tmp_path / "sweep.json").write_text(json.dumps(
+        {"command": "gen-3d", "swept": [], "runs": [{"folder": "r0", "index": 0, "params": {}}]}))
+    (tmp_path / "r0").mkdir()
+    (tmp_path / "r0" / "done.json").write_text(json.dumps({"output": "../.."}))
+    with pytest.raises(InputError, match="'output' should name a folder inside the run"):
+        find_splats(tmp_path)
 
 
 @pytest.mark.slow

@@ -67,9 +67,9 @@ def check_prediction_type(scheduler_config: dict) -> PredictionType:
 
 class LatentPrior(Prior):
     """What the latent text-to-image priors here share (Stable Diffusion, MVDream): the CLIP prompt encoding,
-    the VAE codec, the working-space shape and the GPU fast paths. Subclasses set unet, vae, text_encoder,
-    tokenizer, device, dtype, vae_factor, `_resolution`, `_unet` and `_encode_mean` (the UNet and the VAE
-    encoder's posterior mean, possibly compiled) and implement eps."""
+    the VAE codec, the working-space shape and the GPU fast paths. Subclasses call `_setup` from their
+    constructor (it sets unet, vae, text_encoder, tokenizer, device, dtype, vae_factor, `_resolution`, and `_unet`
+    and `_encode_mean`: the UNet and the VAE encoder's posterior mean, possibly compiled) and implement eps."""
 
     unet: torch.nn.Module  # with .config.in_channels
     vae: AutoencoderKL
@@ -77,8 +77,52 @@ class LatentPrior(Prior):
     tokenizer: CLIPTokenizer
     vae_factor: int
     _resolution: int
+    prediction_type: PredictionType
+    model_label: str = "Stable Diffusion"  # names the model in error messages
+    resolution_per: str = ""  # what the resolution is the side of, in error messages (" per view")
     cuda_graphs: bool = True  # compile the UNet with CUDA graphs ("reduce-overhead") on CUDA
     channels_last_unet: bool = True  # channels-last UNet weights on CUDA
+
+    def _setup(self, unet: torch.nn.Module, vae: AutoencoderKL, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer,
+               scheduler_config: dict, resolution: int | None, name: str, *, sample_size: int, levels: int) -> None:
+        """What the constructors share: prediction type and schedule from the scheduler config, the frozen
+        components (device and dtype of the UNet's weights), the VAE factor f, and the resolution: `sample_size`
+        latents (the UNet config's trained size) times f by default, a multiple of f 2^(levels - 1) (the UNet's
+        `levels` resolution levels) in any case, or a ModelError."""
+        self.prediction_type = check_prediction_type(scheduler_config)
+        self.schedule = schedule_from_config(scheduler_config)
+        self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
+        for module in (unet, vae, text_encoder):
+            module.requires_grad_(False).eval()
+        param = next(unet.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.name = name
+        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        default = sample_size * self.vae_factor
+        multiple = self.vae_factor * 2 ** (levels - 1)
+        res = default if resolution is None else resolution
+        check_resolution(res, self.model_label, self.resolution_per)
+        if not (isinstance(res, int) and res > 0 and res % multiple == 0):
+            raise ModelError(
+                f"resolution {res} is not a positive multiple of {multiple}, which this {self.model_label} model's "
+                f"VAE and UNet need; try {default}"
+            )
+        self._resolution = res
+        self._unet, self._encode_mean = self.unet, self._vae_mean  # eager; `speed_up` may compile them
+
+    def _as_eps(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The UNet's output [B, C, h, w] as a noise prediction (converted from v for v_prediction models)."""
+        if self.prediction_type == "v_prediction":
+            alpha, sigma = self.schedule.alpha_sigma(t, dtype=x_t.dtype, device=x_t.device)
+            out = v_to_eps(out, x_t, alpha, sigma)
+        return out
+
+    def describe(self) -> dict:
+        return super().describe() | {
+            "model": self.name,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "prediction_type": self.prediction_type,
+        }
 
     def speed_up(self, compile: bool = False) -> None:
         """GPU fast paths: channels-last UNet and VAE (cuDNN's preferred layout for fp16 convolutions) and, with
@@ -141,25 +185,8 @@ class StableDiffusionPrior(LatentPrior):
         resolution: int | None = None,
         name: str = "",
     ):
-        self.prediction_type: PredictionType = check_prediction_type(scheduler_config)
-        self.schedule = schedule_from_config(scheduler_config)
-        self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
-        for module in (unet, vae, text_encoder):
-            module.requires_grad_(False).eval()
-        self.device, self.dtype = unet.device, unet.dtype
-        self.name = name
-        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        default = unet.config.sample_size * self.vae_factor
-        multiple = self.vae_factor * 2 ** (len(unet.config.down_block_types) - 1)
-        res = default if resolution is None else resolution
-        check_resolution(res)
-        if not (isinstance(res, int) and res > 0 and res % multiple == 0):
-            raise ModelError(
-                f"resolution {res} is not a positive multiple of {multiple}, which this model's VAE and UNet need; "
-                f"try {default}"
-            )
-        self._resolution = res
-        self._unet, self._encode_mean = self.unet, self._vae_mean  # eager; `speed_up` may compile them
+        self._setup(unet, vae, text_encoder, tokenizer, scheduler_config, resolution, name,
+                    sample_size=unet.config.sample_size, levels=len(unet.config.down_block_types))
 
     def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """x_t [B, C, h, w] latent, t [B] long, cond [B, 77, D] -> eps [B, C, h, w] in x_t's dtype.
@@ -173,23 +200,14 @@ class StableDiffusionPrior(LatentPrior):
         out = self._unet(
             x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=cond.to(self.dtype)
         ).sample.to(x_t.dtype)  # [B, C, h, w]
-        if self.prediction_type == "v_prediction":
-            alpha, sigma = self.schedule.alpha_sigma(t, dtype=x_t.dtype, device=x_t.device)
-            out = v_to_eps(out, x_t, alpha, sigma)
-        return out
-
-    def describe(self) -> dict:
-        return super().describe() | {
-            "model": self.name,
-            "dtype": str(self.dtype).removeprefix("torch."),
-            "prediction_type": self.prediction_type,
-        }
+        return self._as_eps(out, x_t, t)
 
 
-def check_resolution(resolution: int | None) -> None:
-    """The cap for Stable Diffusion (no weights needed); the multiple its VAE and UNet need is checked on loading."""
+def check_resolution(resolution: int | None, model: str = "Stable Diffusion", per: str = "") -> None:
+    """The cap on the side in pixels (`per` view, say; no weights needed); the multiple the model's VAE and UNet
+    need is checked on loading."""
     if resolution is not None and not 0 < resolution <= MAX_RESOLUTION:
-        raise ModelError(f"Stable Diffusion works at 1..{MAX_RESOLUTION} pixels here, got resolution {resolution}")
+        raise ModelError(f"{model} works at 1..{MAX_RESOLUTION} pixels{per} here, got resolution {resolution}")
 
 
 @contextlib.contextmanager

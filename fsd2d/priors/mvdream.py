@@ -14,6 +14,8 @@ Written here from the public description and configuration (no code copied). Whe
 
 The network (`MultiViewUNet`), state-dict names as published:
     time_embed.{0,2}            Linear(mc, 4mc), Linear(4mc, 4mc) on the sinusoidal embedding of t (cos | sin)
+                                (diffusers' get_timestep_embedding; attention and GEGLU feed-forward are diffusers'
+                                Attention and FeedForward, whose parameter names are ldm's)
     camera_embed.{0,2}          Linear(16, 4mc), Linear(4mc, 4mc) on the flattened 4x4 camera; added to time_embed
     input_blocks.0.0            Conv2d(in, mc, 3)
     input_blocks.k.0            ResBlock: in_layers.{0 GroupNorm(32), 2 Conv3x3}, emb_layers.1 Linear,
@@ -48,17 +50,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.attention import FeedForward
+from diffusers.models.attention_processor import Attention
+from diffusers.models.embeddings import get_timestep_embedding
 from torch import nn
 
 from fsd2d.priors.base import ModelError, Prior
-from fsd2d.priors.diffusers_prior import (
-    LatentPrior,
-    PredictionType,
-    check_prediction_type,
-    MAX_RESOLUTION,
-    schedule_from_config,
-    v_to_eps,
-)
+from fsd2d.priors.diffusers_prior import LatentPrior, check_resolution
 
 VIEWS = 4  # views per object the published model denoises together
 GROUPS = 32  # GroupNorm groups everywhere in the published network
@@ -183,17 +181,6 @@ class MultiViewUNetConfig:
         return {"_class_name": UNET_CLASS, **out, "use_checkpoint": False}
 
 
-def timestep_embedding(t: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:
-    """Sinusoidal embedding [N, dim] of t [N]: (cos(t f_k), sin(t f_k)), f_k = 10000^(-k / (dim/2)), k < dim/2."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64, device=t.device) / half)
-    args = t.to(torch.float64)[:, None] * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
-    if dim % 2:
-        emb = F.pad(emb, (0, 1))
-    return emb.to(dtype)
-
-
 class ResBlock(nn.Module):
     def __init__(self, channels: int, emb_channels: int, out_channels: int):
         super().__init__()
@@ -227,53 +214,14 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-class Attention(nn.Module):
-    """Multi-head attention, queries from x [N, L, C], keys/values from context [N, T, Dc] (x itself if None)."""
-
-    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None = None):
-        super().__init__()
-        inner, context_dim = heads * head_dim, context_dim or dim
-        self.heads = heads
-        self.to_q = nn.Linear(dim, inner, bias=False)
-        self.to_k = nn.Linear(context_dim, inner, bias=False)
-        self.to_v = nn.Linear(context_dim, inner, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(inner, dim), nn.Dropout(0.0))
-
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        context = x if context is None else context
-        n, length, _ = x.shape
-        split = lambda y: y.view(n, y.shape[1], self.heads, -1).transpose(1, 2)  # noqa: E731  [N, heads, L, d]
-        out = F.scaled_dot_product_attention(split(self.to_q(x)), split(self.to_k(context)), split(self.to_v(context)))
-        return self.to_out(out.transpose(1, 2).reshape(n, length, -1))
-
-
-class GEGLU(nn.Module):
-    def __init__(self, dim: int, inner: int):
-        super().__init__()
-        self.proj = nn.Linear(dim, 2 * inner)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        value, gate = self.proj(x).chunk(2, dim=-1)
-        return value * F.gelu(gate)
-
-
-class FeedForward(nn.Module):
-    def __init__(self, dim: int, mult: int = 4):
-        super().__init__()
-        self.net = nn.Sequential(GEGLU(dim, dim * mult), nn.Dropout(0.0), nn.Linear(dim * mult, dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
 class TransformerBlock3D(nn.Module):
     """Self-attention across the views of one object, cross-attention per view, GEGLU feed-forward (pre-norm)."""
 
     def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int):
         super().__init__()
-        self.attn1 = Attention(dim, heads, head_dim)
-        self.ff = FeedForward(dim)
-        self.attn2 = Attention(dim, heads, head_dim, context_dim)
+        self.attn1 = Attention(dim, heads=heads, dim_head=head_dim)
+        self.ff = FeedForward(dim, activation_fn="geglu")
+        self.attn2 = Attention(dim, cross_attention_dim=context_dim, heads=heads, dim_head=head_dim)
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, views: int) -> torch.Tensor:
@@ -368,7 +316,9 @@ class MultiViewUNet(nn.Module):
             raise ValueError(f"MultiViewUNet expects x [N, C, h, w] with N a multiple of {views}, t [N], context "
                              f"[N, T, D], camera [N, {self.config.camera_dim}]; got {list(x.shape)}, "
                              f"{list(t.shape)}, {list(context.shape)}, {list(camera.shape)}")
-        emb = self.time_embed(timestep_embedding(t, self.config.model_channels, x.dtype))
+        # ldm's sinusoidal embedding of t: (cos(t f_k), sin(t f_k)), f_k = 10000^(-k / (mc/2)), in float32
+        t_emb = get_timestep_embedding(t, self.config.model_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
+        emb = self.time_embed(t_emb.to(x.dtype))
         emb = emb + self.camera_embed(camera.to(x.dtype))  # [N, 4 mc]
         skips, h = [], x
         for stage in self.input_blocks:
@@ -393,28 +343,13 @@ class MVDreamViewPrior(LatentPrior):
     views = VIEWS
     cuda_graphs = False  # plain torch.compile of the UNet (its view reshapes are untested under CUDA graphs)
     channels_last_unet = False  # only the VAE goes channels-last (the views' attention reshapes the activations)
+    model_label, resolution_per = "MVDream", " per view"
 
     def __init__(self, unet: MultiViewUNet, vae, text_encoder, tokenizer, scheduler_config: dict,
                  resolution: int | None = None, name: str = ""):
-        self.prediction_type: PredictionType = check_prediction_type(scheduler_config)
-        self.schedule = schedule_from_config(scheduler_config)
-        self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
-        for module in (unet, vae, text_encoder):
-            module.requires_grad_(False).eval()
-        param = next(unet.parameters())
-        self.device, self.dtype = param.device, param.dtype
-        self.name = name
-        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        default = unet.config.image_size * self.vae_factor
-        multiple = self.vae_factor * 2 ** (len(unet.config.channel_mult) - 1)
-        res = default if resolution is None else resolution
-        check_resolution(res)
-        if not (isinstance(res, int) and res > 0 and res % multiple == 0):
-            raise ModelError(f"resolution {res} is not a positive multiple of {multiple}, which this MVDream model's "
-                             f"VAE and UNet need; try {default}")
-        self._resolution = res
+        self._setup(unet, vae, text_encoder, tokenizer, scheduler_config, resolution, name,
+                    sample_size=unet.config.image_size, levels=len(unet.config.channel_mult))
         self.cameras: torch.Tensor | None = None  # [V, camera_dim], see bind
-        self._unet, self._encode_mean = self.unet, self._vae_mean
 
     def bind(self, cameras: torch.Tensor) -> "MVDreamViewPrior":
         """This prior with its eps conditioned on these cameras [V, camera_dim] (MVDream's convention, see
@@ -437,14 +372,10 @@ class MVDreamViewPrior(LatentPrior):
         camera = self.cameras.repeat(b // v, 1)  # [B, 16]: sample b gets camera b mod V
         out = self._unet(x_t.to(self.dtype), t.to(self.device), cond.to(self.dtype), camera,
                          self.views).to(x_t.dtype)  # [B, 4, h, w]
-        if self.prediction_type == "v_prediction":
-            alpha, sigma = self.schedule.alpha_sigma(t, dtype=x_t.dtype, device=x_t.device)
-            out = v_to_eps(out, x_t, alpha, sigma)
-        return out
+        return self._as_eps(out, x_t, t)
 
     def describe(self) -> dict:
-        return super().describe() | {"model": self.name, "dtype": str(self.dtype).removeprefix("torch."),
-                                     "prediction_type": self.prediction_type, "views": self.views}
+        return super().describe() | {"views": self.views}
 
 
 class MVDreamPrior(Prior):
@@ -517,12 +448,6 @@ class MVDreamPrior(Prior):
 
 
 # ------------------------------------------------------------------------------------------------ loading
-def check_resolution(resolution: int | None) -> None:
-    """The cap on one view's side (no weights needed); the multiple the VAE and UNet need is checked on loading."""
-    if resolution is not None and not 0 < resolution <= MAX_RESOLUTION:
-        raise ModelError(f"MVDream works at 1..{MAX_RESOLUTION} pixels per view here, got resolution {resolution}")
-
-
 def is_mvdream_folder(folder: Path) -> bool:
     """A local folder in MVDream's diffusers-format layout: model_index.json names MVDreamPipeline, or
     unet/config.json names the multi-view UNet or has a camera_dim."""
@@ -596,7 +521,7 @@ def load_mvdream(model: str | Path, device: torch.device | str = "cpu", dtype: t
 
     device = torch.device(device)
     dtype = _pick_dtype(device, dtype)
-    check_resolution(resolution)
+    check_resolution(resolution, MVDreamViewPrior.model_label, MVDreamViewPrior.resolution_per)
     folder = Path(model).expanduser()
     if not folder.is_dir():
         raise ModelError(f"MVDream model folder {folder} does not exist")

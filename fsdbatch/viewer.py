@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import threading
 import time
@@ -28,12 +27,14 @@ import torch
 from fsd2d.errors import InputError
 from fsd2d.io import read_object
 from fsd3d.cameras import Camera
+from fsd3d.gen3d import run_config
 from fsd3d.gaussians import SH_C0, GaussianScene
 from fsd3d.ply import load_ply
 from fsd3d.render import quat_to_rotmat
+from fsdbatch.checks import read_snapshot  # sweep.json and done.json as `fsd gather` checks them
+from fsdbatch.gather import read_done
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "SIDE_BY_SIDE", "SplatEntry", "Viewer", "find_splats", "run_config",
-           "splat_arrays"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "SIDE_BY_SIDE", "SplatEntry", "Viewer", "find_splats", "splat_arrays"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -73,49 +74,23 @@ def find_splats(folder: Path) -> list[SplatEntry]:
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder; give a gen-3d run folder or a sweep folder")
     if (folder / "sweep.json").is_file():
-        snap = read_object(folder / "sweep.json")
-        runs = snap.get("runs")
-        if snap.get("command") != "gen-3d" or not isinstance(runs, list):
-            raise InputError(f"{folder}/sweep.json: not a sweep of gen-3d runs (command {snap.get('command')!r}); "
+        snap = read_snapshot(folder)
+        if snap["command"] != "gen-3d":
+            raise InputError(f"{folder}/sweep.json: not a sweep of gen-3d runs (command {snap['command']!r}); "
                              "only 3D runs have splats to view")
-        others = [k for k in snap.get("swept", []) if k != "method"]
+        others = [k for k in snap["swept"] if k != "method"]
         entries = []
-        for run in runs:
+        for run in snap["runs"]:
             run_dir = folder / run["folder"]
-            output = "result"
-            if (run_dir / "done.json").is_file():
-                output = read_object(run_dir / "done.json").get("output", "result")
+            done = read_done(run_dir)  # (done.json, outputs folder); None while the run has not finished
             settings = ", ".join(f"{k}={run['params'].get(k)}" for k in others)
-            entries += _run_entries(run_dir / str(output), settings)
+            entries += _run_entries(run_dir / ("result" if done is None else done[1]), settings)
     else:
         entries = _run_entries(folder, "")
     if not entries:
         raise InputError(f"{folder} holds no seed_*/gaussians.ply: give a gen-3d run folder (--out of gen-3d) "
                          "or a sweep folder of gen-3d runs")
     return entries
-
-
-def run_config(run_json: Path):
-    """(Gen3DConfig with the run's cameras and view counts, render size) from a gen-3d run.json;
-    gen-3d's defaults where the file is absent."""
-    from fsd3d.cameras import CameraRanges
-    from fsd3d.gen3d import BUILTIN_3D, LOCAL_3D, Gen3DConfig
-    from fsd3d.train import Train3DConfig
-
-    if not Path(run_json).is_file():
-        return Gen3DConfig(), 32
-    try:
-        record = json.loads(Path(run_json).read_text())
-        cfg = record["config"]
-        ranges = CameraRanges(**{k: tuple(v) for k, v in cfg["train"]["cameras"].items()})
-        # the render size the run used: the one given, else the one its prior recorded (MVDream 256, SD 512)
-        recorded = record.get("prior", {}).get("prior", {}).get("resolution")
-        res = cfg.get("resolution") or recorded or (32 if cfg.get("model", BUILTIN_3D) in (BUILTIN_3D, LOCAL_3D) else 512)
-        config = Gen3DConfig(train=Train3DConfig(cameras=ranges), eval_views=int(cfg.get("eval_views", 8)),
-                             turntable_frames=int(cfg.get("turntable_frames", 36)))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{run_json}: not a gen-3d run record ({type(e).__name__}: {e})") from None
-    return config, int(res)
 
 
 def splat_arrays(scene: GaussianScene) -> dict[str, np.ndarray]:
