@@ -552,10 +552,15 @@ def table1(
     typer.echo(f"wrote {out}/table1.md and table1.csv")
 
 
-@app.command("gather")
+@app.command("gather", help=(
+    "Collect a sweep's finished runs (done.json) into results.csv, summary_<metric>.png and report.html.\n\n"
+    "Partial and damaged sweeps are gathered as far as they go, by design: unfinished runs are listed, and a "
+    "damaged run (a truncated done.json or metrics.json) is skipped with one `warning:` line on stderr while the "
+    "exit code stays 0, so that a sweep still running or partly broken can be looked at. A damaged sweep.json "
+    "(nothing to gather) is one `error:` line and exit code 2. `fsd table1` refuses a damaged run instead (an "
+    "average over fewer prompts would mislead)."))
 @user_errors
 def gather(out: Annotated[Path, typer.Argument(help="Sweep folder written by `fsd batch`.")]):
-    """Collect a sweep's finished runs (done.json) into results.csv, summary_<metric>.png and report.html."""
     print_gather(out)
 
 

@@ -16,6 +16,7 @@ Nothing already in the folder is lost: an existing checkpoint is only continued 
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,12 @@ class Gen3DConfig:
         if self.compile and self.model in (BUILTIN_3D, LOCAL_3D):
             raise InputError(f"--compile speeds up Stable Diffusion's networks; the embedded '{BUILTIN_3D}' prior "
                              "has none")
+        if self.compile and os.environ.get("ATEN_CPU_CAPABILITY") == "default":
+            from fsd2d.priors.load import resolve_device
+
+            if resolve_device(self.device).type == "cpu":  # inductor's C++ kernels need a vector ISA (torch 2.13)
+                raise InputError("--compile on the CPU needs a vector instruction set: torch's inductor cannot build "
+                                 "its kernels under ATEN_CPU_CAPABILITY=default (unset it, or run without --compile)")
 
     def eval_cameras(self, resolution: int, n: int | None = None) -> list[Camera]:
         """n views on a full turn (azimuth 0, 360/n, ...) at the middle elevation, radius and fov of the ranges."""
@@ -165,7 +172,7 @@ def gen_3d(scene_prior: ScenePrior, config: Gen3DConfig, out: Path, resume: bool
             if config.mesh:
                 m = export_mesh(out / f"seed_{seed}", state.scene, config.eval_cameras(max(res, MESH_EVAL_PX)),
                                 formats=("glb",))
-                mesh = {"mesh_iou": m["mean_iou"], "watertight": m["watertight"]}
+                mesh = {"mesh_iou": m["mean_iou"], "watertight": m["watertight"], "mesh_seconds": m["seconds"]}
             export_seed(out / f"seed_{seed}", state.scene, scene_prior, config, renders[seed], per_seed[seed] | mesh)
     summary = summarize(scene_prior, config, renders, per_seed)
     summary["seconds"] = time.perf_counter() - start

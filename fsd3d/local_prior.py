@@ -178,14 +178,14 @@ class LocalReferencePrior(ReferencePrior):
     def __init__(self, prompt: str, negative_prompt: str = "", *, patch_sizes: PatchSizes = DEFAULT_PATCH_SIZES,
                  patches_per_prompt: int = PATCHES_PER_PROMPT, compute_dtype: torch.dtype = torch.float32,
                  shift: int | None = DEFAULT_SHIFT, **reference_prior):
-        """`reference_prior`: ReferencePrior's resolution, device, dtype and background."""
+        """`reference_prior`: ReferencePrior's resolution, device, dtype, background and render_dtype."""
         self.patch_sizes, self.patches_per_prompt, self.compute_dtype = patch_sizes, patches_per_prompt, compute_dtype
         self.shift = shift
         super().__init__(prompt, negative_prompt, **reference_prior)
 
     def _set_prior(self, cameras: list[Camera], schedule: NoiseSchedule | None) -> CameraBlocksPrior:
         """One local prior per camera over the K references' renders there (images [K, 3, R, R] in [-1, 1])."""
-        out = self.references.render(cameras, self._resolution, self.background, self.device)
+        out = self.references.render(cameras, self._resolution, self.background, self.device, self.render_dtype)
         if self.shift is not None:
             return CameraBlocksPrior([ShiftWindowPrior(out.rgb[:, c].to(self.dtype) * 2.0 - 1.0, self.references.labels,
                                                        self.references.prompts, self.shift, self.patch_sizes,

@@ -2,8 +2,8 @@
 
 Steps:
     1. Density on a grid (`density_grid`): d(x) = sum_i o_i exp(-0.5 (x - mu_i)^T Sigma_i^-1 (x - mu_i)),
-       Sigma_i = R_i S_i^2 R_i^T (fsd3d.render's step 1), each Gaussian summed over the voxels within
-       CUTOFF_SIGMA of its largest std-dev; Gaussians are processed in chunks of at most CHUNK_ELEMENTS
+       Sigma_i = R_i S_i^2 R_i^T (fsd3d.render's step 1), each Gaussian summed over the voxels of its cutoff
+       ellipsoid (Mahalanobis distance <= CUTOFF_SIGMA); Gaussians are processed in chunks of at most CHUNK_ELEMENTS
        (Gaussian, voxel) pairs, so memory stays bounded whatever the grid and the scene.
     2. Surface: marching cubes (skimage, Lewiner) at `level` on that grid.
     2b. Simplification (`simplify_mesh`): quadric edge-collapse decimation (Garland & Heckbert 1997, by the
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,7 @@ DEFAULT_LEVEL = 0.3
 # renderer's 0.3 px^2 low-pass (EPS2D) dilates the splat's mask by about a pixel all round, a third of the
 # object's area, whatever the geometry (IoU 0.70-0.80 at level 0.5, 0.81-0.90 at 0.05); at 128 px it does not.
 MESH_EVAL_PX = 128
-CUTOFF_SIGMA = 3.0  # a Gaussian adds nothing beyond this many of its largest std-devs (o e^-4.5 < 0.011 o)
+CUTOFF_SIGMA = 3.0  # a Gaussian adds nothing beyond Mahalanobis distance 3 from its mean (o e^-4.5 < 0.011 o)
 CHUNK_ELEMENTS = 1 << 22  # (Gaussian, voxel) or (triangle, pixel) pairs per chunk: ~100 MB of temporaries
 MAX_GRID = 512
 # Faces kept by the decimation (step 2b). At the default 96^3 grid marching cubes gives 47k-89k faces on the 20
@@ -79,45 +80,66 @@ def _check_grid(resolution: int, bounds: torch.Tensor) -> None:
 
 
 def _splat_grid(scene: GaussianScene, resolution: int, bounds: torch.Tensor, with_color: bool):
-    """(density [R, R, R], colour sum [R, R, R, 3] or None): step 1 (and the numerator of step 3)."""
+    """(density [R, R, R], colour sum [R, R, R, 3] or None): step 1 (and the numerator of step 3).
+
+    Each Gaussian i is evaluated on the voxel box around its centre voxel c_i that holds its cutoff ellipsoid
+    (half-extents CUTOFF_SIGMA sqrt(Sigma_aa) per axis a). With b_i = x(c_i) - mu_i and a voxel offset u (world
+    units) the Mahalanobis distance is a quadratic in u,
+        (b_i + u)^T P_i (b_i + u) = b_i^T P_i b_i + 2 (P_i b_i) . u + u^T P_i u,     P_i = Sigma_i^-1 = R S^-2 R^T,
+    i.e. one product F_i . phi(u) of 10 numbers (phi = 1, u_x, u_y, u_z, u_x^2, u_y^2, u_z^2, 2 u_x u_y, 2 u_x u_z,
+    2 u_y u_z): a chunk of G Gaussians and K offsets is one [G, 10] x [10, K] matrix product (float64, so the
+    cutoff test maha <= CUTOFF_SIGMA^2 decides as the exact formula does)."""
     bounds = torch.as_tensor(bounds, dtype=torch.float64).cpu()
     _check_grid(resolution, bounds)
     R = resolution
     with torch.no_grad():
         device = scene.means.device
-        mu = scene.means.detach().float()  # [N, 3]
-        s = scene.scales().detach().float()  # [N, 3]
-        rot = quat_to_rotmat(scene.quats.detach().float())  # [N, 3, 3], columns: the Gaussian's axes
+        mu = scene.means.detach().double()  # [N, 3]
+        s = scene.scales().detach().double()  # [N, 3]
+        rot = quat_to_rotmat(scene.quats.detach().double())  # [N, 3, 3], columns: the Gaussian's axes
         o = scene.opacities().detach().float()  # [N]
         rgb = torch.clamp_min(SH_C0 * scene.sh0.detach().float() + 0.5, 0.0)  # [N, 3] degree-0 colour
-        lo = bounds[0].float().to(device)  # [3]
-        spacing = ((bounds[1] - bounds[0]) / (R - 1)).float().to(device)  # [3]
-        reach = CUTOFF_SIGMA * s.amax(dim=-1)  # [N] world units
-        half = torch.ceil(reach[:, None] / spacing).clamp(max=R).long()  # [N, 3] half box in voxels per axis
-        order = torch.argsort(reach, descending=True)  # half is monotone in reach: a chunk's first box is its largest
+        lo = bounds[0].to(device)  # [3]
+        spacing = ((bounds[1] - bounds[0]) / (R - 1)).to(device)  # [3]
+        axes = rot / s[:, None, :]  # [N, 3, 3]: column j is axis j / s_j
+        prec = axes @ axes.transpose(1, 2)  # [N, 3, 3] P = R S^-2 R^T
+        std_axis = ((rot * s[:, None, :]) ** 2).sum(-1).sqrt()  # [N, 3] sqrt(Sigma_aa), Sigma = R S^2 R^T
+        half = torch.ceil(CUTOFF_SIGMA * std_axis / spacing).clamp(max=R).long()  # [N, 3] half box per axis
+        centre = torch.round((mu - lo) / spacing).long()  # [N, 3] centre voxel
+        b = lo + centre.double() * spacing - mu  # [N, 3] b_i: the centre voxel's offset from the mean
+        pb = (prec @ b[..., None])[..., 0]  # [N, 3]
+        feats = torch.cat([(b * pb).sum(-1, keepdim=True), 2.0 * pb, prec.diagonal(dim1=1, dim2=2),
+                           prec[:, 0, 1:2], prec[:, 0, 2:3], prec[:, 1, 2:3]], dim=-1)  # [N, 10] F_i
+        centre_flat = (centre[:, 0] * R + centre[:, 1]) * R + centre[:, 2]  # [N]
+        order = torch.argsort(half.amax(dim=-1), descending=True)  # a chunk's first cube holds all its boxes
         density = torch.zeros(R**3, device=device)  # flat [R^3]
         color = torch.zeros(R**3, 3, device=device) if with_color else None
         start = 0
         while start < len(order):
-            k = half[order[start]]  # [3] the chunk's largest box, which fits every Gaussian of the chunk
-            g = max(1, CHUNK_ELEMENTS // int((2 * k + 1).prod()))
+            g = max(1, CHUNK_ELEMENTS // (2 * int(half[order[start]].max()) + 1) ** 3)
             idx = order[start : start + g]  # [G]
             start += g
-            axes = [torch.arange(-int(k[a]), int(k[a]) + 1, device=device) for a in range(3)]
-            off = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)  # [K, 3]
-            centre = torch.round((mu[idx] - lo) / spacing).long()  # [G, 3]
-            vox = centre[:, None, :] + off[None]  # [G, K, 3]
-            inside = ((vox >= 0) & (vox < R)).all(dim=-1)  # [G, K]
-            d = lo + vox.float() * spacing - mu[idx][:, None, :]  # [G, K, 3] world offsets from the mean
-            local = torch.einsum("gkj,gja->gka", d, rot[idx]) / s[idx][:, None, :]  # [G, K, 3] in std-devs
-            maha = (local**2).sum(dim=-1)  # [G, K]
-            keep = inside & (maha <= CUTOFF_SIGMA**2)  # [G, K] within the cutoff ellipsoid
-            w = o[idx][:, None] * torch.exp(-0.5 * maha)  # [G, K]
-            flat = (vox[..., 0] * R + vox[..., 1]) * R + vox[..., 2]  # [G, K]
-            density.index_add_(0, flat[keep], w[keep])
+            k = half[idx].amax(dim=0)  # [3] the chunk's box: the largest half-extent per axis
+            grids = [torch.arange(-int(k[a]), int(k[a]) + 1, device=device) for a in range(3)]
+            off = torch.stack(torch.meshgrid(*grids, indexing="ij"), dim=-1).reshape(-1, 3)  # [K, 3] voxels
+            u = off.double() * spacing  # [K, 3] world units
+            phi = torch.cat([torch.ones_like(u[:, :1]), u, u**2, 2.0 * u[:, 0:1] * u[:, 1:2],
+                             2.0 * u[:, 0:1] * u[:, 2:3], 2.0 * u[:, 1:2] * u[:, 2:3]], dim=-1)  # [K, 10]
+            maha = feats[idx] @ phi.T  # [G, K]
+            keep = maha <= CUTOFF_SIGMA**2  # [G, K] within the cutoff ellipsoid
+            flat = centre_flat[idx, None] + ((off[:, 0] * R + off[:, 1]) * R + off[:, 2])[None]  # [G, K]
+            cross = torch.nonzero(((centre[idx] < k) | (centre[idx] + k >= R)).any(dim=1)).flatten()  # [X] rows
+            if len(cross):  # rows whose box crosses the grid's side: mask the voxels outside
+                vox = [centre[idx[cross], a, None] + off[None, :, a] for a in range(3)]  # 3 x [X, K]
+                inside = ((vox[0] >= 0) & (vox[0] < R) & (vox[1] >= 0) & (vox[1] < R) & (vox[2] >= 0)
+                          & (vox[2] < R))
+                keep[cross] &= inside
+                flat[cross] = torch.where(inside, flat[cross], 0)  # outside the grid: weight 0 added at voxel 0
+            flat = flat.reshape(-1)
+            w = torch.where(keep, o[idx][:, None] * torch.exp(-0.5 * maha.float()), 0.0)  # [G, K]
+            density.index_add_(0, flat, w.reshape(-1))
             if color is not None:
-                gi = torch.arange(len(idx), device=device)[:, None].expand_as(keep)[keep]  # [M] chunk row
-                color.index_add_(0, flat[keep], w[keep][:, None] * rgb[idx][gi])
+                color.index_add_(0, flat, (w[:, :, None] * rgb[idx][:, None, :]).reshape(-1, 3))
     density = density.reshape(R, R, R).cpu()
     return density, (None if color is None else color.reshape(R, R, R, 3).cpu())
 
@@ -277,11 +299,13 @@ def export_mesh(folder: Path, scene: GaussianScene, cameras: list[Camera], resol
                 max_faces: int | None = DEFAULT_MAX_FACES) -> dict:
     """Extract the scene's mesh (decimated to at most max_faces faces), check it against the splat at
     `cameras`, write folder/mesh.<format> for each format; returns the mesh's metrics (JSON-ready): counts
-    (faces before and after decimation), watertight, IoU per view and mean."""
+    (faces before and after decimation), watertight, IoU per view and mean, and the seconds all this took."""
+    start = time.perf_counter()
     mesh = extract_mesh(scene, resolution, level, max_faces=max_faces)
     iou = mesh_silhouette_iou(mesh, scene, cameras)
     for kind in formats:
         write_mesh(Path(folder) / f"mesh.{kind}", mesh)
+    iou["seconds"] = time.perf_counter() - start
     return {"vertices": len(mesh.vertices), "faces": len(mesh.faces),
             "marching_cubes_faces": int(mesh.metadata.get("marching_cubes_faces", len(mesh.faces))),
             "max_faces": max_faces, "watertight": bool(mesh.is_watertight),

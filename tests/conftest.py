@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from numerics import TEST_THREADS
 
 pytest_plugins = ["tiny_runs"]  # the `run` and `sweep` fixtures of the report / viewer / browser tests
 
@@ -17,8 +18,8 @@ def tiny_sd_path(tmp_path_factory):
 
 @pytest.fixture
 def one_thread():
-    """Tiny tensors run faster single-threaded, and immune to other processes on a 2-core machine."""
+    """TEST_THREADS threads (1 unless FSD_TEST_THREADS says otherwise, tests/numerics.py) for the test."""
     n = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(TEST_THREADS)
     yield
     torch.set_num_threads(n)

@@ -18,6 +18,7 @@ from fsdbatch import runner as batch_runner
 from fsdbatch.gather import gather
 from fsdbatch.runner import Shard, parse_shard, resolve_shard, run_sweep
 from fsdbatch.sweep import SLUG_MAX, load_sweep
+from numerics import TEST_THREADS
 
 CLI = typer.main.get_command(app)
 SHARD_ENV = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX",
@@ -48,7 +49,7 @@ params:
 def one_thread(monkeypatch):
     """Tiny tensors run much faster single-threaded; no shard variables leak in from the environment."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(TEST_THREADS)
     for name in SHARD_ENV:
         monkeypatch.delenv(name, raising=False)
     yield
@@ -87,7 +88,7 @@ def out_of(args: list[str]) -> Path:
 def finished(tmp_path_factory):
     """The 4-run compare-2d sweep (prompt [cat, coffee] x beta [0.5, 1]), run once; tests work on copies."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(TEST_THREADS)
     folder = tmp_path_factory.mktemp("finished")
     sweep = load(folder, TINY_2D)
     result = run_sweep(sweep, CLI)

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from fsd2d.errors import InputError
+from numerics import TEST_THREADS
 
 CLI = typer.main.get_command(app)
 SMALL = "command: compare-2d\nparams:\n  steps: 2\n  seeds: '0'\n  methods: fsd\n  prompt: [cat, coffee]\n"
@@ -28,7 +29,7 @@ ANCHORS = ", ".join(["&a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"] + [
 @pytest.fixture(autouse=True)
 def one_thread(monkeypatch):
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(TEST_THREADS)
     for name in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "RANK", "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
     yield
@@ -60,7 +61,7 @@ def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("finished")
     (root / "s.yaml").write_text(SMALL)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(TEST_THREADS)
     res = CliRunner().invoke(app, ["batch", str(root / "s.yaml"), "--out", str(root / "out"), "--no-gather"])
     torch.set_num_threads(threads)
     assert res.exit_code == 0, res.output

@@ -122,3 +122,10 @@ def test_console_script_and_prompts():
         res = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True)
         lines = res.stderr.strip().splitlines()
         assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (args, res.stderr)
+
+
+def test_gather_help_says_a_damaged_run_is_a_warning_with_exit_code_0():
+    res = CliRunner().invoke(app, ["gather", "--help"], terminal_width=200)
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    assert "skipped with one `warning:` line" in text and "exit code stays 0" in text and "error:" in text

@@ -239,6 +239,7 @@ def test_sdi_with_exact_inversion_is_ddim(imageset):
     assert ((theta - x_ddim).norm() / x_ddim.norm()).item() < 1e-7
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("method", [Method.ISM, Method.SDI, Method.CSD, Method.NFSD])
 def test_family_runs_are_reproducible_per_seed(imageset, method):
     g = Guidance.from_prompts(imageset, "cat", "", 1.0)
@@ -246,7 +247,8 @@ def test_family_runs_are_reproducible_per_seed(imageset, method):
     a = distill(imageset, g, config, [3, 4])
     alone = distill(imageset, g, config, [4])
     assert torch.isfinite(a).all()
-    # a seed's result does not depend on the batch (up to BLAS rounding)
+    # a seed's result does not depend on the batch, up to the rounding of the posterior's float64 product at
+    # another row count (logit sums over D = 3072 pixels, 2 gamma_D ~ 7e-13 relative) carried through 8 steps
     torch.testing.assert_close(a[1:], alone, rtol=0, atol=1e-9)
     assert not torch.equal(a[0], a[1])
 

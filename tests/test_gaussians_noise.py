@@ -9,6 +9,7 @@ from fsd2d.errors import InputError
 from fsd3d.gaussians import SH_C0, SH_C1, GaussianScene
 from fsd3d.noise import ConstantNoise, RandomNoise, WorldMapNoise
 from fsd3d.ply import load_ply, property_names, save_ply
+from numerics import TEST_THREADS
 
 D, H, W = 4, 16, 16  # small prior space for the noise tests
 THETA = 60.0  # -> world map 48 x 96
@@ -18,7 +19,7 @@ THETA = 60.0  # -> world map 48 x 96
 def single_thread():
     """Tiny tensors: one intra-op thread is ~50x faster than two on a busy shared CPU."""
     n = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(TEST_THREADS)
     yield
     torch.set_num_threads(n)
 

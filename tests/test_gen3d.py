@@ -1,5 +1,6 @@
 """`fsd gen-3d`: outputs, exact resume, FSD vs SDS diversity on the embedded prior, bad input."""
 import json
+import os
 from dataclasses import replace
 
 import pytest
@@ -143,6 +144,10 @@ def test_gen_3d_on_tiny_stable_diffusion(tiny_sd_path, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
+@pytest.mark.skipif(os.environ.get("ATEN_CPU_CAPABILITY") == "default",
+                    reason="torch 2.13's inductor emits at::vec code that does not compile without a vector ISA "
+                           "(ATEN_CPU_CAPABILITY=default); gen-3d refuses --compile there")
 def test_compiled_stable_diffusion_matches_eager(tiny_sd_path):
     """--compile (torch.compile of the UNet and the VAE encoder; inductor's C++ backend here) changes rounding only."""
     from fsd3d.densify import Densify, DensifyConfig
@@ -161,6 +166,7 @@ def test_compiled_stable_diffusion_matches_eager(tiny_sd_path):
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.numerics
 def test_batched_seeds_on_stable_diffusion_match_seeds_alone(tiny_sd_path):
     """On SD the UNet and VAE convolutions round differently at another batch size: a seed batched with others
     matches the seed alone to 1e-4 after 4 steps (measured on the CPU: <= 1e-5), not bit for bit."""
@@ -175,3 +181,14 @@ def test_batched_seeds_on_stable_diffusion_match_seeds_alone(tiny_sd_path):
         assert len(state.scene) == len(alone[state.seed])
         for a, b in zip(alone[state.seed].parameters(), state.scene.parameters()):
             torch.testing.assert_close(b, a, rtol=0, atol=1e-4)
+
+
+def test_compile_on_the_cpu_without_a_vector_isa_is_refused(monkeypatch):
+    """torch 2.13's inductor cannot build its C++ kernels under ATEN_CPU_CAPABILITY=default: one line, not a
+    compiler error after the model has loaded."""
+    config = Gen3DConfig(model="some/sd-folder", compile=True, device="cpu")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    with pytest.raises(InputError, match="ATEN_CPU_CAPABILITY=default"):
+        config.validate()
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    config.validate()

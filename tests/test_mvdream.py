@@ -207,6 +207,7 @@ def _unbound(view):
     return out
 
 
+@pytest.mark.numerics
 def test_set_prior_is_the_view_prior_on_its_views(prior):
     """The 2D prior's [B, 16, h, w] sample is 4 views of [4, h, w]: eps, decode (2 x 2 mosaic) and encode agree."""
     g = torch.Generator().manual_seed(5)

@@ -66,6 +66,7 @@ def test_eps_rejects_mismatched_batch(prior):
         prior.eps(_noisy(prior), torch.tensor([1]), prior.encode_prompt("").expand(2, -1, -1))
 
 
+@pytest.mark.numerics
 def test_encode_decode_shapes_and_ranges(prior):
     images = torch.rand(2, 3, RES, RES, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -74,7 +75,9 @@ def test_encode_decode_shapes_and_ranges(prior):
     assert z.shape == (2, *prior.latent_shape) and torch.isfinite(z).all()
     assert decoded.shape == (2, 3, RES, RES) and decoded.dtype == torch.float32
     assert decoded.min() >= 0.0 and decoded.max() <= 1.0
-    with torch.no_grad():  # per-sample (no batch mixing), and decode maps the VAE's [-1, 1] to [0, 1]
+    # per-sample (no batch mixing; float32 convolutions at another batch size round differently: 1e-5 ~
+    # probable_atol of the tiny VAE's 3x3x64 = 576-term sums), and decode maps the VAE's [-1, 1] to [0, 1]
+    with torch.no_grad():
         torch.testing.assert_close(prior.encode(images[1:]), z[1:], rtol=1e-5, atol=1e-5)
         raw = prior.vae.decode(z / prior.vae.config.scaling_factor).sample  # [-1, 1]
     torch.testing.assert_close(decoded, ((raw + 1.0) / 2.0).clamp(0.0, 1.0))

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from cli import app
 from fsd3d.ply import save_ply
 from fsd3d.references import reference_scene
+from numerics import TEST_THREADS
 
 REFERENCE = ("mushroom", "red")
 
@@ -53,7 +54,7 @@ def make_sweep(folder: Path) -> Path:
 def single_thread():
     """Tiny tensors run faster single-threaded, and immune to other processes on a 2-core machine."""
     n = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(TEST_THREADS)
     try:
         yield
     finally:
