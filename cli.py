@@ -19,7 +19,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-MODEL_HELP = ("Prior: built-in 'imageset' or 'patches' (no download), a local diffusers folder (Stable Diffusion, "
+MODEL_HELP = ("Prior: built-in 'imageset' or 'patches' (no download), the trained 'tiny-sd' (Stable Diffusion trained "
+              "here on the pictures' crops), a local diffusers folder (Stable Diffusion, "
               "or MVDream's conversion: one sample = 4 views), or a hub id (honours HF_HUB_OFFLINE).")
 
 
@@ -72,7 +73,8 @@ def parse_enum_list(text: str, enum_cls, flag: str) -> tuple:
 @app.command()
 @user_errors
 def prompts(model: str = typer.Option("imageset", help="Built-in prior: imageset, patches (2D), references or "
-                                                        "references-local (3D).")):
+                                                        "references-local (3D), or a trained one: tiny-sd (2D), "
+                                                        "tiny-sd-objects, tiny-mvdream (3D).")):
     """List the prompts of a built-in prior (Stable Diffusion takes any text)."""
     from fsd2d.priors.load import BuiltinPrior
 
@@ -85,9 +87,19 @@ def prompts(model: str = typer.Option("imageset", help="Built-in prior: imageset
             for variant, spec in variants.items():
                 typer.echo(f"    {variant:<12} {spec.description}")
         return
+    from fsd2d.priors.trained import TrainedModel, read_card, trained_folder
+
+    if model in [m.value for m in TrainedModel]:
+        card = read_card(trained_folder(model))
+        suffixes = card.get("view_suffixes", [])
+        typer.echo(f"prompts of the trained '{model}' ({card['dataset']} world, {card['views']} view(s) per sample"
+                   + (f"; captions '<prompt>, {'|'.join(suffixes)}'" if suffixes else "") + "; '' = unconditional):")
+        for name in card["prompts"]:
+            typer.echo(f"  {name}")
+        return
     if model not in [b.value for b in BuiltinPrior]:
         raise InputError(f"--model {model!r}: only built-in priors have a prompt list (imageset, patches, references, "
-                         "references-local)")
+                         f"references-local, {', '.join(m.value for m in TrainedModel)})")
     from fsd2d.priors.imageset import DEFAULT_CROPS, PROMPTS
 
     typer.echo(f"prompts of the built-in '{model}' prior ({DEFAULT_CROPS} crops each; '' = all of them):")
@@ -285,6 +297,49 @@ def beta_sweep(
     typer.echo(f"wrote {out}/ (beta_sweep.png, grid.png, table.csv, metrics.json, run.json) in {s['seconds']:.1f} s")
 
 
+@app.command("train-prior")
+@user_errors
+def train_prior(
+    dataset: Annotated[str, typer.Argument(help="imageset (crops of the 8 pictures: tiny-sd), objects (reference "
+                                                "renders with view captions: tiny-sd-objects) or objects-mv (4-view "
+                                                "sets with cameras: tiny-mvdream).")],
+    out: Annotated[Path, typer.Option(help="Model folder to write (replaced when training ends; its .train/ holds "
+                                           "the checkpoint meanwhile).")],
+    steps: Annotated[int, typer.Option(help="UNet training steps.")] = 8000,
+    vae_steps: Annotated[int, typer.Option(help="VAE training steps (first stage).")] = 1500,
+    batch: Annotated[int, typer.Option(help="Images (views) per UNet step.")] = 64,
+    vae_batch: Annotated[int, typer.Option(help="Images per VAE step.")] = 32,
+    lr: Annotated[float, typer.Option(help="UNet AdamW peak learning rate (warm-up, cosine decay to 10 %).")] = 5e-4,
+    vae_lr: Annotated[float, typer.Option(help="VAE AdamW peak learning rate.")] = 1e-3,
+    prompt_dropout: Annotated[float, typer.Option(help="Probability that a caption is replaced by '' (CFG's "
+                                                       "unconditional model).")] = 0.1,
+    pool: Annotated[Optional[int], typer.Option(help="objects: cameras rendered per object (objects-mv: 4-view "
+                                                     "sets); default 2048 (512 sets).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the weights' initialisation, the data and the noise.")] = 0,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (OUT/.train/checkpoint.pt).")] = 250,
+    threads: Annotated[int, typer.Option(help="torch threads; the trained bits depend on it (the shipped models: "
+                                              "1).")] = 1,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/.train/checkpoint.pt (same settings).")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+):
+    """Train a tiny Stable Diffusion (or MVDream, for objects-mv) on an embedded world, in the diffusers layout.
+
+    The defaults make the shipped built-in models: `fsd train-prior imageset --out DIR` reproduces tiny-sd,
+    `objects` tiny-sd-objects and `objects-mv` tiny-mvdream, bit for bit on one machine with one thread."""
+    from fsdtrain.datasets import Dataset
+    from fsdtrain.train import TrainPriorConfig, train_prior as train
+
+    for name, value in (("lr", lr), ("vae-lr", vae_lr), ("prompt-dropout", prompt_dropout)):
+        check_finite(f"--{name}", value)
+    config = TrainPriorConfig(parse_enum(dataset, Dataset, "DATASET"), steps=steps, vae_steps=vae_steps, batch=batch,
+                              vae_batch=vae_batch, lr=lr, vae_lr=vae_lr, prompt_dropout=prompt_dropout, pool=pool,
+                              seed=seed, checkpoint_every=checkpoint_every, threads=threads)
+    card = train(config, out, resume=resume, progress=progress)
+    loss = card["training"]["loss"]["unet"]
+    typer.echo(f"wrote {out}/ ({card['dataset']}: UNet {card['parameters']['unet']:,} parameters, final loss "
+               f"{loss[-1]:.4f}; samples.png, fsd_model.json) in {card['training']['seconds']:.0f} s")
+
+
 @app.command("gen-3d")
 @user_errors
 def gen_3d(
@@ -312,8 +367,10 @@ def gen_3d(
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 50,
     model: Annotated[str, typer.Option(
         help="'references' (embedded analytic prior, no download), 'references-local' (the same references, a local "
-             "patch denoiser per camera: Fig. 6), a local SD or MVDream folder, or a hub id.")] = "references",
-    resolution: Annotated[Optional[int], typer.Option(help="Render size in pixels (default 32 embedded, 512 SD, 256 MVDream).")] = None,
+             "patch denoiser per camera: Fig. 6), the trained 'tiny-sd-objects' / 'tiny-mvdream' (Stable Diffusion / "
+             "MVDream trained here on the references' renders), a local SD or MVDream folder, or a hub id.")] = "references",
+    resolution: Annotated[Optional[int], typer.Option(help="Render size in pixels (default: the model's, 32 embedded and "
+                                                           "trained, 512 SD 2.1, 256 MVDream).")] = None,
     device: Device = "auto", dtype: Dtype = "auto",
     out: Annotated[Path, typer.Option(help="Output folder (one sub-folder per seed).")] = Path("outputs/gen-3d"),
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoints in --out.")] = False,
@@ -457,12 +514,17 @@ def parse_floats(text: str, flag: str) -> tuple[float, ...]:
 def print_summary(summary: dict) -> None:
     has_modes = "reached_psnr_db" in summary  # analytic priors only
     head = f"{'method':<13}{'PSNR vs DDIM':>13}{'SSIM vs DDIM':>13}{'diversity':>11}"
+    has_pictures = "prompt_accuracy" in next(iter(summary["methods"].values()))  # a model trained on the pictures
     head += f"{'modes reached':>15}" if has_modes else ""
+    head += f"{'prompt picture':>16}{'its PSNR':>10}" if has_pictures else ""
     typer.echo(head)
     for name, m in summary["methods"].items():
         line = f"{name:<13}{m['mean_psnr_to_ddim']:>13.2f}{m['mean_ssim_to_ddim']:>13.3f}{m['diversity']:>11.3f}"
         if has_modes:
             line += f"{m['modes_reached']:>9d} / {len(summary['seeds'])}"
+        if has_pictures:
+            hits = round(m["prompt_accuracy"] * len(summary["seeds"])) if m["prompt_accuracy"] == m["prompt_accuracy"] else 0
+            line += f"{hits:>10d} / {len(summary['seeds']):<3d}{m['mean_picture_psnr']:>10.2f}"
         typer.echo(line)
 
 

@@ -56,7 +56,8 @@ def run_methods(prior: Prior, config: Compare2DConfig, progress: bool = False) -
 
 def evaluate(prior: Prior, config: Compare2DConfig, images: dict[Method, torch.Tensor]) -> dict:
     """metrics.json: per method and seed the distance to DDIM (PSNR, SSIM); per method the diversity;
-    for the analytic prior the nearest set image (index, PSNR) and the mode coverage."""
+    for the analytic prior the nearest set image (index, PSNR) and the mode coverage; for a model trained on
+    the pictures (tiny-sd) the nearest picture over all crops and the prompt accuracy (add_picture_scores)."""
     set_images = prior.set_images(config.prompt) if isinstance(prior, ImageSetPrior) else None
     ref = images[Method.DDIM]
     out = {"seeds": list(config.seeds), "methods": {}}
@@ -64,11 +65,36 @@ def evaluate(prior: Prior, config: Compare2DConfig, images: dict[Method, torch.T
         out["methods"][method.value] = metrics.score(ims, ref, config.seeds, set_images)
     if set_images is not None:
         out["reached_psnr_db"] = metrics.REACHED_PSNR_DB
+    if prior.card is not None and prior.card.get("world") == "imageset":  # a trained model of the pictures
+        add_picture_scores(out, images, config.prompt, prior.resolution)
     return out
+
+
+def add_picture_scores(out: dict, images: dict[Method, torch.Tensor], prompt: str, resolution: int) -> None:
+    """A model trained on crops of the pictures (tiny-sd): per method and seed the nearest picture over all its
+    crops and that PSNR (fsd2d.crop_match), the prompt accuracy, and the PSNR to the nearest of the exact prior's
+    64 crops of the prompt (high: a copy of that set; the network never saw it, it saw fresh crops)."""
+    from fsd2d.crop_match import picture_scores
+
+    exact = ImageSetPrior(resolution).set_images(prompt) if prompt else None
+    for method, ims in images.items():
+        entry = out["methods"][method.value]
+        pics = picture_scores(ims, prompt)
+        for i, seed_entry in enumerate(entry["per_seed"]):
+            seed_entry["nearest_picture"], seed_entry["picture_psnr"] = pics["nearest_picture"][i], pics["picture_psnr"][i]
+        entry["prompt_accuracy"] = pics["prompt_accuracy"]
+        entry["mean_picture_psnr"] = float(sum(pics["picture_psnr"]) / len(ims))
+        if exact is not None:
+            _, copy = metrics.nearest(ims, exact)
+            for seed_entry, c in zip(entry["per_seed"], copy.tolist()):
+                seed_entry["exact_set_psnr"] = c
+            entry["mean_exact_set_psnr"] = metrics.finite_mean(copy.tolist())
 
 
 def caption(method: Method, seed_metrics: dict) -> str:
     if method is Method.DDIM:
+        if "nearest_picture" in seed_metrics:  # a trained model of the pictures: what DDIM's image is a crop of
+            return f"{seed_metrics['nearest_picture']} {seed_metrics['picture_psnr']:.0f} dB"
         if "nearest_psnr" not in seed_metrics:
             return ""
         near = seed_metrics["nearest_psnr"]

@@ -37,6 +37,9 @@ class ScenePrior(abc.ABC):
     compiled: bool = False  # the prior's networks run through torch.compile (CUDA graphs need step marks)
     views_per_camera: int = 1  # views `expand_cameras` makes of each sampled camera (MVDream: its 4-view set)
     cameras_per_step: int = 2  # default for Train3DConfig.cameras_per_step (cameras sampled per seed and step)
+    # the ground truth a scene is scored against (fsd3d.metrics3d): the embedded reference objects, for the
+    # embedded priors and the models trained on their renders (fsd train-prior objects / objects-mv); else None
+    references = None  # fsd3d.references.ReferenceSet | None
 
     @property
     def resolution(self) -> int:

@@ -49,9 +49,9 @@ def save_tiny_clip(tmp_path):
     """A tiny random CLIP saved as a local folder (safetensors weights: model.safetensors)."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from fsd2d.priors.random_sd import _write_tokenizer
+    from fsd2d.priors.random_sd import write_tokenizer
 
-    tok = _write_tokenizer(tmp_path / "tok")
+    tok = write_tokenizer(tmp_path / "tok")
     torch.manual_seed(0)
     config = CLIPConfig(
         text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2,

@@ -31,6 +31,7 @@ class Prior(abc.ABC):
     schedule: NoiseSchedule
     device: torch.device
     dtype: torch.dtype  # the working dtype of x_t and eps
+    card: dict | None = None  # a trained model's card (fsd2d.priors.trained: dataset, world, prompts), else None
 
     @property
     @abc.abstractmethod

@@ -21,7 +21,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from fsd2d.priors.base import ModelError, Prior
+from fsd2d.priors.base import ModelError, Prior, PromptError
 from fsd2d.schedule import NoiseSchedule, linear_schedule, scaled_linear_schedule
 
 PredictionType = Literal["epsilon", "v_prediction"]
@@ -29,7 +29,7 @@ BetaSchedule = Literal["scaled_linear", "linear"]
 WEIGHTED_COMPONENTS = ("unet", "vae", "text_encoder")
 ALL_COMPONENTS = (*WEIGHTED_COMPONENTS, "tokenizer", "scheduler")
 HALF_DTYPES = (torch.float16, torch.bfloat16)
-ALLOWED_DTYPES = (torch.float32, *HALF_DTYPES)
+ALLOWED_DTYPES = (torch.float64, torch.float32, *HALF_DTYPES)  # float64: exact checks (Proposition 1) on the CPU
 MAX_RESOLUTION = 4096  # pixels; SD 1.x/2.x work at 512-768, and 4096 already means a 512 x 512 latent
 
 
@@ -147,9 +147,18 @@ class LatentPrior(Prior):
         side = self._resolution // self.vae_factor
         return (self.unet.config.in_channels, side, side)
 
+    captions: list[str] | None = None  # a trained model's captions (its card): the only prompts it knows; None: any
+
     @torch.no_grad()
     def encode_prompt(self, prompt: str) -> torch.Tensor:
-        """CLIP last hidden state [1, max_length (77), D] in the prior's dtype."""
+        """CLIP last hidden state [1, max_length (77), D] in the prior's dtype. A trained model (with `captions`)
+        takes only the captions it was trained on and '': anything else is a PromptError listing its prompts."""
+        if self.captions is not None and prompt != "" and prompt not in self.captions:
+            prompts = ", ".join(self.card["prompts"]) if self.card else ", ".join(self.captions)
+            suffixes = (self.card or {}).get("view_suffixes", [])
+            views = f", each alone or with ', {suffixes[0]}' and the like" if suffixes else ""
+            raise PromptError(f"unknown prompt {prompt!r}; the trained {self.model_label} knows: {prompts}{views} "
+                              "(and '' = unconditional)")
         ids = self.tokenizer(
             prompt, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
             return_tensors="pt",

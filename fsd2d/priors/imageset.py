@@ -80,6 +80,20 @@ def load_source(name: str) -> np.ndarray:
     return img[..., :3]
 
 
+CROP_SIDE = (0.4, 1.0)  # a crop's side, as a fraction of the picture's short side (uniform)
+
+
+@functools.lru_cache(maxsize=16)
+def scaled_source(name: str, resolution: int) -> np.ndarray:
+    """The prompt's picture [H, W, 3] in [0, 1] resized so that its short side is 4 R: crops of it then need only a
+    small, fast resize to R (the exact prior's sets here, the trained tiny-sd's training crops in fsdtrain)."""
+    from skimage.transform import resize
+
+    src = load_source(name)
+    scale = 4 * resolution / min(src.shape[:2])
+    return resize(src, (round(src.shape[0] * scale), round(src.shape[1] * scale)), anti_aliasing=True)
+
+
 @functools.lru_cache(maxsize=8)
 def build_image_sets(resolution: int, crops_per_prompt: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """All prompts' sets: images [K, 3, R, R] in [-1, 1] (float64) and prompt index [K]. Deterministic."""
@@ -88,13 +102,10 @@ def build_image_sets(resolution: int, crops_per_prompt: int, seed: int = 0) -> t
     rng = np.random.default_rng(seed)
     images, labels = [], []
     for p, name in enumerate(PROMPTS):
-        src = load_source(name)
-        # Work from a copy whose short side is 4R: crops then need only a small, fast resize.
-        scale = 4 * resolution / min(src.shape[:2])
-        src = resize(src, (round(src.shape[0] * scale), round(src.shape[1] * scale)), anti_aliasing=True)
+        src = scaled_source(name, resolution)
         h, w = src.shape[:2]
         for _ in range(crops_per_prompt):
-            side = int(rng.uniform(0.4, 1.0) * min(h, w))
+            side = int(rng.uniform(*CROP_SIDE) * min(h, w))
             y0, x0 = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
             crop = src[y0 : y0 + side, x0 : x0 + side]
             if rng.random() < 0.5:

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from fsd2d.priors.base import ModelError, Prior
+from fsd2d.priors.trained import TrainedModel, card_captions, read_card, trained_folder
 
 class BuiltinPrior(str, enum.Enum):
     """Priors embedded in the package: no download, exact ground truth."""
@@ -52,16 +53,29 @@ def load_prior(model: str, device: str = "auto", dtype: str = "auto", resolution
         builtin = ImageSetPrior if model == BuiltinPrior.IMAGESET.value else PatchPrior
         res = DEFAULT_RESOLUTION if resolution is None else resolution  # 0 is an error, not the default
         return builtin(res, device=dev, dtype=dt or torch.float64)
+    trained = trained_folder(model)  # a built-in trained model: a folder inside the package, loaded as any other
+    name, model = model, str(trained) if trained is not None else model
+    card = read_card(Path(model).expanduser()) if Path(model).expanduser().is_dir() else None  # sha256 first
     if Path(model).expanduser().is_dir():
         from fsd2d.priors.mvdream import is_mvdream_folder, load_mvdream
 
         if is_mvdream_folder(Path(model).expanduser()):  # MVDream's diffusers-format conversion (priors/mvdream.py)
-            return load_mvdream(model, device=dev, dtype=dt, resolution=resolution)
+            return attach_card(load_mvdream(model, device=dev, dtype=dt, resolution=resolution), card, name)
     if Path(model).exists() or "/" in model or "\\" in model or model.startswith((".", "~")):  # folder or hub id
         from fsd2d.priors.diffusers_prior import load_stable_diffusion
 
-        return load_stable_diffusion(model, device=dev, dtype=dt, resolution=resolution)
+        return attach_card(load_stable_diffusion(model, device=dev, dtype=dt, resolution=resolution), card, name)
     raise ModelError(
-        f"unknown model {model!r}: use a built-in prior ({', '.join(b.value for b in BuiltinPrior)}), "
-        "a local diffusers folder, or a hub id like 'org/name'"
+        f"unknown model {model!r}: use a built-in prior ({', '.join(b.value for b in BuiltinPrior)}), a trained "
+        f"one ({', '.join(m.value for m in TrainedModel)}), a local diffusers folder, or a hub id like 'org/name'"
     )
+
+
+def attach_card(prior: Prior, card: dict | None, name: str) -> Prior:
+    """A trained model's card on its prior (`prior.card`), and its captions as the only prompts it takes."""
+    if card is not None:
+        prior.card = card
+        for latent in (prior, getattr(prior, "view", None)):  # MVDream's 2D prior encodes through its view prior
+            if latent is not None:
+                latent.card, latent.captions, latent.model_label = card, card_captions(card), name
+    return prior

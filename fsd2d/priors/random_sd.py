@@ -31,7 +31,7 @@ def _byte_level_chars() -> list[str]:
     return [chars[b] for b in range(256)]
 
 
-def _write_tokenizer(folder: Path) -> CLIPTokenizer:
+def write_tokenizer(folder: Path) -> CLIPTokenizer:
     """vocab.json (each byte char, alone and with "</w>", plus the two specials) and a merges.txt header."""
     folder.mkdir(parents=True, exist_ok=True)
     chars = _byte_level_chars()
@@ -48,7 +48,7 @@ def build_random_sd(folder: Path, size: str = "tiny", seed: int = 0) -> Path:
     if size not in ("tiny", "sd21"):
         raise ValueError(f"unknown size {size!r}; allowed: tiny, sd21")
     folder = Path(folder)
-    tokenizer = _write_tokenizer(folder / "tokenizer")  # vocab.json/merges.txt stay beside the saved files
+    tokenizer = write_tokenizer(folder / "tokenizer")  # vocab.json/merges.txt stay beside the saved files
     torch.manual_seed(seed)
     if size == "tiny":
         unet = UNet2DConditionModel(
@@ -61,6 +61,13 @@ def build_random_sd(folder: Path, size: str = "tiny", seed: int = 0) -> Path:
             sample_size=64, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
         )
     vae, text_encoder, scheduler = random_codec(size, tokenizer)
+    return save_stable_diffusion(folder, unet, vae, text_encoder, tokenizer, scheduler)
+
+
+def save_stable_diffusion(folder: Path, unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: CLIPTextModel,
+                          tokenizer: CLIPTokenizer, scheduler: DDIMScheduler) -> Path:
+    """Write a Stable Diffusion model in the diffusers layout (safetensors): what StableDiffusionPipeline.save_pretrained
+    writes, readable by our loader and by StableDiffusionPipeline.from_pretrained. Returns `folder`."""
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -82,16 +89,12 @@ def build_random_mvdream(folder: Path, size: str = "tiny", seed: int = 0) -> Pat
     "tiny" (tests: 2 levels of 32/64 channels with multi-view attention at both, 16 px views <-> 4 x 8 x 8
     latents, the tiny VAE and text encoder of build_random_sd) or "full" (benchmarks: MVDream's SD 2.1-base
     UNet from sd-v2-base.yaml, 256 px views, the SD 2.1 VAE and OpenCLIP-H text encoder). Returns `folder`."""
-    import json
-
-    from safetensors.torch import save_file
-
-    from fsd2d.priors.mvdream import PIPELINE_CLASS, MultiViewUNet, MultiViewUNetConfig
+    from fsd2d.priors.mvdream import MultiViewUNet, MultiViewUNetConfig
 
     if size not in ("tiny", "full"):
         raise ValueError(f"unknown size {size!r}; allowed: tiny, full")
     folder = Path(folder)
-    tokenizer = _write_tokenizer(folder / "tokenizer")
+    tokenizer = write_tokenizer(folder / "tokenizer")
     torch.manual_seed(seed)
     if size == "tiny":
         config = MultiViewUNetConfig(image_size=8, model_channels=32, attention_resolutions=(1, 2), num_res_blocks=1,
@@ -100,8 +103,23 @@ def build_random_mvdream(folder: Path, size: str = "tiny", seed: int = 0) -> Pat
         config = MultiViewUNetConfig()
     unet = MultiViewUNet(config)
     vae, text_encoder, scheduler = random_codec("tiny" if size == "tiny" else "sd21", tokenizer)
+    return save_mvdream(folder, unet, vae, text_encoder, tokenizer, scheduler)
+
+
+def save_mvdream(folder: Path, unet, vae: AutoencoderKL, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer,
+                 scheduler: DDIMScheduler) -> Path:
+    """Write an MVDream model (`fsd2d.priors.mvdream.MultiViewUNet`) in the published diffusers-format layout:
+    unet/config.json (ldm names) + unet/diffusion_pytorch_model.safetensors, vae/ text_encoder/ tokenizer/
+    scheduler/ and model_index.json naming MVDreamPipeline. Returns `folder`."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from fsd2d.priors.mvdream import PIPELINE_CLASS
+
+    folder = Path(folder)
     (folder / "unet").mkdir(parents=True, exist_ok=True)
-    (folder / "unet" / "config.json").write_text(json.dumps(config.to_json(), indent=2))
+    (folder / "unet" / "config.json").write_text(json.dumps(unet.config.to_json(), indent=2))
     save_file({k: v.contiguous() for k, v in unet.state_dict().items()},
               str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
     vae.save_pretrained(folder / "vae", safe_serialization=True)
@@ -124,21 +142,33 @@ def random_codec(size: str, tokenizer: CLIPTokenizer) -> tuple[AutoencoderKL, CL
             block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
             down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, sample_size=16,
         )
-        text = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4)
     else:
         vae = AutoencoderKL(
             block_out_channels=(128, 256, 512, 512), latent_channels=4, sample_size=768,
             down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2,
         )
+    return vae, random_text_encoder(size, tokenizer), ddim_scheduler()
+
+
+def random_text_encoder(size: str, tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    """A random CLIP text encoder for the byte-level tokenizer: "tiny" (2 layers, hidden size 32) or "sd21"
+    (OpenCLIP-H's 23 layers of 1024), drawn from torch's global generator."""
+    if size == "tiny":
+        text = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4)
+    else:
         text = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
                     hidden_act="gelu", projection_dim=512)
-    text_encoder = CLIPTextModel(
+    return CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(tokenizer), max_position_embeddings=MAX_LENGTH, bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **text,
         )
     )
-    scheduler = DDIMScheduler(
+
+
+def ddim_scheduler() -> DDIMScheduler:
+    """Stable Diffusion's DDIM scheduler config: scaled-linear betas 0.00085..0.012 over 1000 steps, eps."""
+    return DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
@@ -147,4 +177,3 @@ def random_codec(size: str, tokenizer: CLIPTokenizer) -> tuple[AutoencoderKL, CL
         set_alpha_to_one=False,
         steps_offset=1,
     )
-    return vae, text_encoder, scheduler

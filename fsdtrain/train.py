@@ -1,0 +1,444 @@
+"""`fsd train-prior`: train a tiny Stable Diffusion or MVDream on an embedded world, in the layouts real ones use.
+
+Two stages, one process, one seed:
+    1. VAE (fsdtrain.models.tiny_vae): images x in [-1, 1] -> posterior q(z | x) -> a sample z -> decoder;
+       loss |x^ - x|_1 + |x^ - x|^2 (pixel means) + kl_weight KL(q || N(0, I)) per pixel; AdamW. Then the latent
+       scaling factor, as SD's 0.18215: 1 / std of the posterior means over SCALE_IMAGES fixed images.
+    2. UNet (tiny_sd_unet, or tiny_mvdream_unet for objects-mv): z_0 = scaling * E[q(z | x)] (frozen VAE),
+       t ~ U{0..999} (one t per 4-view set), eps ~ N(0, I), z_t = alpha_t z_0 + sigma_t eps on SD's
+       scaled-linear schedule (fsd2d.schedule, the one the priors read back from the scheduler config);
+       loss |eps_theta(z_t, t, c) - eps|^2 (DDPM's simple loss, the epsilon prediction SD uses); the caption c
+       is replaced by '' with probability prompt_dropout (so classifier-free guidance has an unconditional
+       model); AdamW with linear warm-up and cosine decay to 10 %; an exponential moving average of the
+       weights (decay ema, warmed up as (1 + n) / (10 + n)) is what ships.
+The text encoder is the tiny random CLIP (fsdtrain.models), frozen. The weights are written in float16 (half
+the size; the loaders cast to the working dtype), with the model card (fsd2d.priors.trained) listing each file's
+sha256, DDIM samples of every prompt (samples.png, drawn from the written files) and nothing else.
+
+Checkpoints (atomic) every `checkpoint_every` steps to OUT/.train/checkpoint.pt: both stages' weights, their
+optimisers, the EMA, the data and noise generators and the loss log, so a run killed at any moment (kill -9)
+continues with `--resume` to the same bits as an uninterrupted one (same machine, same thread count). The
+objects' render pool is cached beside it. On success OUT is replaced in one rename by the finished model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from fsd2d.errors import InputError
+from fsd2d.io import atomic_output_dir, atomic_path, check_output_dir, jsonable, usual_mode, versions
+from fsd2d.priors.trained import CARD, folder_files
+from fsd2d.schedule import scaled_linear_schedule
+from fsdtrain import models
+from fsdtrain.datasets import Batch, Dataset, ImageCrops, ObjectPool, build_dataset
+
+WORK = ".train"  # OUT/.train/: checkpoint.pt and pool.pt while training
+SCALE_IMAGES = 1024  # images whose latents set the scaling factor
+SCALE_SEED = 12345
+LOG_EVERY = 100  # steps per entry of the loss log
+MAX_STEPS = 1_000_000
+DEFAULT_POOL = {Dataset.OBJECTS: 2048, Dataset.OBJECTS_MV: 512}  # cameras (4-view sets) rendered per object
+SAMPLE_SEEDS = 8  # DDIM samples per prompt in samples.png
+SAMPLE_STEPS = 50
+SAMPLE_CFG = 3.0
+
+
+@dataclass(frozen=True)
+class TrainPriorConfig:
+    """Everything that decides the trained weights (and so the shipped files): see the module docstring."""
+
+    dataset: Dataset
+    steps: int = 8000  # UNet steps (stage 2)
+    vae_steps: int = 1500  # VAE steps (stage 1)
+    batch: int = 64  # images (views) per UNet step: 16 sets of 4 for objects-mv
+    vae_batch: int = 32  # images per VAE step
+    lr: float = 5e-4
+    vae_lr: float = 1e-3
+    warmup: int = 200  # steps of linear warm-up (each stage)
+    ema: float = 0.999
+    kl_weight: float = 1e-5
+    prompt_dropout: float = 0.1
+    pool: int | None = None  # objects: cameras per object (objects-mv: 4-view sets); None: DEFAULT_POOL
+    seed: int = 0
+    checkpoint_every: int = 250
+    threads: int = 1  # torch threads: the bits depend on it (README)
+
+    @property
+    def views(self) -> int:
+        return self.dataset.views
+
+    @property
+    def pool_size(self) -> int:
+        return self.pool if self.pool is not None else DEFAULT_POOL.get(self.dataset, 0)
+
+    def validate(self) -> None:
+        for name in ("steps", "vae_steps", "batch", "vae_batch", "checkpoint_every", "threads"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_STEPS:
+                raise InputError(f"{name.replace('_', '-')} must be an integer in [1, {MAX_STEPS}], got {v!r}")
+        if self.batch % self.views or self.vae_batch % self.views:
+            raise InputError(f"{self.dataset.value} trains on sets of {self.views} views: batch and vae-batch must "
+                             f"be multiples of {self.views}")
+        for name in ("lr", "vae_lr"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and 0 < v <= 1):
+                raise InputError(f"{name.replace('_', '-')} must be in (0, 1], got {v!r}")
+        if not 0.0 <= self.prompt_dropout < 1.0:
+            raise InputError(f"prompt-dropout must be in [0, 1), got {self.prompt_dropout}")
+        if not 0.0 <= self.ema < 1.0 or not 0.0 <= self.kl_weight <= 1.0:
+            raise InputError("ema must be in [0, 1) and kl-weight in [0, 1]")
+        if self.dataset is not Dataset.IMAGESET and not 1 <= self.pool_size <= 100_000:
+            raise InputError(f"pool must be in [1, 100000] cameras per object, got {self.pool_size}")
+        if not 0 <= self.seed < 2**31:
+            raise InputError(f"seed must be in [0, 2**31), got {self.seed}")
+
+    def fingerprint(self) -> dict:
+        """What a checkpoint must match to be continued (the cadence and the threads may change)."""
+        return {k: v for k, v in jsonable(dataclasses.asdict(self)).items() if k not in ("checkpoint_every",)}
+
+
+# --------------------------------------------------------------------------------------------- the pieces
+def build_networks(config: TrainPriorConfig):
+    """(tokenizer, text encoder, VAE, UNet), each initialised from torch's generator seeded by the config's seed
+    in this order (deterministic). The tokenizer is written to a temporary folder by random_sd."""
+    import tempfile
+
+    from fsd2d.priors.random_sd import random_text_encoder, write_tokenizer
+
+    with tempfile.TemporaryDirectory(prefix="fsd-tokenizer-") as folder:
+        tokenizer = write_tokenizer(Path(folder))  # read into memory: the folder may go
+    torch.manual_seed(config.seed)
+    text_encoder = random_text_encoder("tiny", tokenizer).requires_grad_(False).eval()
+    vae = models.tiny_vae()
+    unet = models.tiny_mvdream_unet() if config.views > 1 else models.tiny_sd_unet()
+    return tokenizer, text_encoder, vae, unet
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay from `peak` to 10 % of it at `total`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+
+class CaptionEncoder:
+    """Frozen CLIP states [1, 77, D] per caption, computed once each (there are only a few captions)."""
+
+    def __init__(self, tokenizer, text_encoder):
+        self.tokenizer, self.text_encoder, self.cache = tokenizer, text_encoder, {}
+
+    @torch.no_grad()
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        for c in set(captions) - set(self.cache):
+            ids = self.tokenizer(c, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+                                 return_tensors="pt").input_ids
+            self.cache[c] = self.text_encoder(ids).last_hidden_state  # [1, 77, D]
+        return torch.cat([self.cache[c] for c in captions])  # [B, 77, D]
+
+
+def vae_loss(vae, x: torch.Tensor, generator: torch.Generator, kl_weight: float) -> torch.Tensor:
+    """Stage 1's loss on images x [N, 3, R, R] in [-1, 1] (module docstring)."""
+    posterior = vae.encode(x).latent_dist
+    z = posterior.sample(generator=generator)
+    rec = vae.decode(z).sample
+    kl = posterior.kl().mean() / x[0].numel()  # nats per pixel
+    return (rec - x).abs().mean() + ((rec - x) ** 2).mean() + kl_weight * kl
+
+
+@torch.no_grad()
+def latents(vae, images: torch.Tensor, scaling: float) -> torch.Tensor:
+    """images [N, 3, R, R] in [0, 1] -> scaling * posterior mean [N, 4, R/4, R/4] (what LatentPrior.encode gives)."""
+    out = [vae.encode(2.0 * images[i:i + 256] - 1.0).latent_dist.mean for i in range(0, len(images), 256)]
+    return torch.cat(out) * scaling
+
+
+def unet_loss(unet, z0: torch.Tensor, ctx: torch.Tensor, cameras: torch.Tensor | None, views: int,
+              generator: torch.Generator, schedule) -> torch.Tensor:
+    """Stage 2's loss on latents z0 [N, 4, h, w] (sets of `views` consecutive), CLIP states ctx [N, 77, D],
+    cameras [N, 16] or None (module docstring)."""
+    n = z0.shape[0]
+    t = torch.randint(schedule.num_timesteps, (n // views,), generator=generator).repeat_interleave(views)  # [N]
+    eps = torch.randn(z0.shape, generator=generator)
+    alpha, sigma = schedule.alpha_sigma(t, torch.float32, "cpu")  # [N, 1, 1, 1]
+    z_t = alpha * z0 + sigma * eps
+    if cameras is None:
+        pred = unet(z_t, t, encoder_hidden_states=ctx).sample
+    else:
+        pred = unet(z_t, t, ctx, cameras, views)
+    return ((pred - eps) ** 2).mean()
+
+
+def ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float, updates: int) -> None:
+    d = min(decay, (1.0 + updates) / (10.0 + updates))
+    with torch.no_grad():
+        for name, p in model.state_dict().items():
+            if p.dtype.is_floating_point:
+                ema[name].mul_(d).add_(p, alpha=1.0 - d)
+            else:
+                ema[name].copy_(p)
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+@dataclass
+class TrainState:
+    stage: str  # "vae", "unet" or "done"
+    step: int  # steps done in the current stage
+    vae: torch.nn.Module
+    unet: torch.nn.Module
+    vae_opt: torch.optim.Optimizer
+    unet_opt: torch.optim.Optimizer
+    ema: dict[str, torch.Tensor]
+    data_gen: torch.Generator
+    noise_gen: torch.Generator
+    scaling: float | None
+    log: dict  # {"vae": [mean loss per LOG_EVERY steps], "unet": [...]}
+    seconds: float
+
+
+def initial_state(config: TrainPriorConfig, vae, unet) -> TrainState:
+    ema = {k: v.detach().clone() for k, v in unet.state_dict().items()}
+    return TrainState("vae", 0, vae, unet, torch.optim.AdamW(vae.parameters(), config.vae_lr, weight_decay=0.0),
+                      torch.optim.AdamW(unet.parameters(), config.lr, weight_decay=0.0), ema,
+                      torch.Generator().manual_seed(config.seed + 1), torch.Generator().manual_seed(config.seed + 2),
+                      None, {"vae": [], "unet": []}, 0.0)
+
+
+def save_checkpoint(path: Path, state: TrainState, config: TrainPriorConfig) -> None:
+    payload = {"fingerprint": config.fingerprint(), "stage": state.stage, "step": state.step,
+               "vae": state.vae.state_dict(), "unet": state.unet.state_dict(),
+               "vae_opt": state.vae_opt.state_dict(), "unet_opt": state.unet_opt.state_dict(), "ema": state.ema,
+               "data_gen": state.data_gen.get_state(), "noise_gen": state.noise_gen.get_state(),
+               "scaling": state.scaling, "log": state.log, "seconds": state.seconds}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path, config: TrainPriorConfig, state: TrainState) -> TrainState:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a broken file is one line for the user
+        raise InputError(f"{path} is not a readable checkpoint ({type(e).__name__}); delete it to start over") from None
+    if payload.get("fingerprint") != config.fingerprint():
+        raise InputError(f"{path} was made with other settings than these; resume with the same ones, or use "
+                         "another --out")
+    state.vae.load_state_dict(payload["vae"])
+    state.unet.load_state_dict(payload["unet"])
+    state.vae_opt.load_state_dict(payload["vae_opt"])
+    state.unet_opt.load_state_dict(payload["unet_opt"])
+    state.ema = payload["ema"]
+    state.data_gen.set_state(payload["data_gen"])
+    state.noise_gen.set_state(payload["noise_gen"])
+    state.stage, state.step, state.scaling = payload["stage"], payload["step"], payload["scaling"]
+    state.log, state.seconds = payload["log"], payload["seconds"]
+    return state
+
+
+def load_pool(path: Path, config: TrainPriorConfig, progress: bool) -> ObjectPool:
+    """The objects' render pool: from the cache beside the checkpoint if it matches, else rendered (and cached)."""
+    key = {"dataset": config.dataset.value, "pool": config.pool_size, "seed": config.seed,
+           "resolution": models.RESOLUTION}
+    if path.is_file():
+        try:
+            cached = torch.load(path, map_location="cpu", weights_only=False)
+            if cached.get("key") == key:
+                return cached["pool"]
+        except Exception:  # noqa: BLE001 - a damaged cache is rendered again
+            pass
+    total = config.pool_size * config.views
+    with tqdm(total=total, desc="rendering the camera pool", unit="cam", disable=not progress, leave=False) as bar:
+        pool = build_dataset(config.dataset, models.RESOLUTION, config.pool_size, config.seed,
+                             progress=bar.update)
+    with atomic_path(path) as tmp:
+        torch.save({"key": key, "pool": pool}, tmp)
+    return pool
+
+
+# --------------------------------------------------------------------------------------------- the run
+Callback = Callable[[TrainState], None]
+
+
+def train_prior(config: TrainPriorConfig, out: Path, resume: bool = False, progress: bool = False,
+                callback: Callback | None = None) -> dict:
+    """Train (or continue) the model of `config` and write it to `out` (replaced in one rename on success).
+    `callback(state)` runs after every step, after any checkpoint of that step. Returns the model card."""
+    config.validate()
+    out = Path(out)
+    check_output_dir(out)
+    work = out / WORK
+    ckpt = work / "checkpoint.pt"
+    if ckpt.exists() and not resume:
+        raise InputError(f"{ckpt} exists: pass --resume to continue it, or choose another --out")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        return _train(config, out, work, ckpt, progress, callback)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: TrainPriorConfig, out: Path, work: Path, ckpt: Path, progress: bool,
+           callback: Callback | None) -> dict:
+    tokenizer, text_encoder, vae, unet = build_networks(config)
+    state = initial_state(config, vae, unet)
+    if ckpt.exists():
+        state = load_checkpoint(ckpt, config, state)
+    work.mkdir(parents=True, exist_ok=True)
+    data = ImageCrops(models.RESOLUTION) if config.dataset is Dataset.IMAGESET else \
+        load_pool(work / "pool.pt", config, progress)
+    captions = CaptionEncoder(tokenizer, text_encoder)
+    schedule = scaled_linear_schedule()
+    views = config.views
+    start = time.perf_counter() - state.seconds
+
+    def checkpoint_and_report(total: int, running: list[float], key: str) -> None:
+        state.step += 1
+        state.seconds = time.perf_counter() - start
+        if state.step % LOG_EVERY == 0 or state.step == total:
+            state.log[key].append(sum(running) / len(running))
+            running.clear()
+        if state.step % config.checkpoint_every == 0 or state.step == total:
+            if state.step == total:  # the next stage starts from step 0
+                state.stage, state.step = {"vae": "unet", "unet": "done"}[state.stage], 0
+            save_checkpoint(ckpt, state, config)
+        if callback is not None:
+            callback(state)
+
+    running: list[float] = []
+    if state.stage == "vae":
+        vae.train()
+        bar = tqdm(range(state.step, config.vae_steps), initial=state.step, total=config.vae_steps,
+                   desc="VAE", disable=not progress, leave=False)
+        for step in bar:
+            for group in state.vae_opt.param_groups:
+                group["lr"] = lr_at(step, config.vae_steps, config.vae_lr, config.warmup)
+            batch = data.sample(config.vae_batch // views, state.data_gen)
+            loss = vae_loss(vae, 2.0 * batch.images.flatten(0, 1) - 1.0, state.noise_gen, config.kl_weight)
+            state.vae_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            state.vae_opt.step()
+            running.append(loss.item())
+            bar.set_postfix(loss=f"{running[-1]:.4f}")
+            checkpoint_and_report(config.vae_steps, running, "vae")
+    vae.eval().requires_grad_(False)
+    if state.scaling is None:
+        fixed = data.sample(SCALE_IMAGES // views, torch.Generator().manual_seed(SCALE_SEED))
+        state.scaling = float(1.0 / latents(vae, fixed.images.flatten(0, 1), 1.0).std())
+    pool_latents = None
+    if isinstance(data, ObjectPool):  # the whole pool, encoded once: [K, P, V, 4, h, w]
+        k, p = data.images.shape[:2]
+        flat = data.images.flatten(0, 2).float() / 255.0
+        pool_latents = latents(vae, flat, state.scaling)
+        pool_latents = pool_latents.reshape(k, p, views, *pool_latents.shape[1:])
+    if state.stage == "unet":
+        unet.train()
+        bar = tqdm(range(state.step, config.steps), initial=state.step, total=config.steps, desc="UNet",
+                   disable=not progress, leave=False)
+        for step in bar:
+            for group in state.unet_opt.param_groups:
+                group["lr"] = lr_at(step, config.steps, config.lr, config.warmup)
+            z0, batch = sample_latents(data, pool_latents, vae, state, config)
+            keep = torch.rand(len(batch.captions), generator=state.noise_gen) >= config.prompt_dropout
+            ctx = captions([c if k else "" for c, k in zip(batch.captions, keep.tolist())])
+            ctx = ctx.repeat_interleave(views, dim=0)  # [N, 77, D]
+            cams = None if batch.cameras is None else batch.cameras.flatten(0, 1)  # [N, 16]
+            loss = unet_loss(unet, z0, ctx, cams, views, state.noise_gen, schedule)
+            state.unet_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            state.unet_opt.step()
+            ema_update(state.ema, unet, config.ema, step)
+            running.append(loss.item())
+            bar.set_postfix(loss=f"{running[-1]:.4f}")
+            checkpoint_and_report(config.steps, running, "unet")
+    unet.load_state_dict(state.ema)
+    return write_model(config, out, tokenizer, text_encoder, vae, unet, state)
+
+
+def sample_latents(data, pool_latents, vae, state: TrainState, config: TrainPriorConfig):
+    """(z0 [N, 4, h, w], batch) for one UNet step: from the encoded pool, or fresh crops encoded now."""
+    n = config.batch // config.views
+    if pool_latents is None:
+        batch = data.sample(n, state.data_gen)
+        return latents(vae, batch.images.flatten(0, 1), state.scaling), batch
+    obj, cam = data.draw(n, state.data_gen)
+    return pool_latents[obj, cam].flatten(0, 1), data.batch(obj, cam, images=False)
+
+
+def write_model(config: TrainPriorConfig, out: Path, tokenizer, text_encoder, vae, unet, state: TrainState) -> dict:
+    """The finished model in its layout (float16 weights), its samples and its card, replacing `out`."""
+    from fsd2d.priors.diffusers_prior import quiet_libraries
+    from fsd2d.priors.random_sd import ddim_scheduler, save_mvdream, save_stable_diffusion
+
+    vae.register_to_config(scaling_factor=state.scaling)
+    with quiet_libraries():  # diffusers' note on casting with to(): nothing of these must stay in float32
+        for module in (text_encoder, vae, unet):
+            module.to(torch.float16)
+    card = {"dataset": config.dataset.value, "world": config.dataset.world,
+            "prompts": list(data_prompts(config.dataset)), "view_suffixes": list(config.dataset.view_suffixes),
+            "views": config.views, "resolution": models.RESOLUTION,
+            "parameters": {"unet": models.parameters(unet), "vae": models.parameters(vae),
+                           "text_encoder": models.parameters(text_encoder)},
+            "training": {"config": jsonable(dataclasses.asdict(config)), "seconds": round(state.seconds, 1),
+                         "loss_every": LOG_EVERY, "loss": {k: [round(v, 5) for v in vals] for k, vals in state.log.items()},
+                         "scaling_factor": state.scaling, "versions": versions(),
+                         "command": command_line(config)}}
+    with atomic_output_dir(out) as tmp:
+        with quiet_libraries():
+            if config.views > 1:
+                save_mvdream(tmp, unet, vae, text_encoder, tokenizer, ddim_scheduler())
+            else:
+                save_stable_diffusion(tmp, unet, vae, text_encoder, tokenizer, ddim_scheduler())
+        write_samples(tmp, card)
+        for path in tmp.rglob("*"):  # the usual permissions (safetensors writes 0600)
+            path.chmod(usual_mode(folder=path.is_dir()))
+        card["files"] = folder_files(tmp)
+        (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def data_prompts(dataset: Dataset) -> list[str]:
+    from fsd2d.priors.imageset import PROMPTS
+    from fsd3d.references import REFERENCE_PROMPTS
+
+    return list(PROMPTS) if dataset is Dataset.IMAGESET else list(REFERENCE_PROMPTS)
+
+
+def command_line(config: TrainPriorConfig) -> str:
+    """The `fsd train-prior` command that makes this config (non-default options only)."""
+    default = TrainPriorConfig(config.dataset)
+    args = [f"--{k.replace('_', '-')} {v}" for k, v in dataclasses.asdict(config).items()
+            if k != "dataset" and v != getattr(default, k)]
+    return " ".join(["fsd train-prior", config.dataset.value, *args])
+
+
+def write_samples(folder: Path, card: dict) -> None:
+    """samples.png: DDIM (SAMPLE_STEPS steps, CFG SAMPLE_CFG) from the files just written, SAMPLE_SEEDS seeds per
+    prompt (objects: with the front-view suffix; MVDream: the 2 x 2 mosaic of a 4-view set)."""
+    from fsd2d import metrics
+    from fsd2d.figures import image_grid
+    from fsd2d.guidance import Guidance
+    from fsd2d.priors.load import load_prior
+    from fsd2d.sampling import ddim_sample, initial_noise
+    from fsd2d.schedule import timesteps
+
+    prior = load_prior(str(folder), "cpu", "float32")
+    rows, labels = [], []
+    for prompt in card["prompts"]:
+        caption = f"{prompt}, {card['view_suffixes'][0]}" if card["view_suffixes"] else prompt
+        g = Guidance(prior.encode_prompt(caption), prior.encode_prompt(""), SAMPLE_CFG)
+        seeds = list(range(SAMPLE_SEEDS))
+        with torch.no_grad():
+            z = ddim_sample(prior, g, initial_noise(prior, seeds), timesteps(SAMPLE_STEPS, 20, 980))
+            rows.append(metrics.to_hwc(prior.decode(z)))
+        labels.append(caption)
+    image_grid(folder / "samples.png", rows, labels, [f"seed {s}" for s in range(SAMPLE_SEEDS)],
+               title=f"DDIM samples ({SAMPLE_STEPS} steps, CFG {SAMPLE_CFG:g}) of the trained {card['dataset']} model")
