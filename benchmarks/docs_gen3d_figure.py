@@ -1,14 +1,15 @@
-"""docs/gen-3d-fsd-vs-sds.png: FSD above, SDS below, same seeds, from two finished gen-3d runs.
+"""docs/gen-3d-fsd-vs-sds.png: FSD above, SDS below, same seeds, from finished gen-3d runs (one block per run,
+top to bottom: e.g. FSD and SDS on Stable Diffusion, then on MVDream).
 
-    python benchmarks/docs_gen3d_figure.py FSD_RUN/result SDS_RUN/result [--seeds 8] [--out docs/gen-3d-fsd-vs-sds.png]
+    python benchmarks/docs_gen3d_figure.py FSD_RUN/result SDS_RUN/result [MORE_RUNS ...] [--seeds 8] [--out FILE]
 
 Each block: one row per seed (the first --seeds seeds), the 8 evaluation views (seed_S/views/az_*.png),
 the row label naming the reference the seed reached.
 """
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
@@ -28,23 +29,29 @@ def block(run: Path, seeds: int, path: Path) -> None:
         rows.append(np.stack([np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) / 255 for f in files]))
         labels.append(f"seed {s}\n{per[s]['majority'].split('/')[1]}")
     cols = [f.stem.replace("az_", "az ") for f in sorted((run / f"seed_{chosen[0]}" / "views").glob("*.png"))]
-    prompt = json.loads((run / "run.json").read_text())["config"]["prompt"]
-    image_grid(path, rows, labels, cols, title=f"'{prompt}' - {m['method']}: {m['references_reached']} references "
-                                                f"reached by {len(per)} seeds (first {seeds} shown)")
+    config = json.loads((run / "run.json").read_text())["config"]
+    model = "" if config["model"] == "references" else f" on {config['model']}"
+    image_grid(path, rows, labels, cols, title=f"'{config['prompt']}' - {m['method']}{model}: {m['references_reached']} "
+                                                f"references reached by {len(per)} seeds (first {seeds} shown)")
 
 
 def main() -> None:
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    seeds = int(sys.argv[sys.argv.index("--seeds") + 1]) if "--seeds" in sys.argv else 8
-    out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else Path("docs/gen-3d-fsd-vs-sds.png")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="finished gen-3d result folders, one block each, top to bottom")
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=Path("docs/gen-3d-fsd-vs-sds.png"))
+    parsed = parser.parse_args()
+    args, seeds, out = parsed.runs, parsed.seeds, parsed.out
     with tempfile.TemporaryDirectory() as tmp:
-        paths = [Path(tmp) / "a.png", Path(tmp) / "b.png"]
-        for run, p in zip(args[:2], paths):
+        paths = [Path(tmp) / f"{i}.png" for i in range(len(args))]
+        for run, p in zip(args, paths):
             block(Path(run), seeds, p)
-        a, b = (Image.open(p).convert("RGB") for p in paths)
-        canvas = Image.new("RGB", (max(a.width, b.width), a.height + b.height), "white")
-        canvas.paste(a, (0, 0))
-        canvas.paste(b, (0, a.height))
+        blocks = [Image.open(p).convert("RGB") for p in paths]
+        canvas = Image.new("RGB", (max(b.width for b in blocks), sum(b.height for b in blocks)), "white")
+        y = 0
+        for b in blocks:
+            canvas.paste(b, (0, y))
+            y += b.height
         canvas.save(out)
     print(f"wrote {out}")
 

@@ -1,0 +1,58 @@
+"""The README's 3D tables on the trained networks, from finished gen-3d sweeps (experiments/trained_3d_*.yaml).
+
+    python benchmarks/trained_3d_table.py outputs/batch/trained_3d_sd outputs/batch/trained_3d_mvdream
+
+One row per (model, method, prompt), from each run's metrics.json (fsd3d.gen3d: scored against the references
+the model was trained on): variants reached (mean PSNR >= 22 dB, with the 95 % bootstrap interval over seeds),
+variants nearest (distinct nearest references over the seeds, at any PSNR), mean PSNR to the nearest reference
++- std over seeds, holes +- std, depth artefacts +- std, diversity (mean pairwise 1 - SSIM) [95 % interval].
+Then one line per (model, method) averaged over the prompts.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+PROMPTS = ("mushroom", "snowman", "cactus", "tree")
+
+
+def main() -> None:
+    rows, means = [], defaultdict(lambda: defaultdict(list))
+    for sweep in map(Path, sys.argv[1:]):
+        for run in sorted(p for p in sweep.iterdir() if (p / "done.json").is_file()):
+            cfg = json.loads((run / "result" / "run.json").read_text())["config"]
+            m = json.loads((run / "result" / "metrics.json").read_text())
+            sp = m["spread"]
+            nearest = len({s["majority"] for s in m["per_seed"].values()})
+            key = (cfg["model"], m["method"])
+            rows.append((key, cfg["prompt"], m, sp, nearest))
+            for name, value in (("reached", m["references_reached"]), ("nearest", nearest),
+                                ("psnr", sp["majority_psnr"]), ("holes", sp["holes"]),
+                                ("depth", sp["depth_artefacts"]), ("diversity", sp["diversity"])):
+                means[key][name].append(value)
+    order = {"fsd": 0, "sds": 1, "constant": 2}
+    rows.sort(key=lambda r: (r[0][0], order.get(r[0][1], 9), PROMPTS.index(r[1]) if r[1] in PROMPTS else 9))
+    print("| model | method | prompt | reached of 5 [95% CI] | nearest of 5 | PSNR (dB) | holes | depth artefacts "
+          "| diversity [95% CI] |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (model, method), prompt, m, sp, nearest in rows:
+        lo, hi = sp["references_reached_ci"]
+        dlo, dhi = sp["diversity_ci"]
+        print(f"| {model} | {method} | {prompt} | {m['references_reached']} [{lo:.0f}, {hi:.0f}] | {nearest} | "
+              f"{sp['majority_psnr']:.1f} +- {sp['majority_psnr_std']:.1f} | {sp['holes']:.3f} +- {sp['holes_std']:.3f} | "
+              f"{sp['depth_artefacts']:.3f} +- {sp['depth_artefacts_std']:.3f} | {sp['diversity']:.2f} [{dlo:.2f}, {dhi:.2f}] |")
+    print()
+    print("| model | method | prompts | reached of 5 | nearest of 5 | PSNR (dB) | holes | depth artefacts | diversity |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (model, method), v in sorted(means.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9))):
+        print(f"| {model} | {method} | {len(v['psnr'])} | {np.mean(v['reached']):.2f} | {np.mean(v['nearest']):.2f} | "
+              f"{np.mean(v['psnr']):.1f} | {np.mean(v['holes']):.3f} | {np.mean(v['depth']):.3f} | "
+              f"{np.mean(v['diversity']):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
