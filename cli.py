@@ -297,7 +297,11 @@ def beta_sweep(
     typer.echo(f"wrote {out}/ (beta_sweep.png, grid.png, table.csv, metrics.json, run.json) in {s['seconds']:.1f} s")
 
 
-@app.command("train-prior")
+@app.command("train-prior", help=(
+    "Train a tiny Stable Diffusion (or MVDream, for objects-mv) on an embedded world, in the diffusers layout.\n\n"
+    "The defaults make the shipped built-in models: `fsd train-prior imageset --out DIR` writes tiny-sd's "
+    "weights, `objects` tiny-sd-objects' and `objects-mv` tiny-mvdream's, bit for bit on one machine with one "
+    "thread. A killed run continues with --resume to the same bits."))
 @user_errors
 def train_prior(
     dataset: Annotated[str, typer.Argument(help="imageset (crops of the 8 pictures: tiny-sd), objects (reference "
@@ -322,10 +326,6 @@ def train_prior(
     resume: Annotated[bool, typer.Option(help="Continue from OUT/.train/checkpoint.pt (same settings).")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ):
-    """Train a tiny Stable Diffusion (or MVDream, for objects-mv) on an embedded world, in the diffusers layout.
-
-    The defaults make the shipped built-in models: `fsd train-prior imageset --out DIR` reproduces tiny-sd,
-    `objects` tiny-sd-objects and `objects-mv` tiny-mvdream, bit for bit on one machine with one thread."""
     from fsdtrain.datasets import Dataset
     from fsdtrain.train import TrainPriorConfig, train_prior as train
 

@@ -4,8 +4,8 @@
 
 One row per (CFG, method), each cell `prompt1 / prompt2 / ...` over the sweep's prompts: prompt accuracy
 (seeds whose nearest picture over all crops is the prompt's), mean PSNR to that nearest crop, mean PSNR to the
-nearest of the exact prior's 64 crops (a copy would score high), mean PSNR to DDIM from the same seed, and the
-diversity across seeds (mean pairwise 1 - SSIM).
+nearest of the exact prior's 64 crops (a copy would score high), mean PSNR to DDIM from the same seed (+- its std
+over the seeds), and the diversity across seeds (mean pairwise 1 - SSIM).
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import json
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+import numpy as np
 
 
 def main() -> None:
@@ -37,6 +39,9 @@ def main() -> None:
                 out.append("-")
             elif key == "mean_psnr_to_ddim" and float(v) > 60:  # DDIM itself, fsd-exact (= DDIM to rounding)
                 out.append("= DDIM")
+            elif key == "mean_psnr_to_ddim":  # with its std over the seeds
+                per = [float(q["psnr_to_ddim"]) for q in entries[p]["per_seed"]]
+                out.append(f"{float(v):.1f} +- {np.std(per, ddof=1):.1f}")
             else:
                 out.append(format(float(v) * (seeds if key == "prompt_accuracy" else 1), fmt))
         return " / ".join(out)

@@ -203,6 +203,7 @@ class TrainState:
     scaling: float | None
     log: dict  # {"vae": [mean loss per LOG_EVERY steps], "unet": [...]}
     seconds: float
+    window: list[float]  # the losses of the current LOG_EVERY-step window (checkpointed: the log resumes too)
 
 
 def initial_state(config: TrainPriorConfig, vae, unet) -> TrainState:
@@ -210,7 +211,7 @@ def initial_state(config: TrainPriorConfig, vae, unet) -> TrainState:
     return TrainState("vae", 0, vae, unet, torch.optim.AdamW(vae.parameters(), config.vae_lr, weight_decay=0.0),
                       torch.optim.AdamW(unet.parameters(), config.lr, weight_decay=0.0), ema,
                       torch.Generator().manual_seed(config.seed + 1), torch.Generator().manual_seed(config.seed + 2),
-                      None, {"vae": [], "unet": []}, 0.0)
+                      None, {"vae": [], "unet": []}, 0.0, [])
 
 
 def save_checkpoint(path: Path, state: TrainState, config: TrainPriorConfig) -> None:
@@ -218,7 +219,7 @@ def save_checkpoint(path: Path, state: TrainState, config: TrainPriorConfig) -> 
                "vae": state.vae.state_dict(), "unet": state.unet.state_dict(),
                "vae_opt": state.vae_opt.state_dict(), "unet_opt": state.unet_opt.state_dict(), "ema": state.ema,
                "data_gen": state.data_gen.get_state(), "noise_gen": state.noise_gen.get_state(),
-               "scaling": state.scaling, "log": state.log, "seconds": state.seconds}
+               "scaling": state.scaling, "log": state.log, "seconds": state.seconds, "window": state.window}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -239,7 +240,7 @@ def load_checkpoint(path: Path, config: TrainPriorConfig, state: TrainState) -> 
     state.data_gen.set_state(payload["data_gen"])
     state.noise_gen.set_state(payload["noise_gen"])
     state.stage, state.step, state.scaling = payload["stage"], payload["step"], payload["scaling"]
-    state.log, state.seconds = payload["log"], payload["seconds"]
+    state.log, state.seconds, state.window = payload["log"], payload["seconds"], payload["window"]
     return state
 
 
@@ -300,12 +301,13 @@ def _train(config: TrainPriorConfig, out: Path, work: Path, ckpt: Path, progress
     views = config.views
     start = time.perf_counter() - state.seconds
 
-    def checkpoint_and_report(total: int, running: list[float], key: str) -> None:
+    def checkpoint_and_report(total: int, loss: float, key: str) -> None:
         state.step += 1
         state.seconds = time.perf_counter() - start
+        state.window.append(loss)
         if state.step % LOG_EVERY == 0 or state.step == total:
-            state.log[key].append(sum(running) / len(running))
-            running.clear()
+            state.log[key].append(sum(state.window) / len(state.window))
+            state.window = []
         if state.step % config.checkpoint_every == 0 or state.step == total:
             if state.step == total:  # the next stage starts from step 0
                 state.stage, state.step = {"vae": "unet", "unet": "done"}[state.stage], 0
@@ -313,7 +315,6 @@ def _train(config: TrainPriorConfig, out: Path, work: Path, ckpt: Path, progress
         if callback is not None:
             callback(state)
 
-    running: list[float] = []
     if state.stage == "vae":
         vae.train()
         bar = tqdm(range(state.step, config.vae_steps), initial=state.step, total=config.vae_steps,
@@ -326,9 +327,8 @@ def _train(config: TrainPriorConfig, out: Path, work: Path, ckpt: Path, progress
             state.vae_opt.zero_grad(set_to_none=True)
             loss.backward()
             state.vae_opt.step()
-            running.append(loss.item())
-            bar.set_postfix(loss=f"{running[-1]:.4f}")
-            checkpoint_and_report(config.vae_steps, running, "vae")
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            checkpoint_and_report(config.vae_steps, loss.item(), "vae")
     vae.eval().requires_grad_(False)
     if state.scaling is None:
         fixed = data.sample(SCALE_IMAGES // views, torch.Generator().manual_seed(SCALE_SEED))
@@ -356,9 +356,8 @@ def _train(config: TrainPriorConfig, out: Path, work: Path, ckpt: Path, progress
             loss.backward()
             state.unet_opt.step()
             ema_update(state.ema, unet, config.ema, step)
-            running.append(loss.item())
-            bar.set_postfix(loss=f"{running[-1]:.4f}")
-            checkpoint_and_report(config.steps, running, "unet")
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            checkpoint_and_report(config.steps, loss.item(), "unet")
     unet.load_state_dict(state.ema)
     return write_model(config, out, tokenizer, text_encoder, vae, unet, state)
 

@@ -213,4 +213,27 @@ def test_train_prior_killed_with_sigkill_resumes_to_the_same_bits(tmp_path, monk
     assert res.exit_code == 2 and "--resume" in res.stderr  # an existing checkpoint is never dropped silently
     resumed = train_prior(config, killed, resume=True)
     assert resumed["files"] == whole["files"]  # every file, weights and samples, bit for bit
+    assert resumed["training"]["loss"] == whole["training"]["loss"]  # and the loss log
     assert not (killed / ".train").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["dragons"], "allowed: imageset, objects, objects-mv"),
+    (["objects", "--steps", "0"], "steps must be an integer"),
+    (["objects-mv", "--batch", "30"], "multiples of 4"),
+    (["imageset", "--lr", "nan"], "--lr must be a finite number"),
+    (["imageset", "--prompt-dropout", "1"], "prompt-dropout must be in [0, 1)"),
+    (["objects", "--pool", "0"], "pool must be in [1, 100000]"),
+    (["imageset", "--threads", "0"], "threads must be an integer"),
+])
+def test_train_prior_bad_input_is_one_line_and_writes_nothing(tmp_path, args, needle):
+    out = tmp_path / "m"
+    line = one_error_line(runner.invoke(app, ["train-prior", *args, "--out", str(out)]))
+    assert needle in line, line
+    assert not out.exists()
+
+
+def test_train_prior_refuses_an_out_below_a_file(tmp_path):
+    (tmp_path / "f").write_text("x")
+    line = one_error_line(runner.invoke(app, ["train-prior", "imageset", "--out", str(tmp_path / "f" / "m")]))
+    assert "f" in line and (tmp_path / "f").read_text() == "x"
