@@ -9,6 +9,8 @@ writes `fsd_model.json`, the model card:
     world                         "imageset" (2D pictures) or "references" (the 3D reference objects)
     prompts                       the prompts it was trained on (captions: below)
     view_suffixes                 the view suffixes of its captions ("<prompt>, side view"), [] for none
+    views, resolution             views per sample (MVDream: 4), image side in pixels
+    parameters                    per network
     training                      the settings of `fsd train-prior` that made it, the seconds it took, the loss
     files                         {relative path: sha256} of every other file of the folder
 
