@@ -116,8 +116,10 @@ Cfg = Annotated[Optional[float], typer.Option(help="CFG scale, standard form (1 
 Beta = Annotated[float, typer.Option(help="FSD noise blend sqrt(b)*fixed + sqrt(1-b)*fresh, in [0, 1].")]
 TMin = Annotated[int, typer.Option(help="Smallest timestep of the schedule.")]
 TMax = Annotated[int, typer.Option(help="Largest timestep of the schedule.")]
-AnnealOpt = Annotated[str, typer.Option("--anneal", help="Shape of t(tau): linear, sqrt, piecewise or dreamtime (DreamTime's "
-                                                    "time-prioritised W(t)).")]
+AnnealOpt = Annotated[str, typer.Option("--anneal", help="Shape of t(tau): linear, sqrt (HiFA), piecewise (ours: half the "
+                                                    "range in the first fifth), dreamtime (DreamTime's time-prioritised "
+                                                    "W(t)), authors-sd or authors-mvdream (the authors' 3D schedules: "
+                                                    "knots 0.3 / 0.6 / 0.8, t ends at 212).")]
 Lr = Annotated[Optional[float], typer.Option(help="Adam learning rate (default 2.5 / steps, as the authors' 2.5e-3 x 1000).")]
 Model = Annotated[str, typer.Option(help=MODEL_HELP)]
 Resolution = Annotated[Optional[int], typer.Option(

@@ -69,12 +69,22 @@ class Anneal(str, enum.Enum):
 
     LINEAR = "linear"  # p = tau
     SQRT = "sqrt"  # p = sqrt(tau)  (HiFA)
-    PIECEWISE = "piecewise"  # linear through the knots PIECEWISE_KNOTS (fast first, then slow)
-    DREAMTIME = "dreamtime"  # DreamTime's time-prioritised schedule: steps spent where W(t) is large
+    PIECEWISE = "piecewise"  # ours (not the authors'): linear through PIECEWISE_KNOTS, fast first, then slow
+    DREAMTIME = "dreamtime"  # DreamTime's (Huang et al. 2023), not the FSD authors' (their configs: dreamtime null)
+    AUTHORS_SD = "authors-sd"  # the authors' 3D schedule with Stable Diffusion (KNOTS below); t stops at 212
+    AUTHORS_MVDREAM = "authors-mvdream"  # the authors' 3D schedule with MVDream (KNOTS below); t stops at 212
 
 
-# (tau, p) knots of the piecewise-linear schedule: half the range in the first fifth of the run.
+# (tau, p) knots of the piecewise-linear schedules, p(tau) linear between them:
+# - PIECEWISE: ours, half the range in the first fifth of the run;
+# - AUTHORS_SD / AUTHORS_MVDREAM: the authors' successor code base, runjie-yan/ConsistentFlowDistillation
+#   configs/cfd/sd-stage1.yaml and mvdream-stage1.yaml, `t_scheduler.linear_anneal_max: [0, 0.3, 0.6, 0.8]` at
+#   `linear_anneal_steps: [0, 2500, 12500, 25000]` (SD) and `[0, 2000, 5000, 10000]` (MVDream) of their runs, with
+#   t% = 0.98 - 0.96 p: p never reaches 1, so t ends at 980 - 0.8 * 960 = 212 (with t_min 20, t_max 980), never 20.
 PIECEWISE_KNOTS = ((0.0, 0.0), (0.2, 0.5), (1.0, 1.0))
+KNOTS = {"piecewise": PIECEWISE_KNOTS,
+         "authors-sd": ((0.0, 0.0), (0.1, 0.3), (0.5, 0.6), (1.0, 0.8)),
+         "authors-mvdream": ((0.0, 0.0), (0.2, 0.3), (0.5, 0.6), (1.0, 0.8))}
 
 
 @dataclass(frozen=True)
@@ -123,7 +133,7 @@ def dreamtime_timesteps(tau: torch.Tensor, t_min: int, t_max: int,
 
 
 def anneal_fraction(tau: torch.Tensor, kind: Anneal) -> torch.Tensor:
-    """p(tau) in [0, 1] for tau in [0, 1] (float64), monotonically increasing.
+    """p(tau) in [0, 1] for tau in [0, 1] (float64), monotonically increasing (the authors' ends at 0.8).
 
     DREAMTIME has no p of its own: its t(tau) depends on the noise schedule and the run's [t_min, t_max]
     (`dreamtime_timesteps`, which `timesteps` calls)."""
@@ -134,9 +144,9 @@ def anneal_fraction(tau: torch.Tensor, kind: Anneal) -> torch.Tensor:
         return tau
     if kind is Anneal.SQRT:
         return tau.sqrt()
-    if kind is Anneal.PIECEWISE:
-        xs = torch.tensor([k[0] for k in PIECEWISE_KNOTS], dtype=torch.float64)
-        ys = torch.tensor([k[1] for k in PIECEWISE_KNOTS], dtype=torch.float64)
+    if kind.value in KNOTS:
+        xs = torch.tensor([k[0] for k in KNOTS[kind.value]], dtype=torch.float64)
+        ys = torch.tensor([k[1] for k in KNOTS[kind.value]], dtype=torch.float64)
         idx = torch.clamp(torch.searchsorted(xs, tau, right=True) - 1, 0, len(xs) - 2)
         w = (tau - xs[idx]) / (xs[idx + 1] - xs[idx])
         return ys[idx] + w * (ys[idx + 1] - ys[idx])

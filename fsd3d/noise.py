@@ -192,6 +192,10 @@ class WorldMapNoise(NoiseFunction):
         self.theta_deg, self.alpha0 = float(theta_deg), float(alpha0)
         self.map_height = max(1, _round_half_up(height * 180.0 / theta_deg))  # Hb
         self.map_width = max(1, _round_half_up(width * 360.0 / theta_deg))  # Wb
+        if self.map_width < width:  # the patch would wrap round the map: the same noise twice in one view
+            raise InputError(f"theta_deg = {theta_deg:g} gives a world map {self.map_width} cells wide, narrower than "
+                             f"the {width}-cell latent view, which would repeat its noise within one view; use "
+                             f"theta <= {360.0 * width / (width - 0.5):.0f} degrees (the authors use 180)")
         n = channels * (self.map_height + height) * self.map_width
         if n > _MAX_MAP_ELEMENTS:
             raise InputError(

@@ -356,3 +356,14 @@ def test_device_dtype_and_no_aliasing():
     assert o64.dtype == torch.float64 and torch.equal(o64, o32.double())
     c0 = ConstantNoise(D, H, W, beta=0.0)(el, az, None, torch.Generator().manual_seed(2))
     assert torch.equal(c0, torch.randn(3, D, H, W, generator=torch.Generator().manual_seed(2)))
+
+
+def test_a_world_map_narrower_than_the_view_is_refused():
+    """Theta > 360 makes the map fewer cells wide than the latent view, so one view would hold the same noise
+    twice (the patch wraps round the map): refused; Theta = 360 (one map width = one view) still works."""
+    with pytest.raises(InputError, match="narrower than the 16-cell latent view"):
+        WorldMapNoise(4, 16, 16, theta_deg=720.0)
+    n = WorldMapNoise(4, 16, 16, theta_deg=360.0)
+    assert n.map_width == 16
+    patch = n.patch(torch.tensor([10.0]), torch.tensor([0.0]))
+    assert not torch.equal(patch[..., :8], patch[..., 8:])

@@ -423,3 +423,25 @@ def test_unsupported_config_is_one_line(tiny_mvdream_path, tmp_path):
 def test_bad_resolution(tiny_mvdream_path):
     with pytest.raises(ModelError, match="resolution 18 is not a positive multiple of 4.*try 16"):
         load_mvdream(tiny_mvdream_path, resolution=18)
+
+
+def test_the_2d_set_starts_at_mvdreams_own_azimuth_zero(prior):
+    """The 2D studies' set is MVDream's get_camera(4, elevation=15, azimuth_start=0): its first view is MVDream's
+    azimuth 0, whose matrix at elevation 0 is worked out by hand in the test above ((1 0 0 0) (0 0 -1 -1) ...)."""
+    from fsd2d.priors.mvdream import SET_AZIMUTHS, MVDreamPrior
+
+    assert SET_AZIMUTHS == (-90.0, 0.0, 90.0, 180.0)
+    level = MVDreamPrior(prior.view, elevation=0.0)
+    expected = torch.tensor([[1, 0, 0, 0], [0, 0, -1, -1], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=level.view.cameras.dtype)
+    torch.testing.assert_close(level.view.cameras[0], expected.reshape(16), atol=1e-6, rtol=0)
+
+
+def test_an_mvdream_hub_id_is_refused_by_name(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    res = CliRunner().invoke(app, ["compare-2d", "--model", "ashawkey/mvdream-sd2.1-diffusers", "--steps", "2",
+                                   "--seeds", "0", "--no-progress", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "MVDream loads from a local folder only" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()

@@ -32,7 +32,9 @@ def test_alpha_sigma_variance_preserving_and_clean_end():
 def test_annealing_is_monotone_with_endpoints(kind):
     t = timesteps(50, 20, 980, kind)
     assert t.dtype == torch.long and t.shape == (50,)
-    assert t[0].item() == 980 and t[-1].item() == 20
+    # every schedule starts at t_max; all but the authors' 3D ones (which stop at p = 0.8) end at t_min
+    end = 212 if kind in (Anneal.AUTHORS_SD, Anneal.AUTHORS_MVDREAM) else 20
+    assert t[0].item() == 980 and t[-1].item() == end
     assert torch.all(t[1:] <= t[:-1])
 
 
@@ -91,3 +93,13 @@ def test_dreamtime_has_one_definition():
     assert torch.equal(timesteps(7, 100, 900, Anneal.DREAMTIME), dreamtime_timesteps(tau, 100, 900))
     with pytest.raises(ValueError, match="dreamtime_timesteps"):
         anneal_fraction(tau, Anneal.DREAMTIME)
+
+
+def test_the_authors_3d_schedules_follow_their_knots_and_stop_at_212():
+    """runjie-yan/ConsistentFlowDistillation configs/cfd/{sd,mvdream}-stage1.yaml: p = 0, 0.3, 0.6, 0.8 at 0, 10 %
+    (MVDream 20 %), 50 % and 100 % of the run, t% = 0.98 - 0.96 p."""
+    for kind, second in ((Anneal.AUTHORS_SD, 0.1), (Anneal.AUTHORS_MVDREAM, 0.2)):
+        t = timesteps(1001, 20, 980, kind)
+        for tau, p in ((0.0, 0.0), (second, 0.3), (0.5, 0.6), (1.0, 0.8)):
+            assert int(t[round(tau * 1000)]) == round(980 - 960 * p), (kind, tau)
+        assert int(t.min()) == 212 and bool((t[1:] <= t[:-1]).all())  # never below 212, non-increasing

@@ -61,6 +61,10 @@ def load_prior(model: str, device: str = "auto", dtype: str = "auto", resolution
 
         if is_mvdream_folder(Path(model).expanduser()):  # MVDream's diffusers-format conversion (priors/mvdream.py)
             return attach_card(load_mvdream(model, device=dev, dtype=dt, resolution=resolution), card, name)
+    if not Path(model).expanduser().exists() and "mvdream" in model.lower():  # an MVDream hub id: refused by name
+        raise ModelError(f"'{model}' looks like an MVDream hub id: MVDream loads from a local folder only (its "
+                         "diffusers-format conversion, e.g. downloaded with `huggingface-cli download`), here "
+                         "--model /path/to/that/folder")
     if Path(model).exists() or "/" in model or "\\" in model or model.startswith((".", "~")):  # folder or hub id
         from fsd2d.priors.diffusers_prior import load_stable_diffusion
 

@@ -35,9 +35,9 @@ of whole 4-view sets (views of one set consecutive).
 Two priors share it:
 - `MVDreamViewPrior`: the working space is ONE view's VAE latent [4, R/8, R/8] (R = 256 by default); its eps
   needs the views' cameras, bound with `bind(cameras [V, 16])` (3D binds the cameras of each step);
-- `MVDreamPrior`: the 2D studies' prior. One sample is one 4-view set at fixed cameras (elevation 15,
-  azimuths 0, 90, 180, 270 in fsd3d.cameras' convention): working space [16, R/8, R/8] (4 views x 4
-  channels, view-major), images are the 2 x 2 mosaic [3, 2R, 2R] (views 0 1 / 2 3), so fsd2d.sampling,
+- `MVDreamPrior`: the 2D studies' prior. One sample is one 4-view set at fixed cameras, MVDream's own
+  get_camera default (elevation 15, MVDream's azimuths 0, 90, 180, 270 = ours -90, 0, 90, 180 in fsd3d.cameras'
+  convention): working space [16, R/8, R/8] (4 views x 4 channels, view-major), images are the 2 x 2 mosaic [3, 2R, 2R] (views 0 1 / 2 3), so fsd2d.sampling,
   compare and the metrics run on it unchanged.
 """
 from __future__ import annotations
@@ -62,9 +62,11 @@ VIEWS = 4  # views per object the published model denoises together
 GROUPS = 32  # GroupNorm groups everywhere in the published network
 UNET_CLASS = "MultiViewUNetModel"  # `_class_name` of unet/config.json in the published conversion
 PIPELINE_CLASS = "MVDreamPipeline"  # `_class_name` of model_index.json
-# the 2D studies' fixed cameras: MVDream's text-to-image default elevation, 4 azimuths 90 degrees apart
+# the 2D studies' fixed cameras: MVDream's text-to-image default, `get_camera(4, elevation=15, azimuth_start=0)`:
+# elevation 15, MVDream's azimuths 0, 90, 180, 270, which are ours minus 90 (MVDream's azimuth 0 is our -90:
+# see viewmats_to_mvdream)
 SET_ELEVATION = 15.0
-SET_AZIMUTHS = (0.0, 90.0, 180.0, 270.0)
+SET_AZIMUTHS = (-90.0, 0.0, 90.0, 180.0)
 
 
 # ------------------------------------------------------------------------------------------------ cameras
