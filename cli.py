@@ -346,25 +346,51 @@ def train_prior(
 @user_errors
 def gen_3d(
     prompt: Annotated[str, typer.Option(help="Text prompt (`fsd prompts --model references` for the embedded prior).")] = "mushroom",
-    negative_prompt: NegativePrompt = "",
+    negative_prompt: Annotated[Optional[str], typer.Option(
+        help="Negative prompt for CFG ('' = unconditional; default: the profile's, '' embedded and trained, the "
+             "authors' on SD and MVDream).")] = None,
+    defaults: Annotated[Optional[str], typer.Option(
+        "--defaults", help="Whose defaults fill the options not given: embedded (tuned on the 32 px embedded prior), "
+                           "sd or mvdream (DreamGaussian's and the authors' settings, fsd3d/backbones.py). Default: "
+                           "the model's (embedded for the embedded and trained models).")] = None,
     method: Annotated[str, typer.Option(
         help="fsd (world-map noise), sds (fresh noise), a noise function: worldmap, constant, random, or the "
              "family ism, sdi, csd, nfsd (fresh noise, their own gradient).")] = "fsd",
     seeds: Seeds = "0-7",
-    steps: Annotated[int, typer.Option(help="Optimisation steps per seed.")] = 150,
+    steps: Annotated[Optional[int], typer.Option(help="Optimisation steps per seed (default: the profile's: 150 "
+                                                      "embedded, 500 SD / MVDream).")] = None,
     beta: Annotated[float, typer.Option(help="Noise blend of world-map/constant noise with fresh noise, in [0, 1].")] = 1.0,
     theta: Annotated[float, typer.Option(help="World-map size Theta in degrees (map = h*180/Theta x w*360/Theta).")] = 180.0,
     alpha0: Annotated[float, typer.Option(help="Foreground threshold on pooled opacity for world-map noise.")] = 0.5,
-    cfg: Cfg = None,
-    t_min: TMin = 20, t_max: TMax = 980, anneal: AnnealOpt = "linear",
+    cfg: Annotated[Optional[float], typer.Option(help="CFG scale, standard form (1 = none). Default: the profile's: 1 "
+                                                     "embedded, 7.5 trained, 71 SD, 50 MVDream.")] = None,
+    t_min: TMin = 20, t_max: TMax = 980,
+    anneal: Annotated[Optional[str], typer.Option(
+        help="Shape of t(tau): linear, sqrt, piecewise, dreamtime, authors-sd, authors-mvdream (default: the "
+             "profile's: linear embedded, the authors' on SD / MVDream).")] = None,
+    weighting: Annotated[Optional[str], typer.Option(
+        help="w(t) of the gradient: one or sigma-alpha (sigma_t / alpha_t). Default: the profile's: one embedded and "
+             "MVDream, sigma-alpha SD.")] = None,
+    background: Annotated[Optional[str], typer.Option(
+        help="white, black or random (white or black per view). Default: white embedded and trained, random on SD / "
+             "MVDream (DreamGaussian).")] = None,
     t_sampling: Annotated[str, typer.Option(help="annealed (t decreases) or uniform (t random every step).")] = "annealed",
     cameras_per_step: Annotated[Optional[int], typer.Option(
         help="Cameras sampled per seed and step, all in one prior batch (default: 2; MVDream: 1, i.e. its "
              "4-view set).")] = None,
-    elevation: Annotated[str, typer.Option(help="Camera elevation range 'lo,hi' in degrees.")] = "0,40",
-    radius: Annotated[str, typer.Option(help="Camera distance range 'lo,hi'.")] = "1.55,1.75",
-    fov: Annotated[str, typer.Option(help="Vertical field of view range 'lo,hi' in degrees.")] = "40,46",
-    num_gaussians: Annotated[int, typer.Option(help="Gaussians in the initial ball.")] = 1000,
+    elevation: Annotated[Optional[str], typer.Option(
+        help="Camera elevation range 'lo,hi' in degrees (default: the profile's: 0,40; MVDream 0,30).")] = None,
+    radius: Annotated[Optional[str], typer.Option(
+        help="Camera distance range 'lo,hi' (default: the profile's: 1.55,1.75 embedded, 1.3,1.5 SD; MVDream 0.8,1.0 "
+             "relative: the distance is r / tan(fov / 2)).")] = None,
+    fov: Annotated[Optional[str], typer.Option(
+        help="Vertical field of view range 'lo,hi' in degrees (default: the profile's: 40,46 embedded, 40,65 SD, "
+             "15,60 MVDream).")] = None,
+    num_gaussians: Annotated[Optional[int], typer.Option(
+        help="Gaussians in the initial ball (default: the profile's: 1000 embedded, 5000 SD / MVDream).")] = None,
+    init_radius: Annotated[Optional[float], typer.Option(
+        help="Radius of the initial ball (default: the profile's: 0.4 embedded, 0.5 SD / MVDream).")] = None,
+    init_opacity: Annotated[Optional[float], typer.Option(help="Opacity of the initial Gaussians (default 0.1).")] = None,
     init: Annotated[Optional[Path], typer.Option(help="Start every seed from this PLY instead of a random ball.")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 50,
     model: Annotated[str, typer.Option(
@@ -390,7 +416,8 @@ def gen_3d(
         "--shared-cameras/--per-seed-cameras",
         help="One camera sequence for all seeds (default: shared on the embedded prior, per seed on SD).")] = None,
     seed_batch: Annotated[Optional[int], typer.Option(
-        help="Seeds advancing together in one prior call (default: all); lower it if the GPU runs out of memory.")] = None,
+        help="Seeds advancing together in one prior call (default: all on the CPU; on CUDA as many as fit in the free "
+             "GPU memory, counted by a probe of one view: fsd3d/memory.py).")] = None,
     compile: Annotated[bool, typer.Option(
         help="torch.compile Stable Diffusion's UNet (CUDA graphs) and VAE encoder; the first steps compile.")] = False,
     ism_interval: IsmInterval = 25, ism_stride: IsmStride = 200, ism_inversion_steps: IsmInversionSteps = 5,
@@ -403,21 +430,30 @@ def gen_3d(
     """Text-to-3D Gaussian Splatting with FSD or SDS: per seed gaussians.ply, turntable.mp4, views.png."""
     from fsd2d.sampling import TimestepSampling
     from fsd2d.schedule import Anneal
-    from fsd3d.cameras import CameraRanges
     from fsd3d.densify import Densify, DensifyConfig
     from fsd2d.io import check_output_dir
-    from fsd3d.gen3d import Gen3DConfig, gen_3d as run, load_scene_prior
+    from dataclasses import replace
+
+    from fsd3d.backbones import Background, Profile, Weighting
+    from fsd3d.gen3d import Gen3DConfig, gen_3d as run, load_scene_prior, model_profile, run_defaults
     from fsd3d.outputs import TurntableFormat
     from fsd3d.train import NoiseKind, Train3DConfig
 
     kind = parse_enum(method, NoiseKind, "--method")
+    profile = None if defaults is None else parse_enum(defaults, Profile, "--defaults")
+    given = {k: parse_range(v, f"--{k}") for k, v in (("elevation", elevation), ("radius", radius), ("fov", fov))
+             if v is not None}
+    cameras = None
+    if given:  # the ranges given, the profile's for the others (read from the model's folder, no weights loaded)
+        cameras = replace(run_defaults(*model_profile(model, profile)).cameras, **given)
     train = Train3DConfig(
         steps=steps, method=kind, beta=beta, theta=theta, alpha0=alpha0, cfg=cfg,
-        t_min=t_min, t_max=t_max, anneal=parse_enum(anneal, Anneal, "--anneal"),
+        t_min=t_min, t_max=t_max, anneal=None if anneal is None else parse_enum(anneal, Anneal, "--anneal"),
+        weighting=None if weighting is None else parse_enum(weighting, Weighting, "--weighting"),
+        background=None if background is None else parse_enum(background, Background, "--background"),
+        profile=profile, init_radius=init_radius, init_opacity=init_opacity,
         sampling=parse_enum(t_sampling, TimestepSampling, "--t-sampling"), cameras_per_step=cameras_per_step,
-        cameras=CameraRanges(elevation=parse_range(elevation, "--elevation"), radius=parse_range(radius, "--radius"),
-                             fov=parse_range(fov, "--fov")),
-        num_gaussians=num_gaussians, checkpoint_every=checkpoint_every, shared_cameras=shared_cameras,
+        cameras=cameras, num_gaussians=num_gaussians, checkpoint_every=checkpoint_every, shared_cameras=shared_cameras,
         family=family_options(ism_interval, ism_stride, ism_inversion_steps, sdi_inversion_steps, sdi_inversion_cfg,
                               sdi_eta),
         densify=DensifyConfig(strategy=None if densify is None else parse_enum(densify, Densify, "--densify"),

@@ -1,8 +1,9 @@
 """The README's 3D tables on the trained networks, from finished gen-3d sweeps (experiments/trained_3d_*.yaml).
 
     python benchmarks/trained_3d_table.py outputs/batch/trained_3d_sd outputs/batch/trained_3d_mvdream
+    python benchmarks/trained_3d_table.py outputs/batch/trained_defaults_sd outputs/batch/trained_defaults_mvdream
 
-One row per (model, method, prompt), from each run's metrics.json (fsd3d.gen3d: scored against the references
+One row per (model [--defaults], method, prompt), from each run's metrics.json (fsd3d.gen3d: scored against the references
 the model was trained on): variants reached (mean PSNR >= 22 dB, with the 95 % bootstrap interval over seeds),
 variants nearest (distinct nearest references over the seeds, at any PSNR), mean PSNR to the nearest reference
 +- std over seeds, holes +- std, depth artefacts +- std, diversity (mean pairwise 1 - SSIM) [95 % interval].
@@ -25,10 +26,11 @@ def main() -> None:
     for sweep in map(Path, sys.argv[1:]):
         for run in sorted(p for p in sweep.iterdir() if (p / "done.json").is_file()):
             cfg = json.loads((run / "result" / "run.json").read_text())["config"]
+            profile = cfg["train"].get("profile")  # --defaults, if the run gave it (experiments/trained_defaults_*)
             m = json.loads((run / "result" / "metrics.json").read_text())
             sp = m["spread"]
             nearest = len({s["majority"] for s in m["per_seed"].values()})
-            key = (cfg["model"], m["method"])
+            key = (cfg["model"] + (f" --defaults {profile}" if profile else ""), m["method"])
             rows.append((key, cfg["prompt"], m, sp, nearest))
             for name, value in (("reached", m["references_reached"]), ("nearest", nearest),
                                 ("psnr", sp["majority_psnr"]), ("holes", sp["holes"]),

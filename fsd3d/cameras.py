@@ -145,6 +145,13 @@ class CameraRanges:
     azimuth: tuple[float, float] = (-180.0, 180.0)
     radius: tuple[float, float] = (1.55, 1.75)
     fov: tuple[float, float] = (40.0, 46.0)
+    # radius relative to the fov (MVDream-threestudio's `relative_radius`): the camera sits at r / tan(fov / 2), so
+    # r is the half-height of the frame at the object, whatever the fov
+    relative_radius: bool = False
+
+    def distance(self, r: float, fov: float) -> float:
+        """The camera's distance to the origin for a drawn radius r and fov (degrees)."""
+        return r / math.tan(math.radians(fov) / 2.0) if self.relative_radius else r
 
     def __post_init__(self) -> None:
         self.validate()
@@ -180,7 +187,8 @@ def sample_cameras(
     """n cameras with elevation, azimuth, radius and fov each uniform in its range.
 
     Deterministic given the generator's state: one draw u = torch.rand(n, 4) in float64 (columns
-    elevation, azimuth, radius, fov), value = lo + (hi - lo) * u. `generator` must be a CPU generator.
+    elevation, azimuth, radius, fov), value = lo + (hi - lo) * u (the distance: `ranges.distance(radius, fov)`).
+    `generator` must be a CPU generator.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise InputError(f"number of cameras must be an int >= 0, got {n!r}")
@@ -190,7 +198,8 @@ def sample_cameras(
     lo = torch.tensor([ranges.elevation[0], ranges.azimuth[0], ranges.radius[0], ranges.fov[0]], dtype=torch.float64)
     hi = torch.tensor([ranges.elevation[1], ranges.azimuth[1], ranges.radius[1], ranges.fov[1]], dtype=torch.float64)
     params = lo + (hi - lo) * u  # [n, 4]
-    return [orbit_camera(*row.tolist(), width, height, dtype=dtype, device=device) for row in params]
+    return [orbit_camera(e, a, ranges.distance(r, f), f, width, height, dtype=dtype, device=device)
+            for e, a, r, f in params.tolist()]
 
 
 def stack_cameras(cameras: list[Camera]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -66,12 +66,18 @@ class DensifyConfig:
     grad_threshold: float | None = None  # DefaultStrategy's grow_grad2d; None: the prior's default
     prune_opacity: float = 0.005  # Gaussians below this opacity are pruned (default) or relocated (MCMC)
     cap: int | None = None  # most Gaussians a scene may hold; None: 4 x the initial number
+    # the default strategy also prunes Gaussians whose largest scale exceeds this fraction of the scene scale
+    # (gsplat's prune_scale3d, which gsplat applies only after its first opacity reset, never here); 0: off;
+    # None: the profile's (fsd3d.backbones.Defaults3D.prune_scale3d)
+    prune_scale3d: float | None = None
 
-    def resolved(self, steps: int, num_gaussians: int, grad_threshold: float, strategy: Densify) -> DensifyConfig:
+    def resolved(self, steps: int, num_gaussians: int, grad_threshold: float, strategy: Densify,
+                 prune_scale3d: float = 0.0) -> DensifyConfig:
         """Every None replaced by its default for a run of `steps` steps from `num_gaussians` Gaussians, with the
-        prior's gradient threshold and strategy."""
+        prior's gradient threshold, strategy and large-Gaussian prune."""
         return replace(
             self,
+            prune_scale3d=prune_scale3d if self.prune_scale3d is None else self.prune_scale3d,
             strategy=strategy if self.strategy is None else self.strategy,
             start=max(0, steps // 10) if self.start is None else self.start,
             stop=(7 * steps) // 10 if self.stop is None else self.stop,
@@ -92,6 +98,9 @@ class DensifyConfig:
             raise InputError(f"densify-grad must be > 0, got {self.grad_threshold}")
         if not 0.0 <= self.prune_opacity < 1.0:
             raise InputError(f"prune opacity must be in [0, 1), got {self.prune_opacity}")
+        check_finite("prune-scale3d", self.prune_scale3d)
+        if self.prune_scale3d is not None and not 0.0 <= self.prune_scale3d <= 100.0:
+            raise InputError(f"prune-scale3d must be in [0, 100] (a fraction of the scene scale), got {self.prune_scale3d}")
         if self.cap is not None and self.cap < 1:
             raise InputError(f"densify-cap must be >= 1, got {self.cap}")
         check_int_range("densify-cap", self.cap, 1, MAX_CAP)
@@ -172,6 +181,20 @@ def _default_no_sync():
             state["grad2d"] += torch.where(visible, norms, 0.0).sum(dim=0)
             state["count"] += visible.sum(dim=0).float()
 
+        @torch.no_grad()
+        def _prune_gs(self, params, optimizers, state, step):
+            """gsplat's pruning (transparent ones; large ones above prune_scale3d x the scene scale) without its
+            condition step > reset_every: we never reset opacities, so gsplat would never prune the large ones."""
+            from gsplat.strategy.ops import remove
+
+            is_prune = torch.sigmoid(params["opacities"].flatten()) < self.prune_opa
+            if self.prune_scale3d > 0:
+                is_prune |= torch.exp(params["scales"]).max(dim=-1).values > self.prune_scale3d * state["scene_scale"]
+            n_prune = int(is_prune.sum())
+            if n_prune:
+                remove(params=params, optimizers=optimizers, state=state, mask=is_prune)
+            return n_prune
+
     return _DefaultNoSync
 
 
@@ -192,7 +215,8 @@ class Densifier:
             # reset_every beyond any run: resetting all opacities mid-run undoes what a short distillation built
             self.strategy = _default_no_sync()(
                 prune_opa=c.prune_opacity, grow_grad2d=c.grad_threshold, refine_start_iter=c.start,
-                refine_stop_iter=c.stop, refine_every=c.every, reset_every=2**62)
+                refine_stop_iter=c.stop, refine_every=c.every, reset_every=2**62,
+                prune_scale3d=c.prune_scale3d or 0.0)
 
     @property
     def needs_screen_gradients(self) -> bool:
@@ -209,15 +233,18 @@ class Densifier:
             rendered.means2d.retain_grad()
 
     def post_backward(self, scene, optimizers: dict, state: dict, step: int, rendered, generator: torch.Generator,
-                      ) -> None:
-        """Grow / prune / relocate after the optimiser step; writes the new parameters back into `scene`."""
+                      means_lr: float | None = None) -> None:
+        """Grow / prune / relocate after the optimiser step; writes the new parameters back into `scene`.
+        `means_lr`: the means' learning rate at this step (MCMC's noise is lr x noise_lr, as gsplat's trainer
+        passes its scheduled one); None: the constant one the Densifier was made with."""
         params = {g: getattr(scene, a) for g, a in GSPLAT_NAMES.items() if getattr(scene, a, None) is not None}
         opts = {g: optimizers[a] for g, a in GSPLAT_NAMES.items() if g in params}
         device = scene.means.device
         before = len(scene)
         with _seeded(generator, device), _cpu_kernels(device):
             if self.config.strategy is Densify.MCMC:
-                self.strategy.step_post_backward(params, opts, state, step, {}, lr=self.means_lr)
+                self.strategy.step_post_backward(params, opts, state, step, {},
+                                                 lr=self.means_lr if means_lr is None else means_lr)
             else:
                 info = {"means2d": rendered.means2d, "radii": rendered.radii, "width": rendered.rgb.shape[-1],
                         "height": rendered.rgb.shape[-2], "n_cameras": rendered.rgb.shape[0], "gaussian_ids": None}

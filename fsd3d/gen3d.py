@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -29,6 +29,7 @@ from fsd2d.figures import image_grid
 from fsd2d.io import check_output_dir, read_object, run_record, write_json
 from fsd2d.sampling import check_seeds
 from fsd2d.study import check_resolution
+from fsd3d.backbones import PROFILES, Background, Defaults3D, Profile
 from fsd3d.cameras import Camera, CameraRanges
 from fsd3d.gaussians import GaussianScene
 from fsd3d.mesh import MESH_EVAL_PX, export_mesh
@@ -42,18 +43,20 @@ from fsd3d.train import (SeedState, Train3DConfig, check_noise_function, initial
                          train_seeds)
 
 BUILTIN_3D = "references"  # the embedded view-conditioned analytic prior (fsd3d.reference_prior)
-# Default CFG (standard form) of the models trained on the references' renders (tiny-sd-objects, tiny-mvdream),
-# instead of the real backbones' 50. Measured on tiny-sd-objects, mushroom, seeds 0-3, 150 steps: at CFG 50 every
-# scene is an oversaturated mixture (PSNR 15.9-19.3 dB to its nearest reference, none reached), at 7.5 three
-# variants are reached (22.7-25.6 dB), at 20 (500 steps) none (20.5-21.0 dB, colour noise).
-TRAINED_WORLD_CFG = 7.5
+# What the world of the models trained on the references' renders (tiny-sd-objects, tiny-mvdream) fixes whatever
+# the profile (fsd3d.backbones): they know only their captions (no negative prompt), were trained at gen-3d's
+# embedded camera ranges on white, and take CFG 7.5 (standard form), not the real backbones' 50-71: measured on
+# tiny-sd-objects, mushroom, seeds 0-3, 150 steps: at CFG 50 every scene is an oversaturated mixture (PSNR
+# 15.9-19.3 dB to its nearest reference, none reached), at 7.5 three variants are reached (22.7-25.6 dB), at 20
+# (500 steps) none (20.5-21.0 dB, colour noise).
+TRAINED_WORLD = {"cfg": 7.5, "negative_prompt": "", "cameras": CameraRanges(), "background": Background.WHITE}
 LOCAL_3D = "references-local"  # the same references with a local patch denoiser per camera (fsd3d.local_prior)
 
 
 @dataclass(frozen=True)
 class Gen3DConfig:
     prompt: str = "mushroom"
-    negative_prompt: str = ""
+    negative_prompt: str | None = None  # None: the profile's (fsd3d.backbones: '' embedded, the authors' on SD)
     seeds: tuple[int, ...] = tuple(range(8))
     model: str = BUILTIN_3D  # or a Stable Diffusion folder / hub id, or an MVDream folder
     resolution: int | None = None  # render size: 32 for the embedded prior, 512 for Stable Diffusion, 256 MVDream
@@ -92,10 +95,38 @@ class Gen3DConfig:
                                  "its kernels under ATEN_CPU_CAPABILITY=default (unset it, or run without --compile)")
 
     def eval_cameras(self, resolution: int, n: int | None = None) -> list[Camera]:
-        """n views on a full turn (azimuth 0, 360/n, ...) at the middle elevation, radius and fov of the ranges."""
-        r = self.train.cameras
-        mid = lambda rng: 0.5 * (rng[0] + rng[1])  # noqa: E731
-        return evaluation_cameras(resolution, n or self.eval_views, mid(r.elevation), mid(r.radius), mid(r.fov))
+        """`eval_cameras` of this config's camera ranges (the embedded defaults where it leaves them to the prior:
+        use `eval_cameras(resolve(...).cameras, ...)` for a run's own)."""
+        return eval_cameras(self.train.cameras or CameraRanges(), resolution, n or self.eval_views)
+
+
+def eval_cameras(ranges: CameraRanges, resolution: int, n: int = 8) -> list[Camera]:
+    """n views on a full turn (azimuth 0, 360/n, ...) at the middle elevation, radius and fov of the ranges."""
+    mid = lambda rng: 0.5 * (rng[0] + rng[1])  # noqa: E731
+    fov = mid(ranges.fov)
+    return evaluation_cameras(resolution, n, mid(ranges.elevation), ranges.distance(mid(ranges.radius), fov), fov)
+
+
+def model_profile(model: str, profile: Profile | None = None) -> tuple[Profile, dict]:
+    """(profile, world) of a --model, read from its folder without loading any weights: the embedded priors and
+    the models trained on the references' renders (world: TRAINED_WORLD) take EMBEDDED, an MVDream folder MVDREAM,
+    any other Stable Diffusion STABLE_DIFFUSION; `profile` (--defaults) replaces the profile, not the world."""
+    from fsd2d.priors.mvdream import is_mvdream_folder
+    from fsd2d.priors.trained import read_card, trained_folder
+
+    if model in (BUILTIN_3D, LOCAL_3D):
+        return profile or Profile.EMBEDDED, {}
+    folder = trained_folder(model) or Path(model).expanduser()
+    card = read_card(folder) if folder.is_dir() else None
+    if card is not None:
+        return profile or Profile.EMBEDDED, dict(TRAINED_WORLD)
+    own = Profile.MVDREAM if folder.is_dir() and is_mvdream_folder(folder) else Profile.STABLE_DIFFUSION
+    return profile or own, {}
+
+
+def run_defaults(profile: Profile, world: dict) -> Defaults3D:
+    """The defaults a run of this profile and world takes (fsd3d.backbones)."""
+    return replace(PROFILES[profile], **world)
 
 
 def load_scene_prior(config: Gen3DConfig) -> ScenePrior:
@@ -110,26 +141,26 @@ def load_scene_prior(config: Gen3DConfig) -> ScenePrior:
 
         res = 32 if config.resolution is None else config.resolution  # 0 is an error, not the default
         embedded = ReferencePrior if config.model == BUILTIN_3D else LocalReferencePrior
-        return embedded(config.prompt, config.negative_prompt, resolution=res,
+        return embedded(config.prompt, config.negative_prompt or "", resolution=res,
                         device=resolve_device(config.device), dtype=resolve_dtype(config.dtype) or torch.float64)
     from fsd2d.priors.mvdream import MVDreamPrior
+    from fsd3d.mvdream_prior import MVDreamScenePrior
     from fsd3d.priors3d import StableDiffusionScenePrior
 
     prior = load_prior(config.model, config.device, config.dtype, config.resolution)
     if prior.card is not None and prior.card.get("world") != "references":
         raise InputError(f"'{config.model}' was trained on 2D {prior.card.get('world')} crops; gen-3d takes a model "
                          "trained on the references' renders (tiny-sd-objects, tiny-mvdream) or any other SD folder")
-    if isinstance(prior, MVDreamPrior):  # an MVDream folder: 4-view sets, renders of 256 px by default
-        from fsd3d.mvdream_prior import MVDreamScenePrior
-
-        scene_prior = MVDreamScenePrior(prior, config.prompt, config.negative_prompt, compile=config.compile)
-    else:
-        scene_prior = StableDiffusionScenePrior(prior, config.prompt, config.negative_prompt, compile=config.compile)
-    if prior.card is not None and prior.card.get("world") == "references":  # trained on the references' renders
+    cls = MVDreamScenePrior if isinstance(prior, MVDreamPrior) else StableDiffusionScenePrior  # MVDream: 4-view sets
+    trained = prior.card is not None  # trained here on the references' renders: their world fixes these
+    profile, world = model_profile(config.model, config.train.profile)
+    negative = run_defaults(profile, world).negative_prompt if config.negative_prompt is None else config.negative_prompt
+    scene_prior = cls(prior, config.prompt, negative, compile=config.compile)
+    scene_prior.profile, scene_prior.world_defaults = profile, world
+    if trained:
         from fsd3d.references import ReferenceSet
 
         scene_prior.references = ReferenceSet()
-        scene_prior.default_cfg = TRAINED_WORLD_CFG
     return scene_prior
 
 
@@ -153,6 +184,25 @@ def prepare_states(scene_prior: ScenePrior, config: Gen3DConfig, out: Path, resu
     return states
 
 
+def seed_batch(scene_prior: ScenePrior, config: Gen3DConfig, train: Train3DConfig, states: dict) -> int:
+    """Seeds advancing together: --seed-batch if given; on CUDA as many as fit in the free memory (fsd3d.memory,
+    probed on the first seed's scene at a camera of the run's ranges); all of them on the CPU."""
+    if config.seed_batch is not None:
+        return config.seed_batch
+    device = scene_prior.prior.device
+    if device.type != "cuda" or len(states) < 2:
+        return max(1, len(states))
+    from fsd3d.cameras import sample_cameras
+    from fsd3d.memory import seeds_that_fit, view_bytes
+
+    res = scene_prior.resolution
+    cams = sample_cameras(1, train.cameras, torch.Generator().manual_seed(0), res, res, device=device)
+    per_view = view_bytes(scene_prior, next(iter(states.values())).scene, cams, scene_prior.background_tensor(device),
+                          train.clamp_renders)
+    free, _ = torch.cuda.mem_get_info(device)
+    return seeds_that_fit(free, train.cameras_per_step * scene_prior.views_per_camera * per_view, len(states))
+
+
 def gen_3d(scene_prior: ScenePrior, config: Gen3DConfig, out: Path, resume: bool = False,
            progress: bool = False) -> dict:
     """Optimise one scene per seed and write every output; returns the run's metrics."""
@@ -165,13 +215,13 @@ def gen_3d(scene_prior: ScenePrior, config: Gen3DConfig, out: Path, resume: bool
                                                               "train_resolved": resolve(config.train, scene_prior)}))
     res = scene_prior.resolution
     device = scene_prior.prior.device
-    views = [v.to(device) for v in config.eval_cameras(res)]
+    train = resolve(config.train, scene_prior)
+    views = [v.to(device) for v in eval_cameras(train.cameras, res, config.eval_views)]
     refs = reference_renders(scene_prior, views)  # once for all seeds (None without references)
     renders: dict[int, RenderOutput] = {}
     per_seed = {}
-    train = resolve(config.train, scene_prior)
     seeds = list(states)
-    batch = config.seed_batch or len(seeds)
+    batch = seed_batch(scene_prior, config, train, states)
     for first in range(0, len(seeds), batch):
         chunk = seeds[first : first + batch]
         for seed in chunk:
@@ -185,16 +235,17 @@ def gen_3d(scene_prior: ScenePrior, config: Gen3DConfig, out: Path, resume: bool
             per_seed[seed] = scene_metrics(scene_prior, renders[seed], views, refs)
             mesh = {}  # with --mesh: written before export_seed, which writes the seed's metrics.json
             if config.mesh:
-                m = export_mesh(out / f"seed_{seed}", state.scene, config.eval_cameras(max(res, MESH_EVAL_PX)),
-                                formats=("glb",))
+                m = export_mesh(out / f"seed_{seed}", state.scene,
+                                eval_cameras(train.cameras, max(res, MESH_EVAL_PX), config.eval_views), formats=("glb",))
                 mesh = {"mesh_iou": m["mean_iou"], "watertight": m["watertight"], "mesh_seconds": m["seconds"]}
-            export_seed(out / f"seed_{seed}", state.scene, scene_prior, config, renders[seed], per_seed[seed] | mesh)
+            export_seed(out / f"seed_{seed}", state.scene, scene_prior, replace(config, train=train), renders[seed],
+                        per_seed[seed] | mesh)
     summary = summarize(scene_prior, config, renders, per_seed)
-    summary["seconds"] = time.perf_counter() - start
+    summary["seconds"], summary["seed_batch"] = time.perf_counter() - start, batch
     write_json(out / "metrics.json", summary)
     image_grid(out / "summary.png", [metrics.to_hwc(renders[s].rgb) for s in renders],
                [f"seed {s}" for s in renders], [f"az {v.azimuth:.0f}" for v in views],
-               title=f"'{config.prompt}' - {config.train.method.value}, {config.train.steps} steps")
+               title=f"'{config.prompt}' - {config.train.method.value}, {train.steps} steps")
     return summary
 
 
@@ -245,7 +296,9 @@ def run_config(run_json: Path) -> tuple[Gen3DConfig, int]:
     try:
         record = read_object(run_json)
         cfg = record["config"]
-        ranges = CameraRanges(**{k: tuple(v) for k, v in cfg["train"]["cameras"].items()})
+        # the cameras the run used: its resolved settings (runs before the profiles: the config's own)
+        cams = (record.get("train_resolved") or {}).get("cameras") or cfg["train"]["cameras"]
+        ranges = CameraRanges(**{k: tuple(v) if isinstance(v, list) else v for k, v in cams.items()})
         # the render size the run used: the one given, else the one its prior recorded (MVDream 256, SD 512)
         recorded = record.get("prior", {}).get("prior", {}).get("resolution")
         res = cfg.get("resolution") or recorded or (32 if cfg.get("model", BUILTIN_3D) in (BUILTIN_3D, LOCAL_3D) else 512)

@@ -12,13 +12,15 @@ the same 2D priors and the same CFG helper as the 2D studies. Only the condition
 from __future__ import annotations
 
 import abc
+from dataclasses import replace
 
 import torch
 
 from fsd2d.guidance import Guidance, check_cfg
 from fsd2d.priors.base import Prior
-from fsd3d.densify import Densify
+from fsd3d.backbones import PROFILES, Defaults3D, Profile
 from fsd3d.cameras import Camera
+from fsd3d.densify import Densify
 
 
 class ScenePrior(abc.ABC):
@@ -40,6 +42,15 @@ class ScenePrior(abc.ABC):
     # the ground truth a scene is scored against (fsd3d.metrics3d): the embedded reference objects, for the
     # embedded priors and the models trained on their renders (fsd train-prior objects / objects-mv); else None
     references = None  # fsd3d.references.ReferenceSet | None
+    # whose defaults a run takes where the user gives none (fsd3d.backbones): the embedded priors' by default
+    profile: Profile = Profile.EMBEDDED
+    # what a trained model's world fixes whatever the profile: {field: value} over Defaults3D's cfg,
+    # negative_prompt, cameras and background (fsd3d.gen3d.load_scene_prior); empty for real backbones
+    world_defaults: dict = {}
+
+    def defaults_for(self, profile: Profile | None = None) -> Defaults3D:
+        """The defaults of `profile` (None: this prior's), with what the prior's world fixes."""
+        return replace(PROFILES[profile or self.profile], **self.world_defaults)
 
     @property
     def resolution(self) -> int:
@@ -64,7 +75,8 @@ class ScenePrior(abc.ABC):
         """The 2D prior and guidance (conditioning [C, ...]) for these C cameras."""
 
     def describe(self) -> dict:
-        return {"class": type(self).__name__, "prior": self.prior.describe()}
+        return {"class": type(self).__name__, "prior": self.prior.describe(), "profile": self.profile.value,
+                "world_defaults": dict(self.world_defaults)}
 
 
 def view_suffix(azimuth_deg: float) -> str:
@@ -80,14 +92,15 @@ def view_suffix(azimuth_deg: float) -> str:
 class StableDiffusionScenePrior(ScenePrior):
     """Stable Diffusion with view-dependent prompts ('<prompt>, side view'); the negative prompt is shared.
 
-    Default CFG 50 (standard form): score distillation in 3D needs large guidance (tens), as the authors use.
+    Defaults: fsd3d.backbones.STABLE_DIFFUSION (CFG 71, the authors' 70 in the +1 form, and the rest with sources).
     """
 
-    default_cfg = 50.0
+    default_cfg = 71.0  # the profile's CFG (a run reads it from there; kept here for code that asks the prior)
+    profile = Profile.STABLE_DIFFUSION
 
     def __init__(self, prior: Prior, prompt: str, negative_prompt: str = "", view_dependent: bool = True,
                  compile: bool = False):
-        self.prior, self.prompt, self.view_dependent = prior, prompt, view_dependent
+        self.prior, self.prompt, self.negative_prompt, self.view_dependent = prior, prompt, negative_prompt, view_dependent
         prior.speed_up(compile)  # channels-last on CUDA; torch.compile of the UNet and VAE encoder if asked
         self.compiled = compile
         suffixes = ("front view", "side view", "back view") if view_dependent else ("",)
@@ -102,5 +115,5 @@ class StableDiffusionScenePrior(ScenePrior):
         return self.prior, Guidance(cond, self._uncond, scale, null=self._null)
 
     def describe(self) -> dict:
-        return super().describe() | {"prompt": self.prompt, "view_dependent": self.view_dependent,
-                                     "compiled": self.compiled}
+        return super().describe() | {"prompt": self.prompt, "negative_prompt": self.negative_prompt,
+                                     "view_dependent": self.view_dependent, "compiled": self.compiled}

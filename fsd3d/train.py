@@ -33,8 +33,9 @@ from fsd2d import updates
 from fsd2d.errors import InputError, check_finite, check_int_range
 from fsd2d.family import FamilyOptions, Rule, gradient
 from fsd2d.io import atomic_path, jsonable
-from fsd2d.sampling import ADAM_BETAS, ADAM_EPS, TimestepSampling, check_guidance_scale, check_steps
+from fsd2d.sampling import ADAM_EPS, TimestepSampling, check_guidance_scale, check_steps
 from fsd2d.schedule import Anneal, timesteps, uniform_timesteps
+from fsd3d.backbones import Background, Defaults3D, LearningRates, Profile, Weighting
 from fsd3d.cameras import CameraRanges, sample_cameras
 from fsd3d.densify import MAX_GAUSSIANS, Densifier, Densify, DensifyConfig, scene_scale, state_to
 from fsd3d.gaussians import GaussianScene
@@ -74,51 +75,72 @@ class NoiseKind(str, enum.Enum):
         return RandomNoise(d, h, w)
 
 
-@dataclass(frozen=True)
-class LearningRates:
-    """Adam learning rates per Gaussian parameter group (betas and eps as the authors' 2D setting)."""
-
-    means: float = 2e-3
-    log_scales: float = 1e-2
-    quats: float = 5e-3
-    opacity_logits: float = 5e-2
-    sh0: float = 2e-2
-    sh_rest: float = 2e-3
+# the fields a backbone decides when the user leaves them None (fsd3d.backbones.Defaults3D, `resolve`)
+FROM_PRIOR = ("steps", "num_gaussians", "init_radius", "init_scale", "init_opacity", "lr", "means_lr_final",
+              "adam_betas", "weighting", "anneal", "cameras", "background", "clamp_renders", "opacity_reg", "scale_reg")
 
 
 @dataclass(frozen=True)
 class Train3DConfig:
-    steps: int = 150
+    """The 3D run's settings. None: the prior's choice (`resolve`): its profile's value (fsd3d.backbones, each with
+    its source), or for cameras_per_step / shared_cameras / densification the scene prior's own."""
+
+    steps: int | None = None
     method: NoiseKind = NoiseKind.FSD
     beta: float = 1.0  # noise blend of constant / world-map noise (1 = deterministic, 0 = SDS)
     theta: float = 180.0  # world-map size parameter Theta in degrees (H = h * 180/Theta, W = w * 360/Theta)
     alpha0: float = 0.5  # foreground threshold on pooled opacity
-    cfg: float | None = None  # None -> the prior's default
+    cfg: float | None = None  # None -> the profile's, else the prior's default
     t_min: int = 20
     t_max: int = 980
-    anneal: Anneal = Anneal.LINEAR
+    anneal: Anneal | None = None
     sampling: TimestepSampling = TimestepSampling.ANNEALED  # uniform: t ~ U[t_min, t_max] every step
     cameras_per_step: int | None = None  # cameras sampled per seed and step; None: the prior decides (`resolve`)
-    cameras: CameraRanges = field(default_factory=CameraRanges)
-    num_gaussians: int = 1000
-    init_radius: float = 0.4
-    init_opacity: float = 0.1
+    cameras: CameraRanges | None = None
+    num_gaussians: int | None = None
+    init_radius: float | None = None
+    init_scale: float | None = None  # initial std-dev / init_radius
+    init_opacity: float | None = None
     sh_degree: int = 0
-    lr: LearningRates = field(default_factory=LearningRates)
+    lr: LearningRates | None = None
+    means_lr_final: float | None = None  # the means' LR decays exponentially to this fraction of it (1: constant)
+    adam_betas: tuple[float, float] | None = None
+    weighting: Weighting | None = None
+    background: Background | None = None
+    clamp_renders: bool | None = None  # renders clamped to [0, 1] before the prior's encoder (a VAE)
+    opacity_reg: float | None = None  # weights of mean opacity / mean scale added to each seed's loss
+    scale_reg: float | None = None
+    profile: Profile | None = None  # whose defaults fill the None fields above; None: the prior's (`--defaults`)
     checkpoint_every: int = 50
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     shared_cameras: bool | None = None  # one camera sequence for all seeds; None: the prior decides (`resolve`)
     family: FamilyOptions = FamilyOptions()  # ISM / SDI / NFSD settings (method ism, sdi, csd, nfsd)
 
+    def resolved(self, defaults: Defaults3D) -> "Train3DConfig":
+        """This config with every FROM_PRIOR field left None taken from `defaults` (and cfg, if the profile has one)."""
+        fill = {k: getattr(defaults, k) for k in FROM_PRIOR if getattr(self, k) is None}
+        if self.cfg is None and defaults.cfg is not None:
+            fill["cfg"] = defaults.cfg
+        return replace(self, **fill)
+
     def validate(self) -> None:
         """Everything checkable without a prior: ranges, caps, finite floats (the noise function's own
         checks run in `check_noise_function`, also before anything is written)."""
-        check_steps(self.steps)
-        timesteps(self.steps, self.t_min, self.t_max)
-        for name in ("beta", "theta", "alpha0", "init_radius", "init_opacity"):
+        if self.steps is not None:
+            check_steps(self.steps)
+            timesteps(self.steps, self.t_min, self.t_max)
+        for name in ("beta", "theta", "alpha0", "init_radius", "init_scale", "init_opacity", "means_lr_final",
+                     "opacity_reg", "scale_reg"):
             check_finite(name.replace("_", "-"), getattr(self, name))
-        for name, value in jsonable(self.lr).items():
+        for name, value in jsonable(self.lr or LearningRates()).items():
             check_finite(f"learning rate of {name}", value)
+        if self.means_lr_final is not None and not 0.0 < self.means_lr_final <= 1.0:
+            raise InputError(f"means-lr-final must be in (0, 1] (a fraction of the initial LR), got {self.means_lr_final}")
+        for name in ("opacity_reg", "scale_reg"):
+            if getattr(self, name) is not None and not 0.0 <= getattr(self, name) <= 100.0:
+                raise InputError(f"{name.replace('_', '-')} must be in [0, 100], got {getattr(self, name)}")
+        if self.adam_betas is not None and not all(0.0 <= b < 1.0 for b in self.adam_betas):
+            raise InputError(f"Adam betas must lie in [0, 1), got {self.adam_betas}")
         updates.check_beta(self.beta)
         if not self.theta > 0:
             raise InputError(f"theta must be > 0 degrees (world-map size), got {self.theta}")
@@ -130,14 +152,17 @@ class Train3DConfig:
                 raise InputError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.cameras_per_step is not None:
             check_int_range("cameras-per-step", self.cameras_per_step, 1, MAX_CAMERAS_PER_STEP)
-        check_int_range("num-gaussians", self.num_gaussians, 1, MAX_GAUSSIANS)
-        if not (self.init_radius > 0 and 0 < self.init_opacity < 1):
-            raise InputError("init radius must be > 0 and init opacity in (0, 1)")
+        if self.num_gaussians is not None:
+            check_int_range("num-gaussians", self.num_gaussians, 1, MAX_GAUSSIANS)
+        if not ((self.init_radius is None or self.init_radius > 0) and (self.init_scale is None or self.init_scale > 0)
+                and (self.init_opacity is None or 0 < self.init_opacity < 1)):
+            raise InputError("init radius and scale must be > 0 and init opacity in (0, 1)")
         if self.sh_degree not in (0, 1):
             raise InputError(f"sh degree must be 0 or 1, got {self.sh_degree}")
-        self.cameras.validate()
-        if self.cameras.radius[1] > MAX_CAMERA_RADIUS:
-            raise InputError(f"camera radius must be <= {MAX_CAMERA_RADIUS:g}, got {self.cameras.radius}")
+        if self.cameras is not None:
+            self.cameras.validate()
+            if self.cameras.radius[1] > MAX_CAMERA_RADIUS:
+                raise InputError(f"camera radius must be <= {MAX_CAMERA_RADIUS:g}, got {self.cameras.radius}")
         self.densify.validate()
         self.family.validate()
 
@@ -171,12 +196,21 @@ class StepLog:
     #                     its weight). Reading it (.item()) waits for the GPU; the loop itself never does.
 
 
-def build_optimizers(scene: GaussianScene, lr: LearningRates) -> dict[str, torch.optim.Adam]:
-    """One Adam per scene parameter (gsplat's strategies replace parameters one by one), betas and eps as the
-    authors' 2D setting; fused into one kernel per parameter on CUDA."""
+def build_optimizers(scene: GaussianScene, config: Train3DConfig) -> dict[str, torch.optim.Adam]:
+    """One Adam per scene parameter (gsplat's strategies replace parameters one by one) with the resolved config's
+    learning rates and betas (the profile's: fsd3d.backbones), eps 1e-15; fused into one kernel per parameter on CUDA."""
     fused = {"fused": True} if scene.means.is_cuda else {}
-    return {name: torch.optim.Adam([p], lr=getattr(lr, name), betas=ADAM_BETAS, eps=ADAM_EPS, **fused)
+    return {name: torch.optim.Adam([p], lr=getattr(config.lr, name), betas=config.adam_betas, eps=ADAM_EPS, **fused)
             for name, p in scene.named_parameters()}
+
+
+def means_lr(config: Train3DConfig, step: int) -> float:
+    """The means' learning rate at `step` (0-based) of the resolved config: lr_means f^(step / (steps - 1)), an
+    exponential decay to the fraction f = means_lr_final at the last step (gsplat's trainer: ExponentialLR with
+    gamma = 0.01^(1 / max_steps); DreamGaussian / 3DGS: log-linear from position_lr_init to position_lr_final)."""
+    if config.means_lr_final == 1.0 or config.steps < 2:
+        return config.lr.means
+    return config.lr.means * config.means_lr_final ** (step / (config.steps - 1))
 
 
 @dataclass
@@ -194,12 +228,27 @@ class SeedState:
 
 
 def resolve(config: Train3DConfig, scene_prior: ScenePrior) -> Train3DConfig:
-    """The prior's choices for what the user left open: cameras per step, shared cameras, densification."""
+    """The prior's choices for what the user left open: the profile's defaults (fsd3d.backbones: steps, initial
+    Gaussians, learning rates, Adam, weighting, timesteps, cameras, background, regularisers, CFG), cameras per step,
+    shared cameras, densification. Every field of the result is set."""
+    defaults = scene_prior.defaults_for(config.profile)
+    config = config.resolved(defaults)
     shared = scene_prior.shares_cameras if config.shared_cameras is None else config.shared_cameras
     per_step = scene_prior.cameras_per_step if config.cameras_per_step is None else config.cameras_per_step
     densify = config.densify.resolved(config.steps, config.num_gaussians, scene_prior.densify_grad_threshold,
-                                      scene_prior.default_densify)
-    return replace(config, cameras_per_step=per_step, shared_cameras=shared, densify=densify)
+                                      scene_prior.default_densify, defaults.prune_scale3d)
+    if config.cfg is None:
+        config = replace(config, cfg=scene_prior.default_cfg)
+    out = replace(config, cameras_per_step=per_step, shared_cameras=shared, densify=densify)
+    out.validate()
+    return out
+
+
+def check_resolved(config: Train3DConfig) -> None:
+    """A programming error, not a user's: code that builds scenes or Adams from a config the prior has not filled."""
+    missing = [k for k in FROM_PRIOR if getattr(config, k) is None]
+    if missing:
+        raise ValueError(f"config not resolved (fsd3d.train.resolve): {', '.join(missing)} left to the prior")
 
 
 def initial_state(config: Train3DConfig, seed: int, init: GaussianScene | None = None,
@@ -207,13 +256,16 @@ def initial_state(config: Train3DConfig, seed: int, init: GaussianScene | None =
     """Step 0 of a seed: a random ball of Gaussians (or `init`), fresh Adams, seeded generators.
 
     With `config.shared_cameras` every seed draws the same camera sequence (one run-wide stream), so a
-    prior that renders references per camera renders them once for all seeds; None counts as per seed."""
+    prior that renders references per camera renders them once for all seeds; None counts as per seed.
+    `config` must be resolved (`resolve`): the initial Gaussians and the Adams are the profile's."""
+    check_resolved(config)
     scene_gen = torch.Generator().manual_seed(seed_for(seed, "scene"))
     scene = init if init is not None else GaussianScene.init_ball(
-        config.num_gaussians, config.init_radius, scene_gen, sh_degree=config.sh_degree, opacity=config.init_opacity)
+        config.num_gaussians, config.init_radius, scene_gen, sh_degree=config.sh_degree, scale=config.init_scale,
+        opacity=config.init_opacity)
     scene = scene.to(device)
     cameras = seed_for(0, "shared-cameras") if config.shared_cameras else seed_for(seed, "cameras")
-    return SeedState(seed, 0, scene, build_optimizers(scene, config.lr), torch.Generator().manual_seed(cameras),
+    return SeedState(seed, 0, scene, build_optimizers(scene, config), torch.Generator().manual_seed(cameras),
                      torch.Generator().manual_seed(seed_for(seed, "fresh-noise")),
                      torch.Generator().manual_seed(seed_for(seed, "densify")))
 
@@ -237,7 +289,9 @@ def save_checkpoint(path: Path, state: SeedState, config: Train3DConfig, identit
 
 
 def load_checkpoint(path: Path, config: Train3DConfig, device: torch.device, identity: dict | None = None) -> SeedState:
-    """Rebuild a SeedState (any number of Gaussians); a broken or foreign checkpoint is an InputError (one line)."""
+    """Rebuild a SeedState (any number of Gaussians); a broken or foreign checkpoint is an InputError (one line).
+    `config`: the resolved one (`resolve`), whose fingerprint with `identity` the checkpoint must carry."""
+    check_resolved(config)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         s = payload["scene"]
@@ -250,7 +304,7 @@ def load_checkpoint(path: Path, config: Train3DConfig, device: torch.device, ide
         raise InputError(f"checkpoint {path} was made with other settings (prompt, model or flags); "
                          "use the same ones or another --out")
     scene = scene.to(device)
-    optimizers = build_optimizers(scene, config.lr)
+    optimizers = build_optimizers(scene, config)
     for name, opt in optimizers.items():
         opt.load_state_dict(payload["optimizers"][name])
     gens = [torch.Generator() for _ in range(3)]
@@ -283,7 +337,7 @@ def train_seeds(
     """
     if len({s.seed for s in states}) != len(states):
         raise InputError("each seed may appear once in a batch of seeds")
-    given, config = config, resolve(config, scene_prior)  # checkpoints carry the fingerprint of the config given
+    config = resolve(config, scene_prior)  # idempotent; checkpoints carry the resolved config's fingerprint
     prior = scene_prior.prior
     device = prior.device
     clock = Stopwatch(timings, device)
@@ -293,13 +347,17 @@ def train_seeds(
                                                        config.theta, config.alpha0) for s in states}
     densifier = None
     if config.densify.strategy is not Densify.NONE:
-        densifier = Densifier(config.densify, scene_scale(config.cameras.radius), config.lr.means)
+        fov = 0.5 * (config.cameras.fov[0] + config.cameras.fov[1])  # camera distances (relative radii converted)
+        distances = tuple(config.cameras.distance(r, fov) for r in config.cameras.radius)
+        densifier = Densifier(config.densify, scene_scale(distances), config.lr.means)
         for s in states:
             if s.densify_state is None:
                 s.densify_state = densifier.initial_state()
+    weights = loss_weights(config.weighting, prior.schedule)  # [T] float64, w(t) of the gradient
     grid = timesteps(config.steps, config.t_min, config.t_max, config.anneal)  # CPU long [steps]
     uniform = config.sampling is TimestepSampling.UNIFORM
-    background = scene_prior.background_tensor(device)  # [3], made once: no host copy per step
+    background = scene_prior.background_tensor(device) if config.background is Background.WHITE else \
+        BACKGROUNDS[config.background].to(device)  # [3], made once: no host copy per step (RANDOM: drawn per view)
     n_cam = config.cameras_per_step  # cameras sampled per seed and step
     c = n_cam * scene_prior.views_per_camera  # views rendered per seed and step (MVDream: a 4-view set per camera)
     first = min((s.step for s in states), default=config.steps)
@@ -320,14 +378,18 @@ def train_seeds(
             angles.append(torch.tensor([(cam.elevation, cam.azimuth) for cam in cams_s]))  # [C, 2] CPU, degrees
             ts.append(uniform_timesteps([s.noise_gen] * n_cam, config.t_min, config.t_max).repeat_interleave(c // n_cam)
                       if uniform else grid[i].expand(c))  # the views of one camera share t
-            out = render_scene(s.scene, cams_s, background)  # rgb [C, 3, R, R], alpha [C, 1, R, R]
+            out = render_scene(s.scene, cams_s, view_backgrounds(config.background, background, len(cams_s),
+                                                                 s.noise_gen, device))  # rgb [C, 3, R, R]
             if densifier is not None:
                 densifier.pre_backward(out)
             cams += cams_s
             outs.append(out)
         t_cpu = torch.cat(ts)  # [S*C] long
         clock.lap("render")
-        z = prior.encode(torch.cat([o.rgb for o in outs]).to(prior.dtype))  # [S*C, D, h, w], one encoder call
+        rgb = torch.cat([o.rgb for o in outs])  # [S*C, 3, R, R]; colours may exceed 1 (no upper clamp on SH)
+        if config.clamp_renders:  # to [0, 1] before a VAE encoder, which was trained on images in range
+            rgb = rgb.clamp(0.0, 1.0)
+        z = prior.encode(rgb.to(prior.dtype))  # [S*C, D, h, w], one encoder call
         noise = torch.cat([noise_fns[s.seed](el_az[:, 0], el_az[:, 1], o.alpha.detach(), s.noise_gen, device=device,
                                              dtype=prior.dtype)
                            for s, o, el_az in zip(active, outs, angles)])  # [S*C, D, h, w], eps(c) per seed
@@ -338,7 +400,7 @@ def train_seeds(
         est = gradient(config.method.rule, view_prior, guidance, guidance.null_or_uncond, z.detach(), t_cpu, noise,
                        config.family)
         clock.lap("prior")
-        grad = est.grad
+        grad = est.grad if weights is None else est.grad * weights[t_cpu].to(device, est.grad.dtype).view(-1, 1, 1, 1)
         if callback is not None:  # the logged loss is for the callback only: no extra work without one
             with torch.no_grad():
                 alpha, sigma = prior.schedule.alpha_sigma(t_cpu, prior.dtype, device)
@@ -348,17 +410,22 @@ def train_seeds(
             for opt in s.optimizers.values():
                 opt.zero_grad(set_to_none=True)
         z.backward(gradient=grad / c)  # each seed's scene gets the mean over its own C views
+        lr_means = means_lr(config, i)
         for k, s in enumerate(active):
+            if config.opacity_reg or config.scale_reg:  # gsplat's MCMC regularisers, per seed
+                (config.opacity_reg * s.scene.opacities().mean() + config.scale_reg * s.scene.scales().mean()).backward()
+            s.optimizers["means"].param_groups[0]["lr"] = lr_means
             for opt in s.optimizers.values():
                 opt.step()
             s.step = i + 1
             if densifier is not None:
-                densifier.post_backward(s.scene, s.optimizers, s.densify_state, s.step, outs[k], s.densify_gen)
+                densifier.post_backward(s.scene, s.optimizers, s.densify_state, s.step, outs[k], s.densify_gen,
+                                        means_lr=lr_means)
         clock.lap("rest")
         bar.set_postfix(t=int(t_cpu[0]), gaussians=len(active[0].scene), refresh=False)
         for k, s in enumerate(active):
             if checkpoints is not None and (s.step % config.checkpoint_every == 0 or s.step == config.steps):
-                save_checkpoint(checkpoints[s.seed], s, given, identity)
+                save_checkpoint(checkpoints[s.seed], s, config, identity)
             if callback is not None:
                 callback(s, StepLog(s.step, int(t_cpu[k * c]), losses[k]))
     return states
@@ -380,6 +447,30 @@ def train_seed(
         raise InputError(f"state of seed {state.seed} given for seed {seed}")
     ckpts = None if checkpoint is None else {seed: checkpoint}
     return train_seeds(scene_prior, config, [state], ckpts, identity, progress, callback, timings)[0]
+
+
+# the fixed backgrounds (RGB in [0, 1]); RANDOM draws one of them per view (view_backgrounds)
+BACKGROUNDS = {Background.WHITE: torch.ones(3), Background.BLACK: torch.zeros(3), Background.RANDOM: torch.ones(3)}
+
+
+def view_backgrounds(kind: Background, fixed: torch.Tensor, views: int, generator: torch.Generator,
+                     device: torch.device) -> torch.Tensor:
+    """The background of each of a seed's views: `fixed` [3] (WHITE, BLACK), or for RANDOM white or black with
+    probability 1/2 per view (DreamGaussian's invert_bg_prob 0.5), drawn from the seed's generator: [C, 3]."""
+    if kind is not Background.RANDOM:
+        return fixed
+    white = (torch.rand(views, generator=generator) < 0.5).to(torch.float32)  # [C] on the CPU (reproducible)
+    return white[:, None].expand(views, 3).to(device)
+
+
+def loss_weights(weighting: Weighting, schedule) -> torch.Tensor | None:
+    """w(t) for t = 0..T-1 (float64 [T]) multiplying the distillation gradient, None for w = 1:
+    SIGMA_ALPHA: sigma_t / alpha_t (= sqrt((1 - abar_t) / abar_t), the step Delta(sigma/alpha) of Eq. 12-13 per
+    unit of sigma/alpha; 0.14 at t = 20, 0.60 at 212, 13.0 at 980 on SD's schedule)."""
+    if weighting is Weighting.ONE:
+        return None
+    abar = schedule.alphas_cumprod
+    return ((1.0 - abar) / abar).sqrt()
 
 
 class Stopwatch:

@@ -12,7 +12,7 @@ from fsd2d.errors import InputError
 from fsd3d.gen3d import Gen3DConfig, load_scene_prior, scene_metrics
 from fsd3d.ply import load_ply
 from fsd3d.render import render_scene
-from fsd3d.train import NoiseKind, Train3DConfig, initial_state, load_checkpoint, train_seed
+from fsd3d.train import NoiseKind, Train3DConfig, initial_state, load_checkpoint, resolve, train_seed
 
 runner = CliRunner()
 TINY = ["--resolution", "16", "--num-gaussians", "300", "--no-progress"]
@@ -49,7 +49,8 @@ def test_gen_3d_writes_every_output(tmp_path):
 def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
     config = Gen3DConfig(resolution=16, train=Train3DConfig(steps=12, num_gaussians=200, checkpoint_every=4))
     prior = load_scene_prior(config)
-    full = train_seed(prior, config.train, 3, initial_state(config.train, 3))
+    train = resolve(config.train, prior)
+    full = train_seed(prior, train, 3, initial_state(train, 3))
 
     ckpt = tmp_path / "checkpoint.pt"
 
@@ -58,14 +59,14 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_seed(prior, config.train, 3, initial_state(config.train, 3), ckpt, callback=kill)
-    state = load_checkpoint(ckpt, config.train, torch.device("cpu"))
+        train_seed(prior, train, 3, initial_state(train, 3), ckpt, callback=kill)
+    state = load_checkpoint(ckpt, train, torch.device("cpu"))
     assert state.step == 4  # the last checkpoint before the kill
-    resumed = train_seed(prior, config.train, 3, state, ckpt)
+    resumed = train_seed(prior, train, 3, state, ckpt)
     for (name, a), (_, b) in zip(full.scene.named_parameters(), resumed.scene.named_parameters()):
         assert torch.equal(a, b), name
     with pytest.raises(InputError, match="other settings"):
-        load_checkpoint(ckpt, replace(config.train, beta=0.5), torch.device("cpu"))
+        load_checkpoint(ckpt, replace(train, beta=0.5), torch.device("cpu"))
 
 
 def test_fsd_reaches_at_least_as_many_references_as_sds():
