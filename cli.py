@@ -354,8 +354,9 @@ def gen_3d(
                            "sd or mvdream (DreamGaussian's and the authors' settings, fsd3d/backbones.py). Default: "
                            "the model's (embedded for the embedded and trained models).")] = None,
     method: Annotated[str, typer.Option(
-        help="fsd (world-map noise), sds (fresh noise), a noise function: worldmap, constant, random, or the "
-             "family ism, sdi, csd, nfsd (fresh noise, their own gradient).")] = "fsd",
+        help="fsd (world-map noise), sds (fresh noise), a noise function: worldmap, constant, random, surface "
+             "(noise fixed on the object's surface, the authors' successor), or the family ism, sdi, csd, nfsd "
+             "(fresh noise, their own gradient).")] = "fsd",
     seeds: Seeds = "0-7",
     steps: Annotated[Optional[int], typer.Option(help="Optimisation steps per seed (default: the profile's: 150 "
                                                       "embedded, 500 SD / MVDream).")] = None,

@@ -18,6 +18,8 @@ where both the scene and the majority reference are solid, the mean |z_scene - z
 those pixels off by more than DEPTH_TOL (camera-space z, world units; the objects are ~0.9 tall).
 Across seeds: `references_reached` counts distinct majority references with mean PSNR >= REACHED_PSNR_3D_DB;
 `diversity_3d` is the mean pairwise 1 - SSIM of the seeds' renders on matched views (any prior).
+Across views (`warp_view`, `view_disagreement`): how far two cameras' images of one scene disagree once one is
+warped onto the other by the rendered depth (the multi-view consistency of x_gt, surface-noise comparison).
 Spread over seeds (`seed_spread`): the standard deviation (ddof 1) of each per-seed number, and a percentile
 bootstrap interval (seeds resampled with replacement, BOOTSTRAP_DRAWS draws, fixed RNG) for the two numbers
 that are not per-seed means: the distinct references reached and the diversity.
@@ -30,7 +32,7 @@ import numpy as np
 
 from fsd2d.errors import InputError
 from fsd2d.metrics import diversity, ssim, to_hwc
-from fsd3d.cameras import Camera, orbit_camera
+from fsd3d.cameras import Camera, orbit_camera, stack_cameras
 
 PSNR_CAP_DB = 100.0
 ALPHA_SOLID = 0.5  # silhouette / hole threshold on the accumulated opacity
@@ -52,6 +54,47 @@ def evaluation_cameras(resolution: int, n_views: int = 8, elevation: float = 20.
                        fov: float = 43.0) -> list[Camera]:
     """n_views cameras at equally spaced azimuths (0, 360/n, ...) at one elevation, radius and fov."""
     return [orbit_camera(elevation, 360.0 * i / n_views, radius, fov, resolution, resolution) for i in range(n_views)]
+
+
+def warp_view(values_b: torch.Tensor, depth_a: torch.Tensor, alpha_a: torch.Tensor, cam_a: Camera,
+              depth_b: torch.Tensor, alpha_b: torch.Tensor, cam_b: Camera, depth_tol: float = 0.05
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """View b's values at the surface points of view a: (warped [K, H, W], mask [H, W] bool).
+
+    values_b [K, H, W] (any channels, view b's pixels); depth_* / alpha_* [1, H, W] as rendered. Each solid pixel of
+    a (alpha >= ALPHA_SOLID) is unprojected at its depth (fsd3d.noise.surface_points), projected into b and sampled
+    there bilinearly (pixel centres at i + 1/2); the mask keeps the pixels whose point lands inside b on a solid
+    pixel whose depth matches the projected one within `depth_tol` (visible in b, not occluded).
+    """
+    from fsd3d.noise import surface_points
+
+    import torch.nn.functional as F
+
+    va, ka = stack_cameras([cam_a])
+    vb, kb = stack_cameras([cam_b])
+    h, w = depth_a.shape[-2:]
+    pts = surface_points(depth_a[None].to(torch.float64), va, ka)[0]  # [H, W, 3]
+    cam = pts @ vb[0, :3, :3].to(torch.float64).T + vb[0, :3, 3].to(torch.float64)  # [H, W, 3] in b's camera
+    uvz = cam @ kb[0].to(torch.float64).T
+    z = cam[..., 2]
+    u, v = uvz[..., 0] / uvz[..., 2].clamp_min(1e-9), uvz[..., 1] / uvz[..., 2].clamp_min(1e-9)
+    grid = torch.stack([2.0 * u / w - 1.0, 2.0 * v / h - 1.0], dim=-1)[None].to(values_b.dtype)  # [1, H, W, 2]
+    sample = lambda x, mode: F.grid_sample(x[None], grid, mode=mode, align_corners=False)[0]  # noqa: E731
+    warped = sample(values_b, "bilinear")
+    depth_at = sample(depth_b.to(values_b.dtype), "nearest")[0]
+    alpha_at = sample(alpha_b.to(values_b.dtype), "nearest")[0]
+    inside = (u >= 0) & (u <= w) & (v >= 0) & (v <= h) & (z > 0)
+    mask = (alpha_a[0] >= ALPHA_SOLID) & inside & (alpha_at >= ALPHA_SOLID) & ((depth_at - z).abs() < depth_tol)
+    return warped, mask
+
+
+def view_disagreement(values_a: torch.Tensor, values_b: torch.Tensor, depth_a, alpha_a, cam_a: Camera, depth_b,
+                      alpha_b, cam_b: Camera) -> float:
+    """Mean |values_a - values_b warped onto a| over the mask of `warp_view` (mean over channels; nan if empty)."""
+    warped, mask = warp_view(values_b, depth_a, alpha_a, cam_a, depth_b, alpha_b, cam_b)
+    if not mask.any():
+        return float("nan")
+    return float((values_a - warped).abs().mean(dim=0)[mask].mean())
 
 
 def psnr_matrix(scene_rgb: torch.Tensor, ref_rgb: torch.Tensor) -> torch.Tensor:

@@ -62,11 +62,13 @@ class NoiseFunction(ABC):
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
+        points: torch.Tensor | None = None,  # [C, H, W, 3] object-frame surface points (`surface_points`)
     ) -> torch.Tensor:
         """Eq. 16: sqrt(beta) * fixed(c) + sqrt(1 - beta) * eps, eps ~ N(0, I) fresh. -> [C, D, h, w].
 
         device defaults to opacity's, else elevation's (CPU for non-tensors). The fresh noise is
-        drawn even when beta = 1, so `generator` advances the same way for every beta.
+        drawn even when beta = 1, so `generator` advances the same way for every beta. `points` is read
+        only by the noise functions that `needs_points` (SurfaceNoise).
         """
         el, az = _cameras(elevation_deg, azimuth_deg)
         _check_opacity(opacity, el.shape[0])
@@ -74,7 +76,7 @@ class NoiseFunction(ABC):
             raise InputError("generator must be a CPU torch.Generator (noise is drawn on the CPU for reproducibility)")
         device = _device(device, opacity, elevation_deg)
         fresh = torch.randn(el.shape[0], *self.shape, generator=generator).to(device, non_blocking=True)  # [C, D, h, w]
-        fixed = self._fixed(el, az, opacity, device) if self.beta > 0.0 else fresh
+        fixed = self._fixed(el, az, opacity, device, points) if self.beta > 0.0 else fresh
         return blend_noise(fixed, fresh, self.beta).to(dtype)
 
     def fixed(
@@ -84,14 +86,18 @@ class NoiseFunction(ABC):
         opacity: torch.Tensor | None = None,  # [C, 1, H, W]
         *,
         device: torch.device | str | None = None,
+        points: torch.Tensor | None = None,  # [C, H, W, 3]
     ) -> torch.Tensor:
         """The deterministic part of eps(c) (what beta = 1 returns), float32 [C, D, h, w]."""
         el, az = _cameras(elevation_deg, azimuth_deg)
         _check_opacity(opacity, el.shape[0])
-        return self._fixed(el, az, opacity, _device(device, opacity, elevation_deg))
+        return self._fixed(el, az, opacity, _device(device, opacity, elevation_deg), points)
+
+    needs_points = False  # True: the caller passes the render's surface points (`surface_points`)
 
     @abstractmethod
-    def _fixed(self, el: torch.Tensor, az: torch.Tensor, opacity: torch.Tensor | None, device) -> torch.Tensor:
+    def _fixed(self, el: torch.Tensor, az: torch.Tensor, opacity: torch.Tensor | None, device,
+               points: torch.Tensor | None = None) -> torch.Tensor:
         """el, az: checked float64 CPU [C]; opacity: checked or None. -> float32 [C, D, h, w] on device."""
 
     def _buffers(self) -> list[torch.Tensor]:
@@ -122,7 +128,7 @@ class RandomNoise(NoiseFunction):
     def __init__(self, channels: int = 4, height: int = 64, width: int = 64):
         super().__init__(channels, height, width, beta=0.0, seed=0)
 
-    def _fixed(self, el, az, opacity, device) -> torch.Tensor:
+    def _fixed(self, el, az, opacity, device, points=None) -> torch.Tensor:
         return torch.zeros(el.shape[0], *self.shape, device=device)  # no deterministic part
 
     def __repr__(self) -> str:
@@ -142,7 +148,7 @@ class ConstantNoise(NoiseFunction):
     def _buffers(self) -> list[torch.Tensor]:
         return [self.noise]
 
-    def _fixed(self, el, az, opacity, device) -> torch.Tensor:
+    def _fixed(self, el, az, opacity, device, points=None) -> torch.Tensor:
         return self.noise.to(device, non_blocking=True).repeat(el.shape[0], 1, 1, 1)  # [C, D, h, w], a copy: never aliases the buffer
 
 
@@ -244,7 +250,7 @@ class WorldMapNoise(NoiseFunction):
         _check_opacity(opacity, None)
         return F.adaptive_avg_pool2d(opacity.detach().float(), (self.height, self.width)) >= self.alpha0
 
-    def _fixed(self, el, az, opacity, device) -> torch.Tensor:
+    def _fixed(self, el, az, opacity, device, points=None) -> torch.Tensor:
         patch = self._patch(el, az).to(device, non_blocking=True)  # [C, D, h, w]
         if opacity is None:
             return patch
@@ -254,6 +260,145 @@ class WorldMapNoise(NoiseFunction):
     def __repr__(self) -> str:
         return (f"WorldMapNoise(shape={self.shape}, beta={self.beta}, seed={self.seed}, theta_deg={self.theta_deg}, "
                 f"alpha0={self.alpha0}, map={self.map_height}x{self.map_width})")
+
+
+def surface_points(depth: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor) -> torch.Tensor:
+    """Step 1 of SurfaceNoise: the object-frame point each pixel centre sees at its expected depth.
+
+    depth [C, 1, H, W] (camera-space z), viewmats [C, 4, 4] OpenCV world-to-camera (x_cam = R x + t), Ks [C, 3, 3]
+    -> [C, H, W, 3]: x = R^T (z K^-1 (u + 1/2, v + 1/2, 1) - t), in depth's dtype. Where alpha = 0 the depth is 0
+    and the point is the camera centre: callers mask those pixels by opacity.
+    """
+    c, _, h, w = depth.shape
+    v, u = torch.meshgrid(torch.arange(h, device=depth.device, dtype=depth.dtype) + 0.5,
+                          torch.arange(w, device=depth.device, dtype=depth.dtype) + 0.5, indexing="ij")
+    pix = torch.stack([u, v, torch.ones_like(u)], dim=-1)  # [H, W, 3]
+    rays = torch.einsum("cij,hwj->chwi", torch.linalg.inv(Ks.to(depth.dtype)), pix)  # [C, H, W, 3], z = 1
+    cam = rays * depth[:, 0, :, :, None]  # [C, H, W, 3] camera-space points
+    rot, t = viewmats[:, :3, :3].to(depth.dtype), viewmats[:, :3, 3].to(depth.dtype)
+    return torch.einsum("cji,chwj->chwi", rot, cam - t[:, None, None, :])  # R^T (x_cam - t)
+
+
+def cube_texels(points: torch.Tensor, texels: int, shells: int, shell_width: float) -> torch.Tensor:
+    """Step 2 of SurfaceNoise: the texel of each point, long [...] in [0, shells * 6 * texels^2).
+
+    Six axis projections: the point's largest |coordinate| picks the face (+x, -x, +y, -y, +z, -z) and the point is
+    projected onto that face's plane: its two other coordinates, in [-1, 1] for the unit ball, are cut into
+    `texels` x `texels` square texels of side 2 / texels, the same size everywhere on the object (a latent cell's
+    footprint by default: SurfaceNoise). Along the projection axis the point's |coordinate| picks a shell,
+    floor(|major| / shell_width) clipped to [0, shells - 1]: surfaces one behind the other on the same side get
+    independent noise (the successor's depth-peeled shells). id = ((shell * 6 + face) * texels + row) * texels + col.
+    """
+    p = points.to(torch.float64)
+    axis = p.abs().argmax(dim=-1)  # [...] 0, 1, 2
+    major = p.gather(-1, axis[..., None])[..., 0]  # [...] signed largest coordinate
+    face = 2 * axis + (major < 0).long()  # 0..5: +x, -x, +y, -y, +z, -z
+    others = torch.tensor([[1, 2], [0, 2], [0, 1]], device=p.device)[axis]  # [..., 2] the two other axes
+    ab = p.gather(-1, others)  # [..., 2] the point on the face's plane
+    cell = ((ab + 1.0) * (0.5 * texels)).floor().long().clamp(0, texels - 1)  # [..., 2]
+    shell = (major.abs() / shell_width).floor().long().clamp(0, shells - 1)
+    return ((shell * 6 + face) * texels + cell[..., 0]) * texels + cell[..., 1]
+
+
+def texel_noise(ids: torch.Tensor, valid: torch.Tensor, textures: torch.Tensor, h: int, w: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 3 of SurfaceNoise: each latent cell's noise, the sum of the distinct texels its pixels see divided by
+    sqrt(their count), so a cell is N(0, 1) whatever its number of texels (and one texel's value when it sees one).
+
+    ids [C, H, W] texel per pixel (H = k h, W = k w), valid [C, H, W] bool, textures [n_texels, D]
+    -> (noise [C, D, h, w], counts [C, 1, h, w] distinct texels per cell, 0 where no pixel is valid).
+    """
+    c, hh, ww = ids.shape
+    n_tex, d = textures.shape
+    ky, kx = hh // h, ww // w
+    rows = torch.arange(hh, device=ids.device) // ky
+    cols = torch.arange(ww, device=ids.device) // kx
+    cell = (torch.arange(c, device=ids.device)[:, None, None] * h + rows[None, :, None]) * w + cols[None, None, :]
+    keys = torch.unique(cell[valid] * n_tex + ids[valid])  # distinct (cell, texel) pairs
+    where, tex = keys // n_tex, keys % n_tex
+    sums = torch.zeros(c * h * w, d, device=ids.device, dtype=textures.dtype).index_add_(0, where, textures[tex])
+    counts = torch.zeros(c * h * w, device=ids.device, dtype=textures.dtype).index_add_(
+        0, where, torch.ones_like(where, dtype=textures.dtype))
+    noise = sums / counts.clamp_min(1.0).sqrt()[:, None]
+    return noise.view(c, h, w, d).permute(0, 3, 1, 2).contiguous(), counts.view(c, 1, h, w)
+
+
+class SurfaceNoise(NoiseFunction):
+    """Noise fixed on the object's surface (the authors' successor design, Consistent Flow Distillation's
+    triplane noise generator, on 3D Gaussians; written from its description, not its code):
+
+        eps(c) = sqrt(beta) ((1 - M) eps_b + M S_c) + sqrt(1 - beta) eps
+
+    1. surface points: each rendered pixel's expected depth unprojected to the object frame (`surface_points`);
+    2. texels: six axis projections (the face of the point's largest coordinate), the point's two other
+       coordinates cut into square texels of one size, and shells along the projection axis, each (shell, face)
+       with its own fixed N(0, I) texture of `texels` x `texels` x D (`cube_texels`);
+    3. S_c: per latent cell, the sum of the distinct texels its pixels with opacity >= alpha0 see, over sqrt of
+       their count: unit variance, the same texels (so the same noise) for the same surface seen from another
+       camera, independent noise for distinct texels (`texel_noise`);
+    4. M: the world map's foreground mask (pooled opacity >= alpha0) and cells whose pixels see texels; elsewhere
+       eps_b [D, h, w], one fixed background noise, as the world map's.
+    Differences from the successor (written from its description): the face is picked by the point's position,
+    not its normal, and the texels are planar (one size everywhere) in place of its sphere-to-square warp (whose
+    texels would shrink towards the centre, the thin stems and inner parts, and decorrelate neighbouring views
+    there: on 4 embedded mushroom scenes the noise of views 10 degrees apart, warped by depth, correlates 0.58 with
+    these texels, 0.38 with warped ones of the same size, 0.03 with 4x finer warped ones); shells are bins of the coordinate along
+    the projection axis in place of depth peeling; the surface is the Gaussians' expected depth, the scatter is
+    PyTorch's (no nvdiffrast). texels defaults to round(1.5 h): a texel of 2 / texels = 1.3 / h, a latent cell's
+    footprint at the default framing (the frame ~1.3 units high at the object over h cells), so that a view 10
+    degrees away finds mostly the same texels even with one pixel per cell (the embedded priors); shells to 16 of
+    1/16 (the objects lie in the unit ball).
+    """
+
+    needs_points = True
+
+    def __init__(self, channels: int = 4, height: int = 64, width: int = 64, beta: float = 1.0, seed: int = 0,
+                 alpha0: float = 0.5, texels: int | None = None, shells: int = 16, shell_width: float = 1.0 / 16):
+        super().__init__(channels, height, width, beta, seed)
+        if not 0.0 <= alpha0 <= 1.0:
+            raise InputError(f"foreground threshold alpha0 must be in [0, 1], got {alpha0}")
+        self.alpha0 = float(alpha0)
+        self.texels = max(1, round(1.5 * height)) if texels is None else int(texels)
+        self.shells, self.shell_width = int(shells), float(shell_width)
+        n = self.shells * 6 * self.texels**2 * channels
+        if not (self.texels >= 1 and self.shells >= 1 and shell_width > 0) or n > _MAX_MAP_ELEMENTS:
+            raise InputError(f"surface noise of {self.shells} shells x 6 faces x {self.texels}^2 texels: "
+                             "need texels, shells >= 1, shell width > 0 and at most 2^28 values")
+        self.textures = torch.randn(self.shells * 6 * self.texels**2, channels, generator=self._generator)
+        self.background = torch.randn(self.shape, generator=self._generator)  # eps_b [D, h, w]
+        self._on: dict[torch.device, torch.Tensor] = {}  # textures moved to a device once
+
+    def _buffers(self) -> list[torch.Tensor]:
+        return [self.textures, self.background]
+
+    def renoise(self, gamma: float, generator: torch.Generator | None = None) -> None:
+        super().renoise(gamma, generator)
+        self._on.clear()
+
+    def foreground(self, opacity: torch.Tensor) -> torch.Tensor:
+        """M as the world map's: avg_pool(opacity to h x w) >= alpha0, bool [C, 1, h, w]."""
+        return F.adaptive_avg_pool2d(opacity.detach().float(), (self.height, self.width)) >= self.alpha0
+
+    def _fixed(self, el, az, opacity, device, points=None) -> torch.Tensor:
+        if points is None or opacity is None:
+            raise InputError("surface noise needs the render's opacity and surface points (fsd3d.noise.surface_points)")
+        if points.shape[:3] != (opacity.shape[0], *opacity.shape[2:]) or points.shape[-1] != 3:
+            raise InputError(f"points must be [C, H, W, 3] as opacity [C, 1, H, W], got {tuple(points.shape)}")
+        if opacity.shape[2] % self.height or opacity.shape[3] % self.width:
+            raise InputError(f"surface noise needs renders of a multiple of {self.height} x {self.width} pixels")
+        device = torch.device(device)
+        textures = self._on.get(device)
+        if textures is None:
+            textures = self._on[device] = self.textures.to(device)
+        ids = cube_texels(points.detach().to(device), self.texels, self.shells, self.shell_width)
+        valid = opacity.detach().to(device)[:, 0] >= self.alpha0  # [C, H, W] pixels on the surface
+        surface, counts = texel_noise(ids, valid, textures, self.height, self.width)
+        mask = self.foreground(opacity).to(device) & (counts > 0)
+        return torch.where(mask, surface, self.background.to(device, non_blocking=True))
+
+    def __repr__(self) -> str:
+        return (f"SurfaceNoise(shape={self.shape}, beta={self.beta}, seed={self.seed}, alpha0={self.alpha0}, "
+                f"texels={self.texels}, shells={self.shells}x{self.shell_width:g})")
 
 
 def _round_half_up(x: float) -> int:

@@ -36,10 +36,10 @@ from fsd2d.io import atomic_path, jsonable
 from fsd2d.sampling import ADAM_EPS, TimestepSampling, check_guidance_scale, check_steps
 from fsd2d.schedule import Anneal, timesteps, uniform_timesteps
 from fsd3d.backbones import Background, Defaults3D, LearningRates, Profile, Weighting
-from fsd3d.cameras import CameraRanges, sample_cameras
+from fsd3d.cameras import CameraRanges, sample_cameras, stack_cameras
 from fsd3d.densify import MAX_GAUSSIANS, Densifier, Densify, DensifyConfig, scene_scale, state_to
 from fsd3d.gaussians import GaussianScene
-from fsd3d.noise import ConstantNoise, NoiseFunction, RandomNoise, WorldMapNoise
+from fsd3d.noise import ConstantNoise, NoiseFunction, RandomNoise, SurfaceNoise, WorldMapNoise, surface_points
 from fsd3d.priors3d import ScenePrior
 from fsd3d.render import render_scene
 
@@ -54,6 +54,7 @@ class NoiseKind(str, enum.Enum):
     SDS = "sds"  # fresh noise every step
     WORLDMAP = "worldmap"
     CONSTANT = "constant"  # one noise for all views (the vanilla design, Fig. 6)
+    SURFACE = "surface"  # noise fixed on the object's surface (the authors' successor, fsd3d.noise.SurfaceNoise)
     RANDOM = "random"
     ISM = "ism"  # the family: fresh noise, each with its own gradient rule (same functions as 2D)
     SDI = "sdi"
@@ -72,6 +73,8 @@ class NoiseKind(str, enum.Enum):
             return WorldMapNoise(d, h, w, beta=beta, seed=seed, theta_deg=theta, alpha0=alpha0)
         if self is NoiseKind.CONSTANT:
             return ConstantNoise(d, h, w, beta=beta, seed=seed)
+        if self is NoiseKind.SURFACE:
+            return SurfaceNoise(d, h, w, beta=beta, seed=seed, alpha0=alpha0)
         return RandomNoise(d, h, w)
 
 
@@ -391,8 +394,8 @@ def train_seeds(
             rgb = rgb.clamp(0.0, 1.0)
         z = prior.encode(rgb.to(prior.dtype))  # [S*C, D, h, w], one encoder call
         noise = torch.cat([noise_fns[s.seed](el_az[:, 0], el_az[:, 1], o.alpha.detach(), s.noise_gen, device=device,
-                                             dtype=prior.dtype)
-                           for s, o, el_az in zip(active, outs, angles)])  # [S*C, D, h, w], eps(c) per seed
+                                             dtype=prior.dtype, points=view_points(noise_fns[s.seed], o, cams[k * c:(k + 1) * c]))
+                           for k, (s, o, el_az) in enumerate(zip(active, outs, angles))])  # [S*C, D, h, w], eps(c) per seed
         clock.lap("rest")
         view_prior, guidance = scene_prior.view_batch(cams, scale)
         # the family's rules (fsd2d.family, the 2D functions): SDS/FSD is eps_hat - noise (Eq. 15), one guided call
@@ -447,6 +450,14 @@ def train_seed(
         raise InputError(f"state of seed {state.seed} given for seed {seed}")
     ckpts = None if checkpoint is None else {seed: checkpoint}
     return train_seeds(scene_prior, config, [state], ckpts, identity, progress, callback, timings)[0]
+
+
+def view_points(noise_fn: NoiseFunction, rendered, cameras) -> torch.Tensor | None:
+    """The surface points of a seed's views [C, R, R, 3] for a noise function that reads them (SurfaceNoise)."""
+    if not noise_fn.needs_points:
+        return None
+    viewmats, Ks = stack_cameras(cameras)
+    return surface_points(rendered.depth.detach(), viewmats, Ks)
 
 
 # the fixed backgrounds (RGB in [0, 1]); RANDOM draws one of them per view (view_backgrounds)
