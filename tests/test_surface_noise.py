@@ -146,3 +146,43 @@ def test_warping_a_view_onto_itself_is_the_identity_and_a_rendered_scene_agrees_
     noise = view_disagreement(ra.rgb[0], torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(2)),
                               ra.depth[0], ra.alpha[0], a, rb.depth[0], rb.alpha[0], b)
     assert same < 0.05 < 0.2 < noise, (same, noise)
+
+
+@pytest.fixture(scope="module")
+def tiny_mvdream_path(tmp_path_factory):
+    from fsd2d.priors.random_sd import build_random_mvdream
+
+    return build_random_mvdream(tmp_path_factory.mktemp("tiny_mvdream"), "tiny")
+
+
+@pytest.mark.parametrize("model", ["references", "references-local", "tiny-sd-objects", "sd", "mvdream"])
+def test_gen_3d_runs_surface_noise_on_every_prior(model, tiny_sd_path, tiny_mvdream_path):
+    """Two steps of --method surface from a ball opaque enough to have a surface, on each kind of prior: the prior
+    sees x_t of its latent's shape, and the scene stays finite."""
+    from fsd3d.gen3d import Gen3DConfig, load_scene_prior
+    from fsd3d.train import NoiseKind, Train3DConfig, initial_state, resolve, train_seeds
+
+    name = {"sd": str(tiny_sd_path), "mvdream": str(tiny_mvdream_path)}.get(model, model)
+    config = Gen3DConfig(model=name, prompt="a cat" if model in ("sd", "mvdream") else "mushroom", resolution=32,
+                         train=Train3DConfig(method=NoiseKind.SURFACE, steps=2, num_gaussians=300, init_opacity=0.6,
+                                             cameras_per_step=1))
+    prior = load_scene_prior(config)
+    train = resolve(config.train, prior)
+    seen = []
+    calls = prior.view_batch
+
+    def spy(cameras, scale):
+        bound, guidance = calls(cameras, scale)
+        eps = bound.eps
+
+        def recording(x_t, t, cond):
+            seen.append(x_t)
+            return eps(x_t, t, cond)
+
+        bound.eps = recording
+        return bound, guidance
+
+    prior.view_batch = spy
+    state = train_seeds(prior, train, [initial_state(train, 0)])[0]
+    assert state.step == 2 and all(torch.isfinite(p).all() for p in state.scene.parameters())
+    assert seen and all(x.shape[-3:] == prior.prior.latent_shape for x in seen)
