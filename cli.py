@@ -436,7 +436,8 @@ def gen_3d(
     from dataclasses import replace
 
     from fsd3d.backbones import Background, Profile, Weighting
-    from fsd3d.gen3d import Gen3DConfig, gen_3d as run, load_scene_prior, model_profile, run_defaults
+    from fsd3d.backbones import defaults as profile_defaults
+    from fsd3d.gen3d import Gen3DConfig, gen_3d as run, load_scene_prior, model_profile
     from fsd3d.outputs import TurntableFormat
     from fsd3d.train import NoiseKind, Train3DConfig
 
@@ -446,7 +447,7 @@ def gen_3d(
              if v is not None}
     cameras = None
     if given:  # the ranges given, the profile's for the others (read from the model's folder, no weights loaded)
-        cameras = replace(run_defaults(*model_profile(model, profile)).cameras, **given)
+        cameras = replace(profile_defaults(*model_profile(model, profile)).cameras, **given)
     train = Train3DConfig(
         steps=steps, method=kind, beta=beta, theta=theta, alpha0=alpha0, cfg=cfg,
         t_min=t_min, t_max=t_max, anneal=None if anneal is None else parse_enum(anneal, Anneal, "--anneal"),

@@ -39,8 +39,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--params", type=int, default=20000)
     args = ap.parse_args()
-    abar = scaled_linear_schedule().alphas_cumprod
-    ratio = ((1 - abar) / abar).sqrt()  # sigma_t / alpha_t, [1000]
+    ratio = scaled_linear_schedule().snr_ratio(torch.arange(1000))  # sigma_t / alpha_t, float64 [1000]
     print("| schedule | Adam betas | w(t) over the run | step(sigma/alpha) / step(1), by fifth of the run | least |")
     print("|---|---|---|---|---|")
     for anneal in (Anneal.LINEAR, Anneal.AUTHORS_SD):

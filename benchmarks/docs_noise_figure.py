@@ -6,7 +6,6 @@ the object; beneath, seed 0-3's scenes of a finished surface-noise sweep per des
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from fsd2d.family import Rule, gradient
 from fsd2d.updates import one_step_estimate
-from fsd3d.cameras import orbit_camera
+from fsd3d.cameras import CameraRanges, orbit_camera
 from fsd3d.gen3d import Gen3DConfig, load_scene_prior
 from fsd3d.metrics3d import view_disagreement, warp_view
 from fsd3d.ply import load_ply
@@ -43,16 +43,16 @@ def pair_scores(scene_prior, train: dict, method: NoiseKind, seed: int, scene) -
     """(x_gt disagreement, noise correlation), each the mean over the PAIRS, for one seed's scene."""
     prior = scene_prior.prior
     res = scene_prior.resolution
-    cams_cfg = train["cameras"]
+    ranges = CameraRanges(**{k: tuple(v) if isinstance(v, list) else v for k, v in train["cameras"].items()})
     mid = lambda r: 0.5 * (r[0] + r[1])  # noqa: E731
-    fov = mid(cams_cfg["fov"])
-    dist = mid(cams_cfg["radius"]) / (np.tan(np.radians(fov) / 2) if cams_cfg.get("relative_radius") else 1.0)
+    fov = mid(ranges.fov)
+    dist = ranges.distance(mid(ranges.radius), fov)
     noise_fn = method.noise_function(prior.latent_shape, train["beta"], seed_for(seed, "noise-map"), train["theta"],
                                      train["alpha0"])
     gen = torch.Generator().manual_seed(seed_for(seed, "consistency"))
     dis, cor = [], []
     for az_a, az_b in PAIRS:
-        cams = [orbit_camera(mid(cams_cfg["elevation"]), az, dist, fov, res, res) for az in (az_a, az_b)]
+        cams = [orbit_camera(mid(ranges.elevation), az, dist, fov, res, res) for az in (az_a, az_b)]
         views = scene_prior.expand_cameras(cams)  # MVDream: each camera's 4-view set; we score the first views
         with torch.no_grad():
             out = render_scene(scene, views, scene_prior.background_tensor())

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from fsd2d.schedule import Anneal
 from fsd3d.cameras import CameraRanges
@@ -146,3 +146,8 @@ MVDREAM = Defaults3D(
 )
 
 PROFILES = {Profile.EMBEDDED: EMBEDDED, Profile.STABLE_DIFFUSION: STABLE_DIFFUSION, Profile.MVDREAM: MVDREAM}
+
+
+def defaults(profile: Profile, world: dict | None = None) -> Defaults3D:
+    """The defaults a run of `profile` takes, with what a trained model's world fixes ({field: value})."""
+    return replace(PROFILES[profile], **(world or {}))

@@ -29,7 +29,7 @@ from fsd2d.figures import image_grid
 from fsd2d.io import check_output_dir, read_object, run_record, write_json
 from fsd2d.sampling import check_seeds
 from fsd2d.study import check_resolution
-from fsd3d.backbones import PROFILES, Background, Defaults3D, Profile
+from fsd3d.backbones import Background, Profile, defaults
 from fsd3d.cameras import Camera, CameraRanges
 from fsd3d.gaussians import GaussianScene
 from fsd3d.mesh import MESH_EVAL_PX, export_mesh
@@ -124,11 +124,6 @@ def model_profile(model: str, profile: Profile | None = None) -> tuple[Profile, 
     return profile or own, {}
 
 
-def run_defaults(profile: Profile, world: dict) -> Defaults3D:
-    """The defaults a run of this profile and world takes (fsd3d.backbones)."""
-    return replace(PROFILES[profile], **world)
-
-
 def load_scene_prior(config: Gen3DConfig) -> ScenePrior:
     from fsd2d.priors.load import load_prior, resolve_device, resolve_dtype
 
@@ -154,7 +149,7 @@ def load_scene_prior(config: Gen3DConfig) -> ScenePrior:
     cls = MVDreamScenePrior if isinstance(prior, MVDreamPrior) else StableDiffusionScenePrior  # MVDream: 4-view sets
     trained = prior.card is not None  # trained here on the references' renders: their world fixes these
     profile, world = model_profile(config.model, config.train.profile)
-    negative = run_defaults(profile, world).negative_prompt if config.negative_prompt is None else config.negative_prompt
+    negative = defaults(profile, world).negative_prompt if config.negative_prompt is None else config.negative_prompt
     scene_prior = cls(prior, config.prompt, negative, compile=config.compile)
     scene_prior.profile, scene_prior.world_defaults = profile, world
     if trained:
@@ -211,11 +206,10 @@ def gen_3d(scene_prior: ScenePrior, config: Gen3DConfig, out: Path, resume: bool
     states = prepare_states(scene_prior, config, out, resume)
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "run.json", run_record("gen-3d", config, {"prior": scene_prior.describe(),
-                                                              "train_resolved": resolve(config.train, scene_prior)}))
+    train = resolve(config.train, scene_prior)
+    write_json(out / "run.json", run_record("gen-3d", config, {"prior": scene_prior.describe(), "train_resolved": train}))
     res = scene_prior.resolution
     device = scene_prior.prior.device
-    train = resolve(config.train, scene_prior)
     views = [v.to(device) for v in eval_cameras(train.cameras, res, config.eval_views)]
     refs = reference_renders(scene_prior, views)  # once for all seeds (None without references)
     renders: dict[int, RenderOutput] = {}

@@ -342,12 +342,12 @@ class SurfaceNoise(NoiseFunction):
     not its normal, and the texels are planar (one size everywhere) in place of its sphere-to-square warp (whose
     texels would shrink towards the centre, the thin stems and inner parts, and decorrelate neighbouring views
     there: on 4 embedded mushroom scenes the noise of views 10 degrees apart, warped by depth, correlates 0.58 with
-    these texels, 0.38 with warped ones of the same size, 0.03 with 4x finer warped ones); shells are bins of the coordinate along
-    the projection axis in place of depth peeling; the surface is the Gaussians' expected depth, the scatter is
-    PyTorch's (no nvdiffrast). texels defaults to round(1.5 h): a texel of 2 / texels = 1.3 / h, a latent cell's
-    footprint at the default framing (the frame ~1.3 units high at the object over h cells), so that a view 10
-    degrees away finds mostly the same texels even with one pixel per cell (the embedded priors); shells to 16 of
-    1/16 (the objects lie in the unit ball).
+    these texels, 0.38 with warped ones of about that size, 0.03 with 4x finer warped ones); shells are bins of
+    the coordinate along the projection axis in place of depth peeling; the surface is the Gaussians' expected
+    depth, the scatter is PyTorch's (no nvdiffrast). texels defaults to round(1.5 h): a texel of
+    2 / texels = 1.3 / h, a latent cell's footprint at the default framing (the frame ~1.3 units high at the object
+    over h cells), so that a view 10 degrees away finds mostly the same texels even with one pixel per cell (the
+    embedded priors); shells to 16 of 1/16 (the objects lie in the unit ball).
     """
 
     needs_points = True

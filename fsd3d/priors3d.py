@@ -12,13 +12,12 @@ the same 2D priors and the same CFG helper as the 2D studies. Only the condition
 from __future__ import annotations
 
 import abc
-from dataclasses import replace
 
 import torch
 
 from fsd2d.guidance import Guidance, check_cfg
 from fsd2d.priors.base import Prior
-from fsd3d.backbones import PROFILES, Defaults3D, Profile
+from fsd3d.backbones import STABLE_DIFFUSION, Defaults3D, Profile, defaults
 from fsd3d.cameras import Camera
 from fsd3d.densify import Densify
 
@@ -50,7 +49,7 @@ class ScenePrior(abc.ABC):
 
     def defaults_for(self, profile: Profile | None = None) -> Defaults3D:
         """The defaults of `profile` (None: this prior's), with what the prior's world fixes."""
-        return replace(PROFILES[profile or self.profile], **self.world_defaults)
+        return defaults(profile or self.profile, self.world_defaults)
 
     @property
     def resolution(self) -> int:
@@ -95,7 +94,7 @@ class StableDiffusionScenePrior(ScenePrior):
     Defaults: fsd3d.backbones.STABLE_DIFFUSION (CFG 71, the authors' 70 in the +1 form, and the rest with sources).
     """
 
-    default_cfg = 71.0  # the profile's CFG (a run reads it from there; kept here for code that asks the prior)
+    default_cfg = STABLE_DIFFUSION.cfg  # the profile's (71): what --defaults embedded keeps on this backbone
     profile = Profile.STABLE_DIFFUSION
 
     def __init__(self, prior: Prior, prompt: str, negative_prompt: str = "", view_dependent: bool = True,

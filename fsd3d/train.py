@@ -356,11 +356,11 @@ def train_seeds(
         for s in states:
             if s.densify_state is None:
                 s.densify_state = densifier.initial_state()
-    weights = loss_weights(config.weighting, prior.schedule)  # [T] float64, w(t) of the gradient
     grid = timesteps(config.steps, config.t_min, config.t_max, config.anneal)  # CPU long [steps]
     uniform = config.sampling is TimestepSampling.UNIFORM
-    background = scene_prior.background_tensor(device) if config.background is Background.WHITE else \
-        BACKGROUNDS[config.background].to(device)  # [3], made once: no host copy per step (RANDOM: drawn per view)
+    # [3], made once: no host copy per step (RANDOM draws white or black per view, `view_backgrounds`)
+    background = torch.zeros(3, device=device) if config.background is Background.BLACK else \
+        scene_prior.background_tensor(device)
     n_cam = config.cameras_per_step  # cameras sampled per seed and step
     c = n_cam * scene_prior.views_per_camera  # views rendered per seed and step (MVDream: a 4-view set per camera)
     first = min((s.step for s in states), default=config.steps)
@@ -393,9 +393,10 @@ def train_seeds(
         if config.clamp_renders:  # to [0, 1] before a VAE encoder, which was trained on images in range
             rgb = rgb.clamp(0.0, 1.0)
         z = prior.encode(rgb.to(prior.dtype))  # [S*C, D, h, w], one encoder call
-        noise = torch.cat([noise_fns[s.seed](el_az[:, 0], el_az[:, 1], o.alpha.detach(), s.noise_gen, device=device,
-                                             dtype=prior.dtype, points=view_points(noise_fns[s.seed], o, cams[k * c:(k + 1) * c]))
-                           for k, (s, o, el_az) in enumerate(zip(active, outs, angles))])  # [S*C, D, h, w], eps(c) per seed
+        noise = torch.cat([  # [S*C, D, h, w], eps(c) per seed (surface noise also reads the views' surface points)
+            noise_fns[s.seed](el_az[:, 0], el_az[:, 1], o.alpha.detach(), s.noise_gen, device=device, dtype=prior.dtype,
+                              points=view_points(noise_fns[s.seed], o, cams[k * c:(k + 1) * c]))
+            for k, (s, o, el_az) in enumerate(zip(active, outs, angles))])
         clock.lap("rest")
         view_prior, guidance = scene_prior.view_batch(cams, scale)
         # the family's rules (fsd2d.family, the 2D functions): SDS/FSD is eps_hat - noise (Eq. 15), one guided call
@@ -403,7 +404,8 @@ def train_seeds(
         est = gradient(config.method.rule, view_prior, guidance, guidance.null_or_uncond, z.detach(), t_cpu, noise,
                        config.family)
         clock.lap("prior")
-        grad = est.grad if weights is None else est.grad * weights[t_cpu].to(device, est.grad.dtype).view(-1, 1, 1, 1)
+        grad = est.grad if config.weighting is Weighting.ONE else \
+            est.grad * step_weights(prior.schedule, t_cpu, est.grad)  # w(t) = sigma_t / alpha_t
         if callback is not None:  # the logged loss is for the callback only: no extra work without one
             with torch.no_grad():
                 alpha, sigma = prior.schedule.alpha_sigma(t_cpu, prior.dtype, device)
@@ -412,11 +414,16 @@ def train_seeds(
         for s in active:
             for opt in s.optimizers.values():
                 opt.zero_grad(set_to_none=True)
-        z.backward(gradient=grad / c)  # each seed's scene gets the mean over its own C views
+        # one backward: each seed's scene gets the mean over its own C views, plus gsplat's MCMC regularisers
+        # (mean opacity and mean scale of each seed's own Gaussians) where the profile has them
+        if config.opacity_reg or config.scale_reg:
+            reg = sum(config.opacity_reg * s.scene.opacities().mean() + config.scale_reg * s.scene.scales().mean()
+                      for s in active)
+            torch.autograd.backward([z, reg], [grad / c, None])
+        else:
+            z.backward(gradient=grad / c)
         lr_means = means_lr(config, i)
         for k, s in enumerate(active):
-            if config.opacity_reg or config.scale_reg:  # gsplat's MCMC regularisers, per seed
-                (config.opacity_reg * s.scene.opacities().mean() + config.scale_reg * s.scene.scales().mean()).backward()
             s.optimizers["means"].param_groups[0]["lr"] = lr_means
             for opt in s.optimizers.values():
                 opt.step()
@@ -460,10 +467,6 @@ def view_points(noise_fn: NoiseFunction, rendered, cameras) -> torch.Tensor | No
     return surface_points(rendered.depth.detach(), viewmats, Ks)
 
 
-# the fixed backgrounds (RGB in [0, 1]); RANDOM draws one of them per view (view_backgrounds)
-BACKGROUNDS = {Background.WHITE: torch.ones(3), Background.BLACK: torch.zeros(3), Background.RANDOM: torch.ones(3)}
-
-
 def view_backgrounds(kind: Background, fixed: torch.Tensor, views: int, generator: torch.Generator,
                      device: torch.device) -> torch.Tensor:
     """The background of each of a seed's views: `fixed` [3] (WHITE, BLACK), or for RANDOM white or black with
@@ -471,17 +474,14 @@ def view_backgrounds(kind: Background, fixed: torch.Tensor, views: int, generato
     if kind is not Background.RANDOM:
         return fixed
     white = (torch.rand(views, generator=generator) < 0.5).to(torch.float32)  # [C] on the CPU (reproducible)
-    return white[:, None].expand(views, 3).to(device)
+    return white[:, None].expand(views, 3).to(device, non_blocking=True)
 
 
-def loss_weights(weighting: Weighting, schedule) -> torch.Tensor | None:
-    """w(t) for t = 0..T-1 (float64 [T]) multiplying the distillation gradient, None for w = 1:
-    SIGMA_ALPHA: sigma_t / alpha_t (= sqrt((1 - abar_t) / abar_t), the step Delta(sigma/alpha) of Eq. 12-13 per
-    unit of sigma/alpha; 0.14 at t = 20, 0.60 at 212, 13.0 at 980 on SD's schedule)."""
-    if weighting is Weighting.ONE:
-        return None
-    abar = schedule.alphas_cumprod
-    return ((1.0 - abar) / abar).sqrt()
+def step_weights(schedule, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Weighting.SIGMA_ALPHA's w(t) = sigma_t / alpha_t (`NoiseSchedule.snr_ratio`, the variable of Prop. 1;
+    0.14 at t = 20, 0.60 at 212, 13.0 at 980 on SD's schedule) for CPU timesteps t [B], as [B, 1, 1, 1] in
+    `like`'s dtype on its device (a non-blocking copy: no host sync in the loop)."""
+    return schedule.snr_ratio(t).to(like.dtype).view(-1, 1, 1, 1).to(like.device, non_blocking=True)
 
 
 class Stopwatch:

@@ -87,6 +87,18 @@ def test_non_finite_and_non_positive_values_are_refused(tmp_path, command, args,
     assert_refused(tmp_path, command, args, needle)
 
 
+@pytest.mark.parametrize("args,needle", [
+    (["--defaults", "dreamfusion"], "unknown --defaults value 'dreamfusion'"),
+    (["--weighting", "snr"], "unknown --weighting value 'snr'"),
+    (["--background", "green"], "unknown --background value 'green'"),
+    (["--init-radius", "nan"], "init-radius must be a finite number"),
+    (["--init-opacity", "1.5"], "init opacity in (0, 1)"),
+])
+def test_bad_profile_settings_are_refused(tmp_path, args, needle):
+    """The per-backbone settings of gen-3d (fsd3d/backbones.py)."""
+    assert_refused(tmp_path, "gen-3d", args, needle)
+
+
 def test_empty_init_ply_is_refused(tmp_path):
     empty = tmp_path / "empty.ply"
     empty.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 0\n"

@@ -156,9 +156,11 @@ def tiny_mvdream_path(tmp_path_factory):
 
 
 @pytest.mark.parametrize("model", ["references", "references-local", "tiny-sd-objects", "sd", "mvdream"])
-def test_gen_3d_runs_surface_noise_on_every_prior(model, tiny_sd_path, tiny_mvdream_path):
+def test_gen_3d_runs_surface_noise_on_every_prior(model, tiny_sd_path, tiny_mvdream_path, monkeypatch):
     """Two steps of --method surface from a ball opaque enough to have a surface, on each kind of prior: the prior
-    sees x_t of its latent's shape, and the scene stays finite."""
+    sees x_t of its latent's shape, the scene stays finite, and the noise of the object's cells really comes from
+    the textures (cells that see texels, at the prior's latent size), not only from the background eps_b."""
+    import fsd3d.noise
     from fsd3d.gen3d import Gen3DConfig, load_scene_prior
     from fsd3d.train import NoiseKind, Train3DConfig, initial_state, resolve, train_seeds
 
@@ -183,6 +185,11 @@ def test_gen_3d_runs_surface_noise_on_every_prior(model, tiny_sd_path, tiny_mvdr
         return bound, guidance
 
     prior.view_batch = spy
+    counts = []
+    texels = fsd3d.noise.texel_noise
+    monkeypatch.setattr(fsd3d.noise, "texel_noise", lambda *a: (lambda out: (counts.append(out[1]), out)[1])(texels(*a)))
     state = train_seeds(prior, train, [initial_state(train, 0)])[0]
     assert state.step == 2 and all(torch.isfinite(p).all() for p in state.scene.parameters())
     assert seen and all(x.shape[-3:] == prior.prior.latent_shape for x in seen)
+    assert len(counts) == 2 and all(c.shape[-2:] == prior.prior.latent_shape[-2:] for c in counts)
+    assert all((c > 0).float().mean() > 0.05 for c in counts)  # the object covers cells that read texels
