@@ -5,18 +5,29 @@ Steps:
        Sigma_i = R_i S_i^2 R_i^T (fsd3d.render's step 1), each Gaussian summed over the voxels of its cutoff
        ellipsoid (Mahalanobis distance <= CUTOFF_SIGMA); Gaussians are processed in chunks of at most CHUNK_ELEMENTS
        (Gaussian, voxel) pairs, so memory stays bounded whatever the grid and the scene.
-    2. Surface: marching cubes (skimage, Lewiner) at `level` on that grid.
+    2. Surface: marching cubes (skimage, Lewiner) at `level` on that grid, its faces wound counter-clockwise seen
+       from outside (outward normals, positive volume: glTF's front faces; viewers cull the others).
     2b. Simplification (`simplify_mesh`): quadric edge-collapse decimation (Garland & Heckbert 1997, by the
-       fast-simplification library) down to at most `max_faces` faces, keeping the mesh watertight when it was.
+       fast-simplification library) down to at most `max_faces` faces, always; watertight when the mesh was and
+       some aggression keeps it so (a thin part collapsed to an edge shared by 4 faces opens it otherwise).
     3. Vertex colours, at the (simplified) mesh's vertices: the density-weighted mean of the Gaussians' degree-0
        colours, sum_i w_i(x) c_i / d(x) (accumulated on the same grid, trilinearly interpolated at the vertices),
        clipped to [0, 1].
     4. Check (`mesh_silhouette_iou`): the mesh's silhouette from cameras (triangles rasterised at pixel centres)
        against the splat's opacity mask (render alpha > 0.5): IoU per view.
+    5. Files (`write_mesh`, `export_mesh`): mesh.glb and mesh.obj in glTF's frame (below); a mesh with no face
+       is an `EmptyMeshError` and nothing is written; each file replaces the previous one atomically.
 
-Conventions are those of fsd3d.gaussians and fsd3d.cameras (world +z up, object at the origin; OpenCV
-world-to-camera viewmats, pixel (i, j) centred at (j + 0.5, i + 0.5)). The grid is cell-vertex:
-grid[i, j, k] is the density at lo + (i, j, k) * spacing, spacing = (hi - lo) / (R - 1), axes (x, y, z).
+Conventions are those of fsd3d.gaussians and fsd3d.cameras (world right-handed, +z up, object at the origin, its
+front towards +x, the azimuth-0 camera; OpenCV world-to-camera viewmats, pixel (i, j) centred at (j + 0.5,
+i + 0.5)). The grid is cell-vertex: grid[i, j, k] is the density at lo + (i, j, k) * spacing,
+spacing = (hi - lo) / (R - 1), axes (x, y, z). Meshes in memory (`extract_mesh`) are in these world coordinates.
+
+Files are in glTF 2.0's frame, right-handed, +Y up, the front towards +Z (a glTF viewer's default view):
+(X, Y, Z) = (y, z, x), a rotation (WORLD_TO_GLTF; its inverse, the transpose, maps a loaded file back). So the
+viewer's default front view shows what the azimuth-0 camera sees, world +z up and world +y to the right. The OBJ
+(a format with no convention) holds the same coordinates: Blender's OBJ importer (forward -Z, up Y) and most tools
+read it as Y-up too, and GLB and OBJ of one export load identically.
 """
 from __future__ import annotations
 
@@ -36,8 +47,9 @@ from fsd3d.gaussians import SH_C0, GaussianScene
 from fsd3d.metrics3d import ALPHA_SOLID
 from fsd3d.render import quat_to_rotmat, render_scene
 
-__all__ = ["DEFAULT_GRID", "DEFAULT_LEVEL", "DEFAULT_MAX_FACES", "MESH_EVAL_PX", "density_grid", "export_mesh",
-           "extract_mesh", "mesh_silhouette", "mesh_silhouette_iou", "scene_bounds", "simplify_mesh", "write_mesh"]
+__all__ = ["DEFAULT_GRID", "DEFAULT_LEVEL", "DEFAULT_MAX_FACES", "MESH_EVAL_PX", "WORLD_TO_GLTF", "EmptyMeshError",
+           "density_grid", "export_mesh", "extract_mesh", "mesh_silhouette", "mesh_silhouette_iou", "scene_bounds",
+           "simplify_mesh", "write_mesh"]
 
 DEFAULT_GRID = 96  # voxels per axis
 # Density level of the surface, chosen on the 9 reference objects (tests/test_mesh.py): at 0.3 the mesh's
@@ -55,13 +67,27 @@ MAX_GRID = 512
 # reference objects; decimated to 20k every mesh stays watertight, the silhouette IoU (min over the 8 views)
 # moves by at most 0.002 and a GLB shrinks from 0.95-1.79 MB to 0.40 MB. None: no decimation.
 DEFAULT_MAX_FACES = 20_000
-# fast-simplification's aggressiveness, tried in turn until the decimated mesh stays watertight (on the 20
-# references at 20k faces, 3 keeps it on 19 and 2 on the last; 7, its default, breaks 7 with a few edges shared
-# by 4 faces; lower values stop short of the target on some meshes). When none keeps it, the mesh is kept whole.
-# The library is called directly: trimesh's wrapper rebuilds the result with process=True, whose merging of
-# nearby vertices opens the surface on most references.
-DECIMATION_AGGRESSION = (3, 2, 1)
+# fast-simplification's aggressiveness, tried in turn (each call repeated on its own result, at most
+# DECIMATION_ROUNDS times, while it still removes faces and is above the cap). The first result within the cap that
+# is watertight wins (on the 20 references at 20k faces, 3 keeps it on 19 and 2 on the last; 7, the library's
+# default, opens 7 with a few edges shared by 4 faces; 1 stops short of the cap on some meshes); when none keeps a
+# watertight mesh watertight (a generated scene's thin parts), the first result within the cap does: the cap is a
+# promise, watertightness is reported. The library is called directly: trimesh's wrapper rebuilds the result with
+# process=True, whose merging of nearby vertices opens the surface on most references.
+DECIMATION_AGGRESSION = (3, 2, 1, 7)
+DECIMATION_ROUNDS = 8
+# Files are in glTF 2.0's frame (module docstring): (X, Y, Z) = (y, z, x), world +z up -> +Y up, the front (+x,
+# the azimuth-0 camera) -> +Z. A cyclic permutation of the axes: a rotation (det +1), so windings and normals keep
+# their sense.
+WORLD_TO_GLTF = np.array([[0.0, 1.0, 0.0, 0.0],
+                          [0.0, 0.0, 1.0, 0.0],
+                          [1.0, 0.0, 0.0, 0.0],
+                          [0.0, 0.0, 0.0, 1.0]])  # [4, 4] homogeneous: file = WORLD_TO_GLTF @ world
+WORLD_TO_GLTF.setflags(write=False)
 
+
+class EmptyMeshError(InputError):
+    """The surface has no face (the density never crosses the level on the grid): nothing to export."""
 
 def scene_bounds(scene: GaussianScene, pad_sigma: float = CUTOFF_SIGMA) -> torch.Tensor:
     """[2, 3] (lo, hi) corners of a box holding every Gaussian's centre +- pad_sigma of its largest std-dev."""
@@ -154,22 +180,45 @@ def density_grid(scene: GaussianScene, resolution: int, bounds: torch.Tensor) ->
 
 def simplify_mesh(mesh: trimesh.Trimesh, max_faces: int) -> trimesh.Trimesh:
     """At most `max_faces` faces by quadric decimation (step 2b), without colours; the mesh as is when it has no
-    more. A watertight mesh stays watertight: each aggression of DECIMATION_AGGRESSION is tried in turn, and
-    when every one breaks it the mesh is returned undecimated."""
+    more. Each aggression of DECIMATION_AGGRESSION is tried in turn: the first result within the cap that is
+    watertight is returned (or the first within the cap when the mesh was open already or none stays closed).
+    Raises an InputError when no aggression gets down to the cap (not seen: the library's own 7 reaches it)."""
     if isinstance(max_faces, bool) or not isinstance(max_faces, int) or max_faces < 4:
         raise InputError(f"max faces must be an int >= 4, got {max_faces!r}")
     if len(mesh.faces) <= max_faces:
         return mesh
-    from fast_simplification import simplify
-
     closed = mesh.is_watertight
+    fewest, first_open = len(mesh.faces), None
     for aggression in DECIMATION_AGGRESSION:
-        verts, faces = simplify(np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64),
-                                target_count=max_faces, agg=aggression)
+        verts, faces = _decimate(np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64),
+                                 max_faces, aggression)
+        fewest = min(fewest, len(faces))
+        if len(faces) > max_faces:
+            continue
         small = trimesh.Trimesh(vertices=verts, faces=faces, process=False)
         if small.is_watertight or not closed:
             return small
-    return mesh
+        if first_open is None:
+            first_open = small
+    if first_open is not None:
+        return first_open
+    raise InputError(f"the decimation stops at {fewest} faces, above the cap of {max_faces}: give a larger max "
+                     "faces (--max-faces), or 0 to keep every face")
+
+
+def _decimate(verts: np.ndarray, faces: np.ndarray, max_faces: int, aggression: float) -> tuple[np.ndarray, np.ndarray]:
+    """fast-simplification towards `max_faces` faces at one aggression, repeated on its own result (a low
+    aggression stops short of the target in one call) until within the cap, DECIMATION_ROUNDS calls, or a call
+    removes less than 1% of the faces. verts [V, 3] float64, faces [F, 3] int64 -> the same, decimated."""
+    from fast_simplification import simplify
+
+    for _ in range(DECIMATION_ROUNDS):
+        before = len(faces)
+        verts, faces = simplify(verts, faces, target_count=max_faces, agg=aggression)
+        verts, faces = np.asarray(verts, dtype=np.float64), np.asarray(faces, dtype=np.int64)
+        if len(faces) <= max_faces or len(faces) > 0.99 * before:
+            break
+    return verts, faces
 
 
 def extract_mesh(scene: GaussianScene, resolution: int = DEFAULT_GRID, level: float = DEFAULT_LEVEL,
@@ -178,8 +227,9 @@ def extract_mesh(scene: GaussianScene, resolution: int = DEFAULT_GRID, level: fl
     decimated to at most `max_faces` faces (None: as marching cubes gives it).
 
     bounds default: `scene_bounds(scene)` (every Gaussian within its cutoff, so the surface closes inside
-    the grid). A scene whose density never reaches `level` gives an empty mesh (0 vertices, 0 faces).
-    mesh.metadata["marching_cubes_faces"]: the face count before decimation.
+    the grid). A scene whose density never crosses `level` on the grid gives an empty mesh (0 vertices, 0 faces).
+    mesh.metadata: "marching_cubes_faces", the face count before decimation; "density_range", the grid's
+    (min, max) density.
     """
     from scipy.ndimage import map_coordinates
     from skimage.measure import marching_cubes
@@ -189,10 +239,14 @@ def extract_mesh(scene: GaussianScene, resolution: int = DEFAULT_GRID, level: fl
     bounds = scene_bounds(scene) if bounds is None else torch.as_tensor(bounds, dtype=torch.float64).cpu()
     density, color = _splat_grid(scene, resolution, bounds, with_color=True)
     d = density.numpy().astype(np.float64)
+    density_range = (float(d.min()), float(d.max()))
     if not (d.min() < level < d.max()):
-        return trimesh.Trimesh(vertices=np.zeros((0, 3)), faces=np.zeros((0, 3), dtype=np.int64))
+        return trimesh.Trimesh(vertices=np.zeros((0, 3)), faces=np.zeros((0, 3), dtype=np.int64),
+                               metadata={"marching_cubes_faces": 0, "density_range": density_range})
     spacing = ((bounds[1] - bounds[0]) / (resolution - 1)).numpy()
     verts, faces, _, _ = marching_cubes(d, level=level, spacing=tuple(spacing))  # verts [V, 3] in world units - lo
+    faces = np.ascontiguousarray(faces[:, ::-1])  # [F, 3] wound counter-clockwise seen from outside (skimage's
+    # winding on this (x, y, z) grid faces inwards: volume < 0), as glTF's front faces are; else viewers cull them
     surface = trimesh.Trimesh(vertices=verts, faces=faces, process=False)
     before = len(surface.faces)
     if max_faces is not None:
@@ -204,7 +258,7 @@ def extract_mesh(scene: GaussianScene, resolution: int = DEFAULT_GRID, level: fl
     rgb = np.clip(num / np.maximum(den, 1e-12), 0.0, 1.0)  # [V, 3]
     rgba = np.concatenate([np.round(rgb * 255.0), np.full((len(rgb), 1), 255.0)], -1).astype(np.uint8)
     return trimesh.Trimesh(vertices=verts + bounds[0].numpy(), faces=faces, vertex_colors=rgba, process=False,
-                           metadata={"marching_cubes_faces": before})
+                           metadata={"marching_cubes_faces": before, "density_range": density_range})
 
 
 def mesh_silhouette(mesh: trimesh.Trimesh, cameras: list[Camera], near: float = 0.01) -> np.ndarray:
@@ -281,32 +335,62 @@ def mesh_silhouette_iou(mesh: trimesh.Trimesh, scene: GaussianScene, cameras: li
 
 
 def write_mesh(path: Path, mesh: trimesh.Trimesh) -> None:
-    """Write the mesh atomically; the format (glb or obj) comes from the file's extension."""
+    """Write a world-frame mesh (`extract_mesh`) atomically, in glTF's frame (+Y up, front +Z: WORLD_TO_GLTF,
+    module docstring); the format (glb or obj) comes from the file's extension."""
     path = Path(path)
-    kind = path.suffix.lower().lstrip(".")
+    _write_bytes(path, _encode(mesh, path.suffix.lower().lstrip("."), path.name))
+
+
+def _encode(mesh: trimesh.Trimesh, kind: str, name: str) -> bytes:
+    """The file's bytes: the mesh rotated into glTF's frame (vertices and, by trimesh, any cached normals)."""
     if kind not in ("glb", "obj"):
-        raise InputError(f"mesh files are .glb or .obj, got {path.name}")
-    data = mesh.export(file_type=kind)
-    with atomic_path(path, suffix=f".tmp.{kind}") as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data if isinstance(data, bytes) else data.encode("utf-8"))
-            fh.flush()
-            os.fsync(fh.fileno())
+        raise InputError(f"mesh files are .glb or .obj, got {name}")
+    file_frame = mesh.copy()
+    file_frame.apply_transform(WORLD_TO_GLTF)
+    data = file_frame.export(file_type=kind)
+    return data if isinstance(data, bytes) else data.encode("utf-8")
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path, suffix=f".tmp{path.suffix}") as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def export_mesh(folder: Path, scene: GaussianScene, cameras: list[Camera], resolution: int = DEFAULT_GRID,
                 level: float = DEFAULT_LEVEL, formats: tuple[str, ...] = ("glb", "obj"),
                 max_faces: int | None = DEFAULT_MAX_FACES) -> dict:
     """Extract the scene's mesh (decimated to at most max_faces faces), check it against the splat at
-    `cameras`, write folder/mesh.<format> for each format; returns the mesh's metrics (JSON-ready): counts
-    (faces before and after decimation), watertight, IoU per view and mean, and the seconds all this took."""
+    `cameras`, write folder/mesh.<format> for each format (glTF's frame, module docstring); returns the mesh's
+    metrics (JSON-ready): counts (faces before and after decimation), watertight, IoU per view and mean, and the
+    seconds all this took.
+
+    Every file is encoded before the first is written, and each replaces its previous version atomically: an
+    error (an `EmptyMeshError` when the surface has no face, anything else) leaves the previous files as they were.
+    """
     start = time.perf_counter()
     mesh = extract_mesh(scene, resolution, level, max_faces=max_faces)
+    if len(mesh.faces) == 0:
+        raise EmptyMeshError(_empty_message(mesh.metadata.get("density_range", (0.0, 0.0)), resolution, level))
     iou = mesh_silhouette_iou(mesh, scene, cameras)
-    for kind in formats:
-        write_mesh(Path(folder) / f"mesh.{kind}", mesh)
+    files = {Path(folder) / f"mesh.{kind}": _encode(mesh, kind, f"mesh.{kind}") for kind in formats}
+    for path, data in files.items():
+        _write_bytes(path, data)
     iou["seconds"] = time.perf_counter() - start
     return {"vertices": len(mesh.vertices), "faces": len(mesh.faces),
             "marching_cubes_faces": int(mesh.metadata.get("marching_cubes_faces", len(mesh.faces))),
             "max_faces": max_faces, "watertight": bool(mesh.is_watertight),
             "grid": resolution, "level": float(level), "eval_px": cameras[0].width, **iou}
+
+
+def _empty_message(density_range: tuple[float, float], resolution: int, level: float) -> str:
+    """Why the surface is empty, and what to change: the level or the grid."""
+    lo, hi = density_range
+    where = f"no surface to export: the density on the {resolution}^3 grid"
+    if hi <= 0.0:
+        return f"{where} is 0 everywhere; give a finer grid (--grid, default {DEFAULT_GRID})"
+    if hi <= level:
+        return (f"{where} reaches at most {hi:.3g}, never the level {level:g}; give a lower level (--level, below "
+                f"{hi:.3g}) or a finer grid (--grid, default {DEFAULT_GRID}; a coarse grid misses thin parts)")
+    return f"{where} is at least {lo:.3g} everywhere, above the level {level:g}; give a higher level (--level)"
