@@ -1,6 +1,7 @@
 """Figures of the 2D studies (matplotlib, Agg backend: no display needed)."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -11,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 FIGURE_DPI = 110  # pixels per inch of every saved figure
+MIN_LABEL_FONTSIZE = 5.0  # a row label that does not fit its row when wrapped shrinks down to this
 
 
 def image_grid(
@@ -25,7 +27,8 @@ def image_grid(
 ) -> None:
     """One row per entry of `rows` ([N, H, W, 3] in [0, 1]), one column per image; saves a PNG.
 
-    `overlay(ax, row, col)`, if given, draws on each cell (pixel coordinates of the image).
+    `overlay(ax, row, col)`, if given, draws on each cell (pixel coordinates of the image). A row label longer than
+    its row's height is wrapped at spaces (then shrunk) to fit beside its row (fit_row_labels).
     """
     n_rows, n_cols = len(rows), len(col_labels)
     fig, axes = plt.subplots(
@@ -48,7 +51,33 @@ def image_grid(
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
+    fit_row_labels(fig, [axes[r][0] for r in range(n_rows)])
     save_figure(fig, path)
+
+
+def fit_row_labels(fig, axes: Sequence) -> None:
+    """Make each of `axes`' y label (a row label, written upwards) no taller than its axes: wrapped at spaces into
+    as few lines as fit, and if a word alone is still too tall, shrunk down to MIN_LABEL_FONTSIZE; the layout is
+    then redone (tight_layout). Labels that fit are left as they are, and so is the figure when all of them fit."""
+    for _ in range(3):  # the layout moves when labels widen (equal-aspect images shrink with the width left)
+        fig.draw_without_rendering()
+        renderer = fig.canvas.get_renderer()
+        changed = False
+        for ax in axes:
+            label, room = ax.yaxis.label, ax.get_window_extent(renderer).height
+            if not label.get_text() or label.get_window_extent(renderer).height <= room:
+                continue
+            changed = True
+            text = " ".join(label.get_text().split())
+            for width in range(len(text), 0, -1):
+                label.set_text("\n".join(textwrap.wrap(text, width, break_long_words=False)))
+                if label.get_window_extent(renderer).height <= room:
+                    break
+            while label.get_window_extent(renderer).height > room and label.get_fontsize() > MIN_LABEL_FONTSIZE:
+                label.set_fontsize(max(MIN_LABEL_FONTSIZE, label.get_fontsize() - 0.5))
+        if not changed:
+            return
+        fig.tight_layout()
 
 
 def save_figure(fig, path: Path, dpi: int = FIGURE_DPI) -> None:

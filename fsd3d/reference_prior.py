@@ -22,7 +22,7 @@ import torch
 
 from fsd2d.errors import InputError
 from fsd2d.guidance import Guidance, check_cfg
-from fsd2d.priors.base import ModelError, Prior, PromptError
+from fsd2d.priors.base import ModelError, Prior, match_prompt
 from fsd2d.priors.imageset import MAX_RESOLUTION, MIN_RESOLUTION, ImageSetPrior
 from fsd3d.cameras import Camera, orbit_camera
 from fsd3d.densify import Densify
@@ -49,7 +49,7 @@ class ReferencePrior(ScenePrior):
         """`render_dtype`: the references' renders (float32: ~2x faster on CPUs; their rounding then depends on
         how many cameras a render call holds, ~1e-6: float64 for comparisons across camera batches)."""
         self.render_dtype = render_dtype
-        self.prompt, self.negative_prompt = _check_prompt(prompt, allow_empty=False), _check_prompt(negative_prompt)
+        self.prompt, self.negative_prompt = check_reference_prompt(prompt, allow_empty=False), check_reference_prompt(negative_prompt)
         if isinstance(resolution, bool) or not isinstance(resolution, int) or not (
             MIN_RESOLUTION <= resolution <= MAX_RESOLUTION
         ):
@@ -116,9 +116,7 @@ def camera_blocks(w: torch.Tensor, index: torch.Tensor, u: int) -> torch.Tensor:
     return out.reshape(b, u * k)
 
 
-def _check_prompt(prompt: str, allow_empty: bool = True) -> str:
-    key = prompt.strip().lower()
-    if key in REFERENCE_PROMPTS or (allow_empty and key == ""):
-        return key
-    extra = " (and '' = all prompts, for the negative prompt)" if allow_empty else ""
-    raise PromptError(f"unknown prompt {prompt!r}; the reference prior knows: {', '.join(REFERENCE_PROMPTS)}{extra}")
+def check_reference_prompt(prompt: str, allow_empty: bool = True) -> str:
+    """The reference prompt `prompt` names, by the one rule (fsd2d.priors.base.match_prompt); '' (all prompts) where
+    allowed (the negative prompt)."""
+    return match_prompt(prompt, list(REFERENCE_PROMPTS), empty=allow_empty, known_by="the reference prior")

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from fsd2d.errors import InputError
-from fsd2d.priors.base import PromptError
+from fsd2d.priors.base import match_prompt
 from fsd3d.cameras import Camera, stack_cameras
 from fsd3d.gaussians import GaussianScene, rgb_to_sh0
 from fsd3d.render import RenderOutput, render
@@ -429,11 +429,12 @@ _BUILDERS = {MushroomSpec: _mushroom, SnowmanSpec: _snowman, CactusSpec: _cactus
 
 
 # ----------------------------------------------------------------------------------- scenes
-def _check(prompt: str, variant: str) -> None:
-    if prompt not in REFERENCE_PROMPTS:
-        raise PromptError(f"unknown reference prompt {prompt!r}; known: {', '.join(REFERENCE_PROMPTS)}")
+def _check(prompt: str, variant: str) -> str:
+    """The reference prompt `prompt` names (the one rule: fsd2d.priors.base.match_prompt), if `variant` is one of it."""
+    prompt = match_prompt(prompt, list(REFERENCE_PROMPTS), empty=False, known_by="the references")
     if variant not in REFERENCE_PROMPTS[prompt]:
         raise InputError(f"unknown variant {variant!r} of {prompt!r}; known: {', '.join(REFERENCE_PROMPTS[prompt])}")
+    return prompt
 
 
 def _covariance(p: _Part) -> torch.Tensor:
@@ -497,7 +498,7 @@ def _assemble(parts: list[_Part]) -> GaussianScene:
 
 def reference_scene(prompt: str, variant: str) -> GaussianScene:
     """The reference object `prompt`/`variant` (see REFERENCE_PROMPTS) as a degree-0 GaussianScene. Deterministic."""
-    _check(prompt, variant)
+    prompt = _check(prompt, variant)
     spec = REFERENCE_PROMPTS[prompt][variant]
     return _assemble(_BUILDERS[type(spec)](spec))
 

@@ -104,7 +104,7 @@ class ObjectPool:
         if pool < 1:
             raise InputError(f"the camera pool must hold at least 1 camera, got {pool}")
         self.resolution, self.views = resolution, views
-        self.references = ReferenceSet()
+        references = ReferenceSet()
         self.prompts = list(REFERENCE_PROMPTS)
         gen = torch.Generator().manual_seed(seed)
         first = sample_cameras(pool, CameraRanges(), gen, resolution, resolution)
@@ -112,16 +112,43 @@ class ObjectPool:
         self.cameras = viewmats_to_mvdream(torch.stack([c.viewmat for c in cameras]).double()).float()
         self.cameras = self.cameras.reshape(pool, views, -1)  # [P, V, 16]
         self.suffixes = torch.tensor([VIEW_SUFFIXES.index(view_suffix(c.azimuth)) for c in cameras]).reshape(pool, views)
-        k = len(self.references)
+        k = len(references)
         self.images = torch.empty(k, pool * views, 3, resolution, resolution, dtype=torch.uint8)
         for start in range(0, len(cameras), RENDER_CHUNK):
             chunk = cameras[start:start + RENDER_CHUNK]
-            rgb = self.references.render(chunk, resolution).rgb  # [K, C, 3, R, R] in [0, 1]
+            rgb = references.render(chunk, resolution).rgb  # [K, C, 3, R, R] in [0, 1]
             self.images[:, start:start + len(chunk)] = (rgb * 255.0).round().clamp(0, 255).to(torch.uint8)
             if progress is not None:
                 progress(len(chunk))
         self.images = self.images.reshape(k, pool, views, 3, resolution, resolution)
-        self.labels = self.references.labels
+        self.labels = references.labels  # [K] int64
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """What the pool is (images, cameras, suffixes, labels: shapes in the class docstring), for a cache file."""
+        return {"images": self.images.contiguous(), "cameras": self.cameras.contiguous(),
+                "suffixes": self.suffixes.contiguous(), "labels": self.labels.contiguous()}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], resolution: int, views: int) -> ObjectPool:
+        """The pool of `tensors()` (read back from a cache), checked: a ValueError for a missing or extra name, a
+        dtype, shape or index that a pool of this resolution and views cannot have."""
+        expected = {"images": torch.uint8, "cameras": torch.float32, "suffixes": torch.int64, "labels": torch.int64}
+        if set(tensors) != set(expected) or any(tensors[n].dtype != d for n, d in expected.items()):
+            raise ValueError(f"not a camera pool: {sorted(tensors)}")
+        images, cameras, suffixes, labels = (tensors[n] for n in expected)
+        if images.ndim != 6 or images.shape[2:] != (views, 3, resolution, resolution):
+            raise ValueError(f"pool images {list(images.shape)}, expected [K, P, {views}, 3, {resolution}, "
+                             f"{resolution}]")
+        k, p = images.shape[:2]
+        if cameras.shape != (p, views, 16) or suffixes.shape != (p, views) or labels.shape != (k,):
+            raise ValueError("pool cameras, suffixes or labels do not fit its images")
+        if k < 1 or p < 1 or not (0 <= int(suffixes.min()) and int(suffixes.max()) < len(VIEW_SUFFIXES)
+                                  and 0 <= int(labels.min()) and int(labels.max()) < len(REFERENCE_PROMPTS)):
+            raise ValueError("pool suffix or label index out of range")
+        pool = cls.__new__(cls)
+        pool.resolution, pool.views, pool.prompts = resolution, views, list(REFERENCE_PROMPTS)
+        pool.images, pool.cameras, pool.suffixes, pool.labels = images, cameras, suffixes, labels
+        return pool
 
     def draw(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(object [n], camera [n]) indices, uniform over the 20 objects (so over the prompts) and the pool."""

@@ -12,13 +12,16 @@ Two stages, one process, one seed:
        model); AdamW with linear warm-up and cosine decay to 10 %; an exponential moving average of the
        weights (decay ema, warmed up as (1 + n) / (10 + n)) is what ships.
 The text encoder is the tiny random CLIP (fsdtrain.models), frozen. The weights are written in float16 (half
-the size; the loaders cast to the working dtype), with the model card (fsd2d.priors.trained) listing each file's
+the size; the loaders cast to the working dtype, a plain diffusers from_pretrained to float32: random_sd's
+save_text_encoder), with the model card (fsd2d.priors.trained) listing each file's
 sha256, DDIM samples of every prompt (samples.png, drawn from the written files) and nothing else.
 
 Checkpoints (atomic) every `checkpoint_every` steps to OUT/.train/checkpoint.pt: both stages' weights, their
 optimisers, the EMA, the data and noise generators and the loss log, so a run killed at any moment (kill -9)
 continues with `--resume` to the same bits as an uninterrupted one (same machine, same thread count). The
-objects' render pool is cached beside it. On success OUT is replaced in one rename by the finished model.
+objects' render pool is cached beside it (OUT/.train/pool.safetensors: tensors and a JSON key, nothing that
+executes; a damaged or foreign cache is rendered again). On success OUT is replaced in one rename by the finished
+model.
 """
 from __future__ import annotations
 
@@ -31,21 +34,25 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from fsd2d.errors import InputError
+from fsd2d.folders import TRAIN_PRIOR, claim
 from fsd2d.io import atomic_output_dir, atomic_path, check_output_dir, jsonable, usual_mode, versions
 from fsd2d.priors.trained import CARD, folder_files
 from fsd2d.schedule import scaled_linear_schedule
 from fsdtrain import models
-from fsdtrain.datasets import Batch, Dataset, ImageCrops, ObjectPool, build_dataset
+from fsdtrain.datasets import Dataset, ImageCrops, ObjectPool, build_dataset
 
-WORK = ".train"  # OUT/.train/: checkpoint.pt and pool.pt while training
+WORK = ".train"  # OUT/.train/: checkpoint.pt and POOL_CACHE while training
+POOL_CACHE = "pool.safetensors"  # the objects' render pool (load_pool)
 SCALE_IMAGES = 1024  # images whose latents set the scaling factor
 SCALE_SEED = 12345
 LOG_EVERY = 100  # steps per entry of the loss log
-MAX_STEPS = 1_000_000
+# Caps no real training reaches (a typo beyond them); the distillation runs' step cap is fsd2d.sampling.MAX_STEPS.
+MAX_TRAIN_STEPS = 1_000_000  # optimiser steps of a stage, and checkpoint_every (the shipped models: 8000 and 1500)
+MAX_BATCH = 65_536  # images per step
+MAX_THREADS = 1024  # torch threads
 DEFAULT_POOL = {Dataset.OBJECTS: 2048, Dataset.OBJECTS_MV: 512}  # cameras (4-view sets) rendered per object
 SAMPLE_SEEDS = 8  # DDIM samples per prompt in samples.png
 SAMPLE_STEPS = 50
@@ -81,10 +88,12 @@ class TrainPriorConfig:
         return self.pool if self.pool is not None else DEFAULT_POOL.get(self.dataset, 0)
 
     def validate(self) -> None:
-        for name in ("steps", "vae_steps", "batch", "vae_batch", "checkpoint_every", "threads"):
+        caps = {"steps": MAX_TRAIN_STEPS, "vae_steps": MAX_TRAIN_STEPS, "checkpoint_every": MAX_TRAIN_STEPS,
+                "batch": MAX_BATCH, "vae_batch": MAX_BATCH, "threads": MAX_THREADS}
+        for name, cap in caps.items():
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_STEPS:
-                raise InputError(f"{name.replace('_', '-')} must be an integer in [1, {MAX_STEPS}], got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= cap:
+                raise InputError(f"{name.replace('_', '-')} must be an integer in [1, {cap}], got {v!r}")
         if self.batch % self.views or self.vae_batch % self.views:
             raise InputError(f"{self.dataset.value} trains on sets of {self.views} views: batch and vae-batch must "
                              f"be multiples of {self.views}")
@@ -245,23 +254,39 @@ def load_checkpoint(path: Path, config: TrainPriorConfig, state: TrainState) -> 
 
 
 def load_pool(path: Path, config: TrainPriorConfig, progress: bool) -> ObjectPool:
-    """The objects' render pool: from the cache beside the checkpoint if it matches, else rendered (and cached)."""
-    key = {"dataset": config.dataset.value, "pool": config.pool_size, "seed": config.seed,
-           "resolution": models.RESOLUTION}
-    if path.is_file():
-        try:
-            cached = torch.load(path, map_location="cpu", weights_only=False)
-            if cached.get("key") == key:
-                return cached["pool"]
-        except Exception:  # noqa: BLE001 - a damaged cache is rendered again
-            pass
+    """The objects' render pool: from the cache `path` if it holds the pool of these settings, else rendered and
+    cached there. The cache is a safetensors file (the pool's tensors, the settings as JSON metadata): reading it
+    runs nothing, and a damaged, foreign or other-settings file is rendered again and replaced."""
+    from safetensors.torch import save_file
+
+    key = json.dumps({"dataset": config.dataset.value, "pool": config.pool_size, "seed": config.seed,
+                      "resolution": models.RESOLUTION}, sort_keys=True)
+    pool = read_pool_cache(path, key, config.views)
+    if pool is not None:
+        return pool
     total = config.pool_size * config.views
     with tqdm(total=total, desc="rendering the camera pool", unit="cam", disable=not progress, leave=False) as bar:
         pool = build_dataset(config.dataset, models.RESOLUTION, config.pool_size, config.seed,
                              progress=bar.update)
     with atomic_path(path) as tmp:
-        torch.save({"key": key, "pool": pool}, tmp)
+        save_file(pool.tensors(), str(tmp), metadata={"key": key})
     return pool
+
+
+def read_pool_cache(path: Path, key: str, views: int) -> ObjectPool | None:
+    """The pool cached at `path` if the file is a safetensors pool whose metadata key is `key`, else None."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if (f.metadata() or {}).get("key") != key:
+                return None
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not iterable)
+        return ObjectPool.from_tensors(tensors, models.RESOLUTION, views)
+    except (OSError, ValueError, SafetensorError):  # damaged or not a pool: rendered again
+        return None
 
 
 # --------------------------------------------------------------------------------------------- the run
@@ -274,6 +299,7 @@ def train_prior(config: TrainPriorConfig, out: Path, resume: bool = False, progr
     `callback(state)` runs after every step, after any checkpoint of that step. Returns the model card."""
     config.validate()
     out = Path(out)
+    claim(out, TRAIN_PRIOR)
     check_output_dir(out)
     work = out / WORK
     ckpt = work / "checkpoint.pt"
@@ -295,7 +321,7 @@ def _train(config: TrainPriorConfig, out: Path, work: Path, ckpt: Path, progress
         state = load_checkpoint(ckpt, config, state)
     work.mkdir(parents=True, exist_ok=True)
     data = ImageCrops(models.RESOLUTION) if config.dataset is Dataset.IMAGESET else \
-        load_pool(work / "pool.pt", config, progress)
+        load_pool(work / POOL_CACHE, config, progress)
     captions = CaptionEncoder(tokenizer, text_encoder)
     schedule = scaled_linear_schedule()
     views = config.views
@@ -390,7 +416,7 @@ def write_model(config: TrainPriorConfig, out: Path, tokenizer, text_encoder, va
                          "loss_every": LOG_EVERY, "loss": {k: [round(v, 5) for v in vals] for k, vals in state.log.items()},
                          "scaling_factor": state.scaling, "versions": versions(),
                          "command": command_line(config)}}
-    with atomic_output_dir(out) as tmp:
+    with atomic_output_dir(out, TRAIN_PRIOR) as tmp:
         with quiet_libraries():
             if config.views > 1:
                 save_mvdream(tmp, unet, vae, text_encoder, tokenizer, ddim_scheduler())

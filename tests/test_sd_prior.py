@@ -178,3 +178,39 @@ def test_linear_schedule_matches_diffusers():
 def test_unsupported_beta_schedule():
     with pytest.raises(ModelError, match="beta_schedule 'squaredcos_cap_v2'.*allowed"):
         schedule_from_config({"beta_schedule": "squaredcos_cap_v2"})
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_writer_writes_what_the_pipeline_writes_and_loads_plainly(tmp_path, tiny_sd_path, dtype):
+    """save_stable_diffusion (used by build_random_sd and `fsd train-prior`) writes StableDiffusionPipeline's files
+    byte for byte, but for text_encoder/config.json's `dtype`, float32 whatever the weights': so the plain
+    StableDiffusionPipeline.from_pretrained(DIR) (no dtype) is float32 throughout and runs on the CPU, float16
+    weights (the shipped models') included."""
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from fsd2d.priors.random_sd import save_stable_diffusion
+
+    parts = {"unet": UNet2DConditionModel.from_pretrained(tiny_sd_path, subfolder="unet", torch_dtype=dtype),
+             "vae": AutoencoderKL.from_pretrained(tiny_sd_path, subfolder="vae", torch_dtype=dtype),
+             "text_encoder": CLIPTextModel.from_pretrained(tiny_sd_path, subfolder="text_encoder", dtype=dtype),
+             "tokenizer": CLIPTokenizer.from_pretrained(tiny_sd_path, subfolder="tokenizer"),
+             "scheduler": DDIMScheduler.from_pretrained(tiny_sd_path, subfolder="scheduler")}
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    save_stable_diffusion(ours, **parts)
+    StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None,
+                            requires_safety_checker=False).save_pretrained(theirs, safe_serialization=True)
+    files = sorted(p.relative_to(ours).as_posix() for p in ours.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(theirs).as_posix() for p in theirs.rglob("*") if p.is_file())
+    for rel in files:
+        if rel != "text_encoder/config.json":
+            assert (ours / rel).read_bytes() == (theirs / rel).read_bytes(), rel
+    config, their_config = (json.loads((d / "text_encoder" / "config.json").read_text()) for d in (ours, theirs))
+    assert config == their_config | {"dtype": "float32"}
+    pipe = StableDiffusionPipeline.from_pretrained(ours)
+    assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.float32
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe("cat", height=RES, width=RES, num_inference_steps=2, output_type="np").images
+    assert images.shape == (1, RES, RES, 3)
+    assert torch.equal(load_file(ours / "unet" / "diffusion_pytorch_model.safetensors")["conv_in.weight"],
+                       parts["unet"].conv_in.weight.detach())  # the weights as given (float16 stays float16)

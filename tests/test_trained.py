@@ -8,7 +8,9 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -40,6 +42,86 @@ def test_shipped_model_matches_its_card_and_fits_the_budget(name):
     assert total <= 25 * 2**20, total
 
 
+def first_caption(card: dict) -> str:
+    return card["prompts"][0] + (f", {card['view_suffixes'][0]}" if card["view_suffixes"] else "")
+
+
+def assert_runs_with_plain_diffusers(folder: Path) -> None:
+    """What the README promises a folder made by `fsd train-prior`: the pipeline class its model_index.json names,
+    from_pretrained(DIR) with no dtype, then a call, on the CPU. MVDream's layout names MVDreamPipeline, which
+    diffusers does not have: then its VAE, text encoder, tokenizer and scheduler load plainly, all float32."""
+    import diffusers
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from fsd2d.priors.mvdream import PIPELINE_CLASS
+
+    name = json.loads((folder / "model_index.json").read_text())["_class_name"]
+    caption = first_caption(read_card(folder))
+    if name == PIPELINE_CLASS:
+        assert not hasattr(diffusers, name)  # the README says so: if diffusers gains it, test it here
+        vae = diffusers.AutoencoderKL.from_pretrained(folder, subfolder="vae")
+        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder")
+        tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
+        diffusers.DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
+        assert vae.dtype == text_encoder.dtype == torch.float32
+        ids = tokenizer(caption, padding="max_length", max_length=77, return_tensors="pt").input_ids
+        with torch.no_grad():
+            ctx = text_encoder(ids).last_hidden_state  # [1, 77, D]
+            image = vae.decode(torch.zeros(1, 4, 8, 8)).sample  # [1, 3, 32, 32]
+        assert ctx.isfinite().all() and image.shape == (1, 3, 32, 32) and image.isfinite().all()
+        return
+    pipe = getattr(diffusers, name).from_pretrained(folder)  # exactly the README's call: no dtype
+    assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.float32
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(caption, height=32, width=32, num_inference_steps=2, output_type="np",
+                  generator=torch.Generator().manual_seed(0)).images
+    assert images.shape == (1, 32, 32, 3) and np.isfinite(images).all()
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_shipped_models_run_with_plain_diffusers(name):
+    assert_runs_with_plain_diffusers(trained_folder(name))
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_shipped_files_are_what_the_writer_writes_from_their_weights(tmp_path, name):
+    """`fsd train-prior` writes the shipped files from the same weights (the README's bit-for-bit claim): the
+    writer applied to the shipped weights gives the same weights, tokenizer and configs (but for the library
+    versions they record; samples.png depends on the CPU's kernels, README)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from fsd2d.priors.mvdream import load_unet
+    from fsd2d.priors.random_sd import ddim_scheduler, save_mvdream, save_stable_diffusion, write_tokenizer
+    from fsdtrain.train import CaptionEncoder
+
+    folder, half = trained_folder(name), {"torch_dtype": torch.float16}
+    tokenizer = write_tokenizer(tmp_path / "tokenizer")
+    # as training leaves it: tokenizer.json records the padding and truncation of the tokenizer's last call
+    CaptionEncoder(tokenizer, lambda ids: SimpleNamespace(last_hidden_state=ids))([""])
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **half)
+    text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=torch.float16)
+    out = tmp_path / name
+    if read_card(folder)["views"] > 1:
+        save_mvdream(out, load_unet(folder / "unet", torch.device("cpu"), torch.float16), vae, text_encoder,
+                     tokenizer, ddim_scheduler())
+    else:
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **half)
+        save_stable_diffusion(out, unet, vae, text_encoder, tokenizer, ddim_scheduler())
+    versions = ("transformers_version", "_diffusers_version", "_name_or_path")  # the last: from from_pretrained
+    for rel in read_card(folder)["files"]:
+        if rel == "samples.png":
+            continue
+        ours, shipped = out / rel, folder / rel
+        if rel.endswith("config.json") or rel == "model_index.json":
+            ours_json, shipped_json = (json.loads(f.read_text()) for f in (ours, shipped))
+            assert {k: v for k, v in ours_json.items() if k not in versions} == \
+                {k: v for k, v in shipped_json.items() if k not in versions}, rel
+        else:
+            assert ours.read_bytes() == shipped.read_bytes(), rel
+    assert json.loads((folder / "text_encoder" / "config.json").read_text())["dtype"] == "float32"
+
+
 def test_stable_diffusion_names_load_through_diffusers_unchanged():
     """No special case: diffusers' own pipeline loads the folder, and its UNet is the one our prior calls."""
     from diffusers import StableDiffusionPipeline
@@ -50,7 +132,7 @@ def test_stable_diffusion_names_load_through_diffusers_unchanged():
     for name in ("tiny-sd", "tiny-sd-objects"):
         prior = load_prior(name, "cpu")
         assert isinstance(prior, StableDiffusionPrior) and prior.resolution == 32 and prior.latent_shape == (4, 8, 8)
-        pipe = StableDiffusionPipeline.from_pretrained(str(trained_folder(name)), dtype=torch.float32)
+        pipe = StableDiffusionPipeline.from_pretrained(str(trained_folder(name)))  # the README's call: no dtype
         caption = prior.card["prompts"][0] + (f", {prior.card['view_suffixes'][0]}" if prior.card["view_suffixes"] else "")
         z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
         t = torch.tensor([100, 700])
@@ -215,6 +297,7 @@ def test_train_prior_killed_with_sigkill_resumes_to_the_same_bits(tmp_path, monk
     assert resumed["files"] == whole["files"]  # every file, weights and samples, bit for bit
     assert resumed["training"]["loss"] == whole["training"]["loss"]  # and the loss log
     assert not (killed / ".train").exists()
+    assert_runs_with_plain_diffusers(killed)  # what train-prior writes loads plainly (objects, objects-mv)
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -231,6 +314,160 @@ def test_train_prior_bad_input_is_one_line_and_writes_nothing(tmp_path, args, ne
     line = one_error_line(runner.invoke(app, ["train-prior", *args, "--out", str(out)]))
     assert needle in line, line
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name, value", [("threads", 5000), ("batch", 10**6), ("steps", 10**6 + 1)])
+def test_train_prior_caps_say_what_they_cap(name, value):
+    """Training's caps are its own (named MAX_TRAIN_STEPS, MAX_BATCH, MAX_THREADS), not the sampling runs' step
+    cap (fsd2d.sampling.MAX_STEPS): a training stage may take more steps than a sampling run, and threads or
+    images per step have caps of their own."""
+    from fsd2d.errors import InputError
+    from fsd2d.sampling import MAX_STEPS, check_steps
+    from fsdtrain.datasets import Dataset
+    from fsdtrain.train import MAX_BATCH, MAX_THREADS, MAX_TRAIN_STEPS, TrainPriorConfig
+
+    cap = {"threads": MAX_THREADS, "batch": MAX_BATCH, "steps": MAX_TRAIN_STEPS}[name]
+    with pytest.raises(InputError, match=rf"{name} must be an integer in \[1, {cap}\], got {value}"):
+        TrainPriorConfig(Dataset.IMAGESET, **{name: value}).validate()
+    TrainPriorConfig(Dataset.IMAGESET, **{name: cap}).validate()
+    TrainPriorConfig(Dataset.IMAGESET, steps=MAX_STEPS + 1).validate()  # beyond a sampling run's cap, not training's
+    with pytest.raises(InputError):
+        check_steps(MAX_STEPS + 1)
+
+
+# ------------------------------------------------------------------------------------------ the pool cache
+def test_pool_cache_round_trips_without_rendering(tmp_path, monkeypatch):
+    import fsdtrain.train as training
+    from fsdtrain.datasets import Dataset
+    from fsdtrain.train import TrainPriorConfig, load_pool
+
+    config = TrainPriorConfig(Dataset.OBJECTS_MV, pool=1)
+    first = load_pool(tmp_path / "pool.safetensors", config, progress=False)
+    monkeypatch.setattr(training, "build_dataset", lambda *a, **k: pytest.fail("rendered again"))
+    again = load_pool(tmp_path / "pool.safetensors", config, progress=False)
+    for name, tensor in first.tensors().items():
+        assert torch.equal(getattr(again, name), tensor), name
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    b1, b2 = first.sample(2, g1), again.sample(2, g2)
+    assert torch.equal(b1.images, b2.images) and b1.captions == b2.captions and torch.equal(b1.cameras, b2.cameras)
+
+
+class Payload:
+    """Unpickling this writes a marker file: what a tampered cache could do if it were unpickled."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "executed"))
+
+
+@pytest.mark.parametrize("kind", ["pickle", "torch.save pickle", "corrupt", "empty", "truncated", "other settings",
+                                  "foreign tensors"])
+def test_a_tampered_damaged_or_foreign_pool_cache_is_rebuilt_never_executed(tmp_path, monkeypatch, kind):
+    import pickle
+
+    from safetensors.torch import save_file
+
+    import fsdtrain.train as training
+    from fsdtrain.datasets import Dataset
+    from fsdtrain.train import TrainPriorConfig, load_pool
+
+    config = TrainPriorConfig(Dataset.OBJECTS, pool=1)
+    path, marker = tmp_path / "cache", tmp_path / "marker"  # no extension: torch.load reads *.safetensors safely
+    good = load_pool(tmp_path / "good.safetensors", config, progress=False)
+    if kind == "pickle":
+        path.write_bytes(pickle.dumps({"key": None, "pool": Payload(marker)}))
+    elif kind == "torch.save pickle":
+        torch.save({"key": None, "pool": Payload(marker)}, path)
+    elif kind == "corrupt":
+        path.write_bytes(bytes(range(256)) * 8)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        path.write_bytes((tmp_path / "good.safetensors").read_bytes()[:5000])
+    elif kind == "other settings":
+        load_pool(path, TrainPriorConfig(Dataset.OBJECTS, pool=1, seed=1), progress=False)
+    else:
+        save_file({"images": torch.zeros(2, 2)}, str(path), metadata={"key": "{}"})
+    pool = load_pool(path, config, progress=False)
+    assert not marker.exists()  # nothing was executed
+    for name, tensor in good.tensors().items():  # rebuilt: the pool of these settings
+        assert torch.equal(getattr(pool, name), tensor), name
+    monkeypatch.setattr(training, "build_dataset", lambda *a, **k: pytest.fail("rendered again"))
+    assert torch.equal(load_pool(path, config, progress=False).images, good.images)  # and cached: read back
+
+
+def test_nothing_in_the_package_unpickles():
+    """Weights and caches are read with safetensors, checkpoints with torch.load(weights_only=True)."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    sources = [p for d in ("fsd2d", "fsd3d", "fsdbatch", "fsdtrain") for p in (root / d).rglob("*.py")]
+    sources.append(root / "cli.py")
+    for path in sources:
+        text = path.read_text()
+        assert not re.search(r"\bimport (c?pickle|dill|joblib|shelve|marshal)\b|\bpickle\.load", text), path
+        assert "allow_pickle=True" not in text, path
+        for call in re.findall(r"torch\.load\(.*", text):
+            assert "weights_only=True" in call, (path, call)
+
+
+# ------------------------------------------------------------------------------------------ train-prior's output
+TRAIN_QUIETLY = """
+import sys
+import fsdtrain.train as training
+training.SAMPLE_SEEDS = 1
+from cli import app
+app(sys.argv[1:], prog_name="fsd")
+"""
+
+
+def test_train_prior_prints_no_warning_and_its_folder_runs_with_plain_diffusers(tmp_path):
+    """A fresh process (transformers warns once per process): stderr holds nothing with --no-progress."""
+    out = tmp_path / "m"
+    proc = subprocess.run([sys.executable, "-c", TRAIN_QUIETLY, "train-prior", "imageset", "--out", str(out),
+                           "--steps", "2", "--vae-steps", "2", "--batch", "8", "--vae-batch", "8", "--no-progress"],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr == "", proc.stderr
+    assert proc.stdout.startswith(f"wrote {out}/")
+    assert_runs_with_plain_diffusers(out)
+
+
+def test_samples_row_labels_fit_their_rows(tmp_path, monkeypatch):
+    """samples.png's row labels ('mushroom, front view') are wrapped, or shrunk, to the height of their row; a
+    label that fits is left alone."""
+    from fsd2d import figures
+
+    figs = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: figs.append(fig))
+    labels = ["mushroom, front view", "snowman, front view", "tree", "aquitealongwordwithoutanyspace"]
+    rows = [np.full((8, 32, 32, 3), 0.5)] * len(labels)
+    figures.image_grid(tmp_path / "g.png", rows, labels, [f"seed {s}" for s in range(8)], title="samples")
+    fig = figs[0]
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    rows_axes = [fig.axes[8 * r] for r in range(len(labels))]
+    for ax, label in zip(rows_axes, labels):
+        text, cell = ax.yaxis.label.get_window_extent(renderer), ax.get_window_extent(renderer)
+        assert cell.y0 - 0.5 <= text.y0 and text.y1 <= cell.y1 + 0.5, (label, text, cell)
+        assert text.x0 >= 0, label  # inside the figure
+        assert " ".join(ax.yaxis.label.get_text().split()) == label  # the words, wrapped at spaces
+    assert rows_axes[2].yaxis.label.get_text() == "tree" and rows_axes[2].yaxis.label.get_fontsize() == 10
+
+
+def test_prompts_lists_a_folder_made_by_train_prior(tmp_path):
+    folder = copy_model(tmp_path, "tiny-sd-objects")  # what `fsd train-prior objects --out DIR` writes
+    res = runner.invoke(app, ["prompts", "--model", str(folder)])
+    assert res.exit_code == 0, res.output
+    assert all(p in res.output.split() for p in ("mushroom", "snowman", "cactus", "tree")) and "side view" in res.output
+    (folder / CARD).unlink()  # a diffusers folder without a card takes any text: no list
+    line = one_error_line(runner.invoke(app, ["prompts", "--model", str(folder)]))
+    assert "no model card" in line
+    copy = copy_model(tmp_path / "2", "tiny-sd")
+    (copy / "samples.png").write_bytes(b"x")  # altered: the card's sha256 check, as at load
+    assert "sha256" in one_error_line(runner.invoke(app, ["prompts", "--model", str(copy)]))
 
 
 def test_train_prior_refuses_an_out_below_a_file(tmp_path):

@@ -10,6 +10,7 @@ Tensors that enter here:
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 
 import torch
 
@@ -23,6 +24,43 @@ class PromptError(InputError):
 
 class ModelError(InputError):
     """A model that cannot be used: unknown name, missing weights, unsupported size or dtype."""
+
+
+def _prompt_key(text: str) -> str:
+    return text.strip().casefold()
+
+
+def match_prompt(prompt: str, prompts: Sequence[str], view_suffixes: Sequence[str] = (), *, empty: bool = True,
+                 known_by: str = "this prior") -> str:
+    """THE prompt rule of every prior with a closed list of prompts (imageset, patches, references,
+    references-local, the trained models; Stable Diffusion and MVDream folders without a card take any text).
+
+    A prompt is a known one when the two are equal once surrounding whitespace is stripped and case is ignored
+    (str.casefold): 'Cat', ' cat ' and 'CAT' are 'cat'; 'a cat' and 'cats' are not. Where `empty`, '' (or only
+    whitespace) is the unconditional prompt. With `view_suffixes` (a trained objects model's captions
+    '<prompt>, <suffix>'), a prompt may also end in ',' and a suffix, each part matched by the same rule
+    ('Mushroom , Front View' is 'mushroom, front view').
+    Returns the known spelling ('cat', 'mushroom, front view'; '' for the unconditional prompt). Anything else is
+    a PromptError that quotes the prompt as it was given (gen-3d checks its prompt before adding view suffixes,
+    fsd3d.priors3d) and lists what `known_by` knows."""
+    known = {_prompt_key(p): p for p in prompts}
+    head, comma, tail = prompt.rpartition(",")
+    suffixes = {_prompt_key(s): s for s in view_suffixes}
+    if comma and _prompt_key(tail) in suffixes:
+        if _prompt_key(head) in known:
+            return f"{known[_prompt_key(head)]}, {suffixes[_prompt_key(tail)]}"
+        unknown = prompt
+    elif _prompt_key(prompt) in known:
+        return known[_prompt_key(prompt)]
+    elif empty and _prompt_key(prompt) == "":
+        return ""
+    else:
+        unknown = prompt
+    quoted = [f"', {s}'" for s in view_suffixes]  # ', front view', ', side view' or ', back view'
+    either = ", ".join(quoted[:-1]) + " or " + quoted[-1] if len(quoted) > 1 else "".join(quoted)
+    views = f", each alone or with {either}" if quoted else ""
+    unconditional = " (and '' = unconditional)" if empty else ""
+    raise PromptError(f"unknown prompt {unknown!r}; {known_by} knows: {', '.join(prompts)}{views}{unconditional}")
 
 
 class Prior(abc.ABC):

@@ -21,7 +21,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from fsd2d.priors.base import ModelError, Prior, PromptError
+from fsd2d.priors.base import ModelError, Prior, match_prompt
 from fsd2d.schedule import NoiseSchedule, linear_schedule, scaled_linear_schedule
 
 PredictionType = Literal["epsilon", "v_prediction"]
@@ -152,13 +152,12 @@ class LatentPrior(Prior):
     @torch.no_grad()
     def encode_prompt(self, prompt: str) -> torch.Tensor:
         """CLIP last hidden state [1, max_length (77), D] in the prior's dtype. A trained model (with `captions`)
-        takes only the captions it was trained on and '': anything else is a PromptError listing its prompts."""
-        if self.captions is not None and prompt != "" and prompt not in self.captions:
-            prompts = ", ".join(self.card["prompts"]) if self.card else ", ".join(self.captions)
-            suffixes = (self.card or {}).get("view_suffixes", [])
-            views = f", each alone or with ', {suffixes[0]}' and the like" if suffixes else ""
-            raise PromptError(f"unknown prompt {prompt!r}; the trained {self.model_label} knows: {prompts}{views} "
-                              "(and '' = unconditional)")
+        takes only the captions it was trained on and '', matched by the one rule (fsd2d.priors.base.match_prompt:
+        case and surrounding spaces ignored) and encoded as trained; anything else is a PromptError listing them."""
+        if self.captions is not None:
+            prompts, suffixes = (self.card["prompts"], self.card.get("view_suffixes", [])) if self.card else \
+                (self.captions, [])
+            prompt = match_prompt(prompt, prompts, suffixes, known_by=f"the trained {self.model_label}")
         ids = self.tokenizer(
             prompt, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
             return_tensors="pt",
@@ -252,6 +251,66 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+HUB_TIMEOUT_S = 5.0  # seconds the hub has to answer the one request that tells whether it can be reached
+
+
+def resolve_hub_id(model: str) -> str | None:
+    """Where hub id `model` ('owner/name') loads from, decided before diffusers asks the hub (which, with no
+    network, retries for ~25 s, prints ten lines, then blames a missing config.json):
+      - HF_HUB_OFFLINE set: its snapshot folder in the local Hugging Face cache;
+      - else one request (HfApi.model_info, HUB_TIMEOUT_S): the hub answers -> None, load by id as usual (diffusers
+        downloads what the cache lacks); the hub cannot be reached -> the cached snapshot folder.
+    Raises a ModelError (one line: what failed and what to do) for an invalid id, an id the hub does not know,
+    and a model neither reachable nor cached (or cached in part)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        HFValidationError,
+        RepositoryNotFoundError,
+    )
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(model)
+    except HFValidationError as e:
+        raise ModelError(f"could not load model '{model}': not a local folder, and not a hub id owner/name "
+                         f"({str(e).splitlines()[0]})") from None
+    download = f"download it where there is network (`hf download {model} --local-dir DIR`) and pass that folder"
+    if _hub_offline():
+        return _cached_snapshot(model, "HF_HUB_OFFLINE is set", f"unset HF_HUB_OFFLINE to download it, or {download}")
+    try:
+        with quiet_libraries():
+            HfApi().model_info(model, timeout=HUB_TIMEOUT_S)
+    except RepositoryNotFoundError:
+        raise ModelError(f"could not load model '{model}': the Hugging Face hub has no model '{model}' (or it is "
+                         "private or gated: log in with `hf auth login`); check the id, or pass a local folder") \
+            from None
+    except HfHubHTTPError:
+        return None  # the hub answers, with an error of its own: diffusers asks again and reports it
+    except Exception as e:  # noqa: BLE001 - connection refused, DNS, timeout, proxy, TLS: the hub is out of reach
+        detail = (str(e).strip().splitlines() or ["no detail"])[0]
+        return _cached_snapshot(model, f"the Hugging Face hub cannot be reached ({type(e).__name__}: {detail})",
+                                download)
+    return None
+
+
+def _cached_snapshot(model: str, why: str, advice: str) -> str:
+    """The snapshot folder of hub id `model` in the local Hugging Face cache, checked like a local folder; a
+    ModelError ("could not load model: `why`, ...; `advice`") when it is not there or incomplete."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(model, local_files_only=True)
+    except Exception:  # noqa: BLE001 - LocalEntryNotFoundError and kin: not in the cache
+        raise ModelError(f"could not load model '{model}': {why}, and the local cache has no copy; {advice}") from None
+    try:
+        _check_folder(Path(folder))
+    except ModelError as e:
+        raise ModelError(f"could not load model '{model}': {why}, and its copy in the local cache is incomplete "
+                         f"({e}); {advice}") from None
+    return folder
+
+
 def _pick_dtype(device: torch.device, dtype: torch.dtype | None) -> torch.dtype:
     if dtype is None:
         return torch.float16 if device.type == "cuda" else torch.float32
@@ -287,7 +346,8 @@ def load_stable_diffusion(
     """Load an SD 1.x/2.x model from a local diffusers folder or a hub id (safetensors only).
 
     dtype defaults to float16 on CUDA and float32 elsewhere; resolution defaults to the UNet's native size.
-    Nothing touches the network when `model` is a local folder or HF_HUB_OFFLINE is set.
+    Nothing touches the network when `model` is a local folder or HF_HUB_OFFLINE is set; a hub id is resolved
+    first (`resolve_hub_id`: the cache when the hub cannot be reached, else one line at once).
     """
     device = torch.device(device)
     dtype = _pick_dtype(device, dtype)
@@ -298,11 +358,13 @@ def load_stable_diffusion(
         model = str(Path(model).expanduser())
     elif Path(model).is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:
         raise ModelError(f"model folder {model} does not exist (give a local diffusers folder or a hub id owner/name)")
+    source = model if local else (resolve_hub_id(model) or model)  # hub id: the cache if hub is out
+    local = local or source != model
     common = dict(local_files_only=local or _hub_offline())
     with quiet_libraries(), _one_line_errors(model, local):
-        unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", **common, use_safetensors=True,
+        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **common, use_safetensors=True,
                                                     torch_dtype=dtype)
-    vae, text_encoder, tokenizer, scheduler_config = load_codec(model, dtype, local)
+    vae, text_encoder, tokenizer, scheduler_config = load_codec(source, dtype, local)
     return StableDiffusionPrior(
         unet.to(device), vae.to(device), text_encoder.to(device), tokenizer, scheduler_config, resolution, name=model
     )

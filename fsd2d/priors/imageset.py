@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fsd2d.priors.base import ModelError, PixelPrior, PromptError
+from fsd2d.priors.base import ModelError, PixelPrior, match_prompt
 from fsd2d.schedule import NoiseSchedule, scaled_linear_schedule
 from fsd2d.updates import eps_from_x0
 
@@ -51,19 +51,14 @@ DEFAULT_CROPS = 64
 MIN_RESOLUTION, MAX_RESOLUTION = 8, 128
 
 
-def unknown_prompt(prompt: str, known) -> PromptError:
-    return PromptError(f"unknown prompt {prompt!r}; this prior knows: {', '.join(known)} (and '' = unconditional)")
-
-
 def prompt_log_weights(prompt: str, labels: torch.Tensor, prompts: list[str]) -> torch.Tensor:
     """Log prior weights [K] (float64) over items labelled with prompt indices `labels` [K]: uniform over the
-    prompt's items (-inf elsewhere); for "" an equal mixture of all prompts, each uniform over its items."""
-    key = prompt.strip().lower()
+    prompt's items (-inf elsewhere); for "" an equal mixture of all prompts, each uniform over its items. The
+    prompt is matched by the one rule (fsd2d.priors.base.match_prompt: case and surrounding spaces ignored)."""
+    key = match_prompt(prompt, prompts)
     counts = torch.bincount(labels, minlength=len(prompts)).to(torch.float64)
     if key == "":
         return -torch.log(counts[labels] * len(prompts))
-    if key not in prompts:
-        raise unknown_prompt(prompt, prompts)
     p = prompts.index(key)
     logw = torch.full(labels.shape, -torch.inf, dtype=torch.float64)
     logw[labels == p] = -torch.log(counts[p])
@@ -192,9 +187,7 @@ class ImageSetPrior(PixelPrior):
         """The set of one prompt (or all of them) as RGB [N, 3, R, R] in [0, 1]."""
         if prompt is None:
             return self.decode(self.images)
-        key = prompt.strip().lower()
-        if key not in self.prompts:
-            raise unknown_prompt(prompt, self.prompts)
+        key = match_prompt(prompt, self.prompts, empty=False)
         return self.decode(self.images[self.labels.to(self.device) == self.prompts.index(key)])
 
     def describe(self) -> dict:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from fsd2d.priors.base import ModelError, Prior
+from fsd2d.priors.base import ModelError, Prior, match_prompt
 from fsd2d.priors.trained import TrainedModel, card_captions, read_card, trained_folder
 
 class BuiltinPrior(str, enum.Enum):
@@ -42,6 +42,26 @@ def resolve_dtype(dtype: str) -> torch.dtype | None:
     if dtype not in DTYPES:
         raise ModelError(f"unknown dtype {dtype!r}; allowed: auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]
+
+
+def check_prompts(model: str, *prompts: str | None) -> None:
+    """Refuse, without loading any weights, a prompt that a prior with a closed list of prompts would refuse when it
+    loads (the built-in imageset / patches, a trained model by name or folder: its card), by the one rule
+    (fsd2d.priors.base.match_prompt); other models take any text, None is "not given". So a sweep with a misspelt
+    prompt fails before its first run (fsdbatch.runner.check_runs stops where the prior would load)."""
+    if model in (BuiltinPrior.IMAGESET.value, BuiltinPrior.PATCHES.value):
+        from fsd2d.priors.imageset import PROMPTS
+
+        known, suffixes, label = list(PROMPTS), [], f"the built-in '{model}'"
+    else:
+        folder = trained_folder(model) or Path(model).expanduser()
+        card = read_card(folder) if folder.is_dir() else None
+        if card is None:
+            return
+        known, suffixes, label = card["prompts"], card.get("view_suffixes", []), f"the trained {model}"
+    for prompt in prompts:
+        if prompt is not None:
+            match_prompt(prompt, known, suffixes, known_by=label)
 
 
 def load_prior(model: str, device: str = "auto", dtype: str = "auto", resolution: int | None = None) -> Prior:

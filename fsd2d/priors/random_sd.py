@@ -9,14 +9,27 @@ downloaded. Random weights generate noise: these are for tests and timings, not 
 """
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
+import diffusers
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 MAX_LENGTH = 77
+# The dtype a plain `from_pretrained(DIR)` (no torch_dtype) gives every component: diffusers loads the UNet and
+# the VAE in float32 whatever their weights' dtype, transformers 5 the text encoder in its config's `dtype`.
+PLAIN_LOAD_DTYPE = torch.float32
+# model_index.json of a Stable Diffusion folder, as StableDiffusionPipeline.save_pretrained writes it for our
+# components (no safety checker, feature extractor or image encoder), `_diffusers_version` added when written
+SD_MODEL_INDEX = {
+    "_class_name": "StableDiffusionPipeline", "feature_extractor": [None, None], "image_encoder": [None, None],
+    "requires_safety_checker": False, "safety_checker": [None, None], "scheduler": ["diffusers", "DDIMScheduler"],
+    "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+    "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+}
 
 
 def _byte_level_chars() -> list[str]:
@@ -66,20 +79,35 @@ def build_random_sd(folder: Path, size: str = "tiny", seed: int = 0) -> Path:
 
 def save_stable_diffusion(folder: Path, unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: CLIPTextModel,
                           tokenizer: CLIPTokenizer, scheduler: DDIMScheduler) -> Path:
-    """Write a Stable Diffusion model in the diffusers layout (safetensors): what StableDiffusionPipeline.save_pretrained
-    writes, readable by our loader and by StableDiffusionPipeline.from_pretrained. Returns `folder`."""
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(folder, safe_serialization=True)
+    """Write a Stable Diffusion model in the diffusers layout (safetensors): the files
+    StableDiffusionPipeline.save_pretrained writes (tested byte for byte), but for text_encoder/config.json's
+    `dtype` (save_text_encoder), so that a plain StableDiffusionPipeline.from_pretrained(DIR) runs whatever the
+    weights' dtype; readable by our loader. The pipeline class itself is not imported (importing it makes
+    transformers warn about torchvision). Returns `folder`."""
+    folder = Path(folder)
+    unet.save_pretrained(folder / "unet", safe_serialization=True)
+    vae.save_pretrained(folder / "vae", safe_serialization=True)
+    save_text_encoder(folder / "text_encoder", text_encoder)
+    tokenizer.save_pretrained(folder / "tokenizer")
+    scheduler.save_pretrained(folder / "scheduler")
+    index = SD_MODEL_INDEX | {"_diffusers_version": diffusers.__version__}
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")  # ConfigMixin's form
     return folder
+
+
+def save_text_encoder(folder: Path, text_encoder: CLIPTextModel) -> None:
+    """text_encoder.save_pretrained(folder) (weights in their dtype), with config.json's `dtype` PLAIN_LOAD_DTYPE.
+
+    transformers 5 loads a model in its config's `dtype` when from_pretrained is given none, and save_pretrained
+    writes the weights' dtype there; diffusers loads the UNet and the VAE in float32. So float16 weights with a
+    float16 config make a plain StableDiffusionPipeline.from_pretrained(DIR) mix float16 and float32 ("mat1 and mat2
+    must have the same dtype" on the CPU). With `dtype` float32 every component loads in float32 (float16 weights
+    are cast on load, as diffusers casts the UNet's), and a torch_dtype given to from_pretrained still wins. The
+    config is rewritten by transformers' own serialisation: only the `dtype` value differs."""
+    text_encoder.save_pretrained(folder, safe_serialization=True)
+    config = copy.deepcopy(text_encoder.config)
+    config.dtype = PLAIN_LOAD_DTYPE
+    config.save_pretrained(folder)
 
 
 def build_random_mvdream(folder: Path, size: str = "tiny", seed: int = 0) -> Path:
@@ -123,7 +151,7 @@ def save_mvdream(folder: Path, unet, vae: AutoencoderKL, text_encoder: CLIPTextM
     save_file({k: v.contiguous() for k, v in unet.state_dict().items()},
               str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
     vae.save_pretrained(folder / "vae", safe_serialization=True)
-    text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
+    save_text_encoder(folder / "text_encoder", text_encoder)
     tokenizer.save_pretrained(folder / "tokenizer")
     scheduler.save_pretrained(folder / "scheduler")
     index = {"_class_name": PIPELINE_CLASS, "unet": ["mvdream", "MultiViewUNetModel"],
