@@ -1,8 +1,10 @@
 """The `fsd` command line (typer). Bad input: one line on stderr, exit code 2, nothing written."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -38,6 +40,26 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+@contextlib.contextmanager
+def resume_hint(command: str, checkpoints: Callable[[], list[Path]], cadence: str):
+    """Ctrl-C inside `command`: say where the checkpoints are (`checkpoints()` lists them when the interrupt comes)
+    and how to continue (the command line with --resume when `fsd command` was typed; `fsd batch`, which calls the
+    command itself, resumes its runs by itself), then exit with 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        found = checkpoints()
+        where = (f"{len(found)} checkpoint(s), written {cadence}: {', '.join(map(str, found[:4]))}"
+                 + (", ..." if len(found) > 4 else "")) if found else f"no checkpoint yet (they are written {cadence})"
+        if sys.argv[1:2] == [command]:
+            args = sys.argv[1:] + ([] if "--resume" in sys.argv else ["--resume"])
+            again = f"continue with: fsd {shlex.join(args)}"
+        else:
+            again = "continue with the same command (`fsd batch` resumes its runs by itself)"
+        typer.echo(f"interrupted: {where}; {again}" if found else f"interrupted: {where}", err=True)
+        raise typer.Exit(130) from None
+
+
 def parse_seeds(text: str) -> tuple[int, ...]:
     """'0-3' -> (0, 1, 2, 3); '0,2,5' -> (0, 2, 5); mixes like '0-3,8' too. Order kept, repeats dropped.
     Seeds lie in [0, 2**31) and a run takes at most MAX_SEEDS of them (checked before expanding a range)."""
@@ -47,8 +69,11 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     for part in text.split(","):
         part = part.strip()
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if not m or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
+        if not m:
             raise InputError(f"bad --seeds {text!r}: use non-negative integers like '0-3', '0,2,5' or '0-3,8'")
+        if m.group(2) is not None and int(m.group(2)) < int(m.group(1)):
+            raise InputError(f"bad --seeds {text!r}: the range {part} is reversed; write it "
+                             f"'{int(m.group(2))}-{int(m.group(1))}'")
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         if hi >= SEED_LIMIT or hi - lo >= MAX_SEEDS:
             raise InputError(f"bad --seeds {text!r}: seeds must be below {SEED_LIMIT} (2**31), "
@@ -73,9 +98,11 @@ def parse_enum_list(text: str, enum_cls, flag: str) -> tuple:
 @app.command()
 @user_errors
 def prompts(model: str = typer.Option("imageset", help="Built-in prior: imageset, patches (2D), references or "
-                                                        "references-local (3D), or a trained one: tiny-sd (2D), "
-                                                        "tiny-sd-objects, tiny-mvdream (3D).")):
-    """List the prompts of a built-in prior (Stable Diffusion takes any text)."""
+                                                        "references-local (3D), a trained one: tiny-sd (2D), "
+                                                        "tiny-sd-objects, tiny-mvdream (3D), or a folder made by "
+                                                        "`fsd train-prior`.")):
+    """List the prompts of a built-in prior or a trained model (Stable Diffusion takes any text). Prompts match
+    ignoring case and surrounding spaces ('Cat ' is 'cat')."""
     from fsd2d.priors.load import BuiltinPrior
 
     if model in ("references", "references-local"):
@@ -87,19 +114,28 @@ def prompts(model: str = typer.Option("imageset", help="Built-in prior: imageset
             for variant, spec in variants.items():
                 typer.echo(f"    {variant:<12} {spec.description}")
         return
-    from fsd2d.priors.trained import TrainedModel, read_card, trained_folder
+    from fsd2d.priors.trained import CARD, TrainedModel, read_card, trained_folder
 
-    if model in [m.value for m in TrainedModel]:
-        card = read_card(trained_folder(model))
+    folder = trained_folder(model)  # a built-in trained model's name, else None
+    builtin = model in [b.value for b in BuiltinPrior]
+    if folder is None and not builtin and Path(model).expanduser().is_dir():  # made by `fsd train-prior`: its card
+        folder = Path(model).expanduser()
+    card = read_card(folder) if folder is not None else None
+    if folder is not None and card is None:
+        raise InputError(f"--model {model}: this folder has no model card ({CARD}), so no prompt list: only "
+                         "built-in priors and folders made by `fsd train-prior` have one (Stable Diffusion takes "
+                         "any text)")
+    if card is not None:
         suffixes = card.get("view_suffixes", [])
         typer.echo(f"prompts of the trained '{model}' ({card['dataset']} world, {card['views']} view(s) per sample"
                    + (f"; captions '<prompt>, {'|'.join(suffixes)}'" if suffixes else "") + "; '' = unconditional):")
         for name in card["prompts"]:
             typer.echo(f"  {name}")
         return
-    if model not in [b.value for b in BuiltinPrior]:
-        raise InputError(f"--model {model!r}: only built-in priors have a prompt list (imageset, patches, references, "
-                         f"references-local, {', '.join(m.value for m in TrainedModel)})")
+    if not builtin:
+        raise InputError(f"--model {model!r}: only built-in priors and trained models have a prompt list (imageset, "
+                         f"patches, references, references-local, {', '.join(m.value for m in TrainedModel)}, or a "
+                         "folder made by `fsd train-prior`)")
     from fsd2d.priors.imageset import DEFAULT_CROPS, PROMPTS
 
     typer.echo(f"prompts of the built-in '{model}' prior ({DEFAULT_CROPS} crops each; '' = all of them):")
@@ -139,11 +175,14 @@ def study_fields(prompt, negative_prompt, seeds, steps, cfg, beta, t_min, t_max,
                 model=model, resolution=resolution, device=device, dtype=dtype)
 
 
-def run_study(config, study, out: Path, progress: bool) -> dict:
-    """Validate everything that needs no prior, load the prior, run `study(prior, config, out, progress)`."""
+def run_study(config, study, layout, out: Path, progress: bool) -> dict:
+    """Validate everything that needs no prior (settings, and `out`: new, or the command's own earlier output of
+    `layout`, fsd2d.folders), load the prior, run `study(prior, config, out, progress)`."""
+    from fsd2d.folders import claim
     from fsd2d.io import check_output_dir
 
     config.validate()
+    claim(out, layout)
     check_output_dir(out)
     prior = config.load_prior()
     return study(prior, config, out, progress=progress)
@@ -187,6 +226,7 @@ def compare_2d(
 ):
     """Same seeds through DDIM, FSD and SDS (paper Fig. 3), or ISM/SDI/CSD/NFSD: grid.png, images/, metrics.json."""
     from fsd2d.compare import Compare2DConfig, compare_2d as study
+    from fsd2d.folders import COMPARE_2D
     from fsd2d.sampling import Method
 
     config = Compare2DConfig(
@@ -196,7 +236,7 @@ def compare_2d(
         family=family_options(ism_interval, ism_stride, ism_inversion_steps, sdi_inversion_steps, sdi_inversion_cfg,
                               sdi_eta),
     )
-    summary = run_study(config, study, out, progress)
+    summary = run_study(config, study, COMPARE_2D, out, progress)
     print_summary(summary)
     typer.echo(f"wrote {out}/ (grid.png, images/, metrics.json, run.json) in {summary['seconds']:.1f} s")
 
@@ -221,6 +261,7 @@ def shuffle_noise(
     """FSD from a noise and from a patch-shuffled copy (paper Fig. 5): shuffle.png, metrics.json, run.json."""
     from fsd2d.shuffle import Permutation
     from fsd2d.shuffle_study import ShuffleConfig, shuffle_noise as study
+    from fsd2d.folders import SHUFFLE_NOISE
 
     if frames < 0:
         raise InputError(f"--frames must be >= 0, got {frames}")
@@ -230,7 +271,7 @@ def shuffle_noise(
         grid=grid, permutation=parse_enum(permutation, Permutation, "--permutation"), perm_seed=perm_seed,
         frames=frames,
     )
-    s = run_study(config, study, out, progress)
+    s = run_study(config, study, SHUFFLE_NOISE, out, progress)
     typer.echo(f"{'seed':>6}{'corr permuted':>15}{'corr control':>14}")
     for p in s["per_seed"]:
         typer.echo(f"{p['seed']:>6}{p['corr_permuted']:>15.3f}{p['corr_control']:>14.3f}")
@@ -255,13 +296,14 @@ def consistency(
 ):
     """How much x_gt moves per step under FSD vs SDS (paper Fig. 4): strip.png, curve.png, metrics.json."""
     from fsd2d.consistency import ConsistencyConfig, x_gt_consistency as study
+    from fsd2d.folders import CONSISTENCY
 
     config = ConsistencyConfig(
         **study_fields(prompt, negative_prompt, seeds, steps, cfg, beta, t_min, t_max, anneal, lr, model, resolution,
                        device, dtype),
         window=window, show_seed=show_seed,
     )
-    s = run_study(config, study, out, progress)
+    s = run_study(config, study, CONSISTENCY, out, progress)
     typer.echo(f"{'method':<14}{'x_gt RMSE/step, window':>24}{'whole run':>12}")
     for name, m in s["methods"].items():
         typer.echo(f"{name:<14}{m['mean_consecutive_rmse_window']:>24.3g}{m['mean_consecutive_rmse_run']:>12.3g}")
@@ -284,13 +326,14 @@ def beta_sweep(
 ):
     """FSD with noise blend beta (paper Fig. 8 in 2D): beta_sweep.png, grid.png, table.csv, metrics.json."""
     from fsd2d.beta_sweep import BetaSweepConfig, beta_sweep as study
+    from fsd2d.folders import BETA_SWEEP
 
     config = BetaSweepConfig(
         **study_fields(prompt, negative_prompt, seeds, steps, cfg, 1.0, t_min, t_max, anneal, lr, model, resolution,
                        device, dtype),
         betas=parse_floats(betas, "--betas"),
     )
-    s = run_study(config, study, out, progress)
+    s = run_study(config, study, BETA_SWEEP, out, progress)
     has_modes = "modes_reached" in s["rows"][0]
     typer.echo(f"{'beta':>6}{'diversity':>11}{'PSNR vs DDIM':>14}{'SSIM vs DDIM':>14}" + ("  modes" if has_modes else ""))
     for r in s["rows"]:
@@ -329,14 +372,16 @@ def train_prior(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ):
     from fsdtrain.datasets import Dataset
-    from fsdtrain.train import TrainPriorConfig, train_prior as train
+    from fsdtrain.train import WORK, TrainPriorConfig, train_prior as train
 
     for name, value in (("lr", lr), ("vae-lr", vae_lr), ("prompt-dropout", prompt_dropout)):
         check_finite(f"--{name}", value)
     config = TrainPriorConfig(parse_enum(dataset, Dataset, "DATASET"), steps=steps, vae_steps=vae_steps, batch=batch,
                               vae_batch=vae_batch, lr=lr, vae_lr=vae_lr, prompt_dropout=prompt_dropout, pool=pool,
                               seed=seed, checkpoint_every=checkpoint_every, threads=threads)
-    card = train(config, out, resume=resume, progress=progress)
+    with resume_hint("train-prior", lambda: [p for p in [out / WORK / "checkpoint.pt"] if p.is_file()],
+                     f"every {checkpoint_every} steps"):
+        card = train(config, out, resume=resume, progress=progress)
     loss = card["training"]["loss"]["unet"]
     typer.echo(f"wrote {out}/ ({card['dataset']}: UNet {card['parameters']['unet']:,} parameters, final loss "
                f"{loss[-1]:.4f}; samples.png, fsd_model.json) in {card['training']['seconds']:.0f} s")
@@ -354,9 +399,11 @@ def gen_3d(
                            "sd or mvdream (DreamGaussian's and the authors' settings, fsd3d/backbones.py). Default: "
                            "the model's (embedded for the embedded and trained models).")] = None,
     method: Annotated[str, typer.Option(
-        help="fsd (world-map noise), sds (fresh noise), a noise function: worldmap, constant, random, surface "
-             "(noise fixed on the object's surface, the authors' successor), or the family ism, sdi, csd, nfsd "
-             "(fresh noise, their own gradient).")] = "fsd",
+        help="fsd (world-map noise, annealed t), sds (fresh noise, t uniform: DreamFusion), sds-annealed (fresh noise, "
+             "annealed t: differs from fsd in the noise only), a noise function on fsd's annealed t: worldmap (= fsd), "
+             "constant, random (= sds-annealed), surface (noise fixed on the object's surface, the authors' "
+             "successor), or the family ism, sdi, csd, nfsd (fresh noise, their own gradient and timesteps). Each name "
+             "means what compare-2d's does.")] = "fsd",
     seeds: Seeds = "0-7",
     steps: Annotated[Optional[int], typer.Option(help="Optimisation steps per seed (default: the profile's: 150 "
                                                       "embedded, 500 SD / MVDream).")] = None,
@@ -375,7 +422,10 @@ def gen_3d(
     background: Annotated[Optional[str], typer.Option(
         help="white, black or random (white or black per view). Default: white embedded and trained, random on SD / "
              "MVDream (DreamGaussian).")] = None,
-    t_sampling: Annotated[str, typer.Option(help="annealed (t decreases) or uniform (t random every step).")] = "annealed",
+    t_sampling: Annotated[Optional[str], typer.Option(
+        help="annealed (t decreases) or uniform (t random every step). Default: the method's own, as in compare-2d: "
+             "uniform for sds, ism, csd, nfsd; annealed for fsd, sds-annealed, sdi and the noise functions (only "
+             "these last may change it).")] = None,
     cameras_per_step: Annotated[Optional[int], typer.Option(
         help="Cameras sampled per seed and step, all in one prior batch (default: 2; MVDream: 1, i.e. its "
              "4-view set).")] = None,
@@ -437,6 +487,7 @@ def gen_3d(
 
     from fsd3d.backbones import Background, Profile, Weighting
     from fsd3d.backbones import defaults as profile_defaults
+    from fsd2d.folders import GEN_3D, claim
     from fsd3d.gen3d import Gen3DConfig, gen_3d as run, load_scene_prior, model_profile
     from fsd3d.outputs import TurntableFormat
     from fsd3d.train import NoiseKind, Train3DConfig
@@ -454,7 +505,8 @@ def gen_3d(
         weighting=None if weighting is None else parse_enum(weighting, Weighting, "--weighting"),
         background=None if background is None else parse_enum(background, Background, "--background"),
         profile=profile, init_radius=init_radius, init_opacity=init_opacity,
-        sampling=parse_enum(t_sampling, TimestepSampling, "--t-sampling"), cameras_per_step=cameras_per_step,
+        sampling=None if t_sampling is None else parse_enum(t_sampling, TimestepSampling, "--t-sampling"),
+        cameras_per_step=cameras_per_step,
         cameras=cameras, num_gaussians=num_gaussians, checkpoint_every=checkpoint_every, shared_cameras=shared_cameras,
         family=family_options(ism_interval, ism_stride, ism_inversion_steps, sdi_inversion_steps, sdi_inversion_cfg,
                               sdi_eta),
@@ -467,8 +519,11 @@ def gen_3d(
                          init_ply=str(init) if init else None, seed_batch=seed_batch, compile=compile,
                          turntable=parse_enum(turntable, TurntableFormat, "--turntable"), mesh=mesh)
     config.validate()
+    claim(out, GEN_3D)
     check_output_dir(out)
-    summary = run(load_scene_prior(config), config, out, resume=resume, progress=progress)
+    with resume_hint("gen-3d", lambda: sorted(out.glob("seed_*/checkpoint.pt")),
+                     f"every {config.train.checkpoint_every} steps"):
+        summary = run(load_scene_prior(config), config, out, resume=resume, progress=progress)
     print_3d_summary(summary)
     typer.echo(f"wrote {out}/ (seed_*/gaussians.ply, {config.turntable.filename}, views.png{', mesh.glb' if mesh else ''}; summary.png, "
                f"metrics.json) in {summary['seconds']:.1f} s")
@@ -484,7 +539,9 @@ def export_mesh(
                                                 "edge collapse); 0 keeps every face.")] = 20000,
 ):
     """Mesh of a generated scene: marching cubes on the Gaussians' density, decimation, vertex colours from the
-    Gaussians; writes mesh.glb, mesh.obj and mesh.json (counts, watertight, silhouette IoU against the splat)."""
+    Gaussians; writes mesh.glb and mesh.obj (glTF's frame: +Y up, the front, azimuth 0, towards +Z) and mesh.json
+    (counts, watertight, silhouette IoU against the splat). An empty surface is an error and writes nothing."""
+    from fsd2d.folders import GEN_3D, claim_files
     from fsd2d.io import write_json
     from fsd3d import mesh as meshing
     from fsd3d.ply import load_ply
@@ -500,6 +557,7 @@ def export_mesh(
         raise InputError(f"{seed_dir} is not a folder; give a gen-3d seed folder like outputs/gen-3d/seed_0")
     if not (seed_dir / "gaussians.ply").is_file():
         raise InputError(f"{seed_dir} holds no gaussians.ply; give a gen-3d seed folder like outputs/gen-3d/seed_0")
+    claim_files(seed_dir, ("mesh.glb", "mesh.obj", "mesh.json"), GEN_3D)  # a gen-3d run's own, or new files
     scene = load_ply(seed_dir / "gaussians.ply")
     cameras = run_eval_cameras(seed_dir.parent / "run.json")
     m = meshing.export_mesh(seed_dir, scene, cameras, grid, level, max_faces=max_faces or None)
@@ -517,7 +575,7 @@ def run_eval_cameras(run_json: Path) -> list:
     from fsd3d.gen3d import run_config
 
     config, res = run_config(run_json)
-    return config.eval_cameras(max(res, MESH_EVAL_PX))
+    return config.train.cameras.evaluation_cameras(max(res, MESH_EVAL_PX), config.eval_views)
 
 
 def print_3d_summary(summary: dict) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from fsd3d.cameras import CameraRanges
 from fsd3d.gaussians import GaussianScene, rgb_to_sh0
 from fsd3d.gen3d import Gen3DConfig
 from fsd3d.outputs import (TURNTABLE_FPS, TurntableFormat, save_video, save_view_pngs, save_views_figure,
@@ -54,10 +55,11 @@ def timed(fn, repeats: int, device: torch.device):
 
 def bench(resolution: int, device: torch.device, n: int, repeats: int, gif: bool) -> dict[str, float]:
     config = Gen3DConfig()
+    ranges = CameraRanges()  # the embedded prior's (its resolved ranges)
     scene = make_scene(n, device)
     background = torch.ones(3, device=device)
-    views = [c.to(device) for c in config.eval_cameras(resolution)]
-    turn_cams = [c.to(device) for c in config.eval_cameras(resolution, config.turntable_frames)]
+    views = [c.to(device) for c in ranges.evaluation_cameras(resolution, config.eval_views)]
+    turn_cams = [c.to(device) for c in ranges.evaluation_cameras(resolution, config.turntable_frames)]
     with torch.no_grad():
         rendered = render_scene(scene, views, background)
     seed_metrics = {"reference_renders": rendered.rgb.cpu(), "majority": "bench/reference"}

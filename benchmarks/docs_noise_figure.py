@@ -22,7 +22,7 @@ from fsd3d.references import reference_scene  # noqa: E402
 from fsd3d.render import render_scene  # noqa: E402
 from fsd3d.train import NoiseKind, view_points  # noqa: E402
 
-KINDS = {"fsd": "world map", "constant": "constant", "sds": "fresh (SDS)", "surface": "surface"}
+KINDS = {"fsd": "world map", "constant": "constant", "sds-annealed": "fresh (SDS)", "surface": "surface"}
 RES = 32
 
 

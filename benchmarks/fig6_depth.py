@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from fsd3d.gen3d import Gen3DConfig, reference_renders
+from fsd3d.cameras import CameraRanges
+from fsd3d.gen3d import reference_renders
 from fsd3d.metrics3d import score_scene, seed_spread
 from fsd3d.ply import load_ply
 from fsd3d.reference_prior import ReferencePrior
@@ -26,7 +27,7 @@ def main() -> None:
     torch.set_num_threads(1)
     sweep = Path(sys.argv[1])
     prior = ReferencePrior("mushroom")  # the references and their renders (prompt irrelevant here)
-    views = Gen3DConfig().eval_cameras(32)  # the default ranges (the sweeps use them)
+    views = CameraRanges().evaluation_cameras(32)  # the default ranges (the sweeps use them)
     refs = reference_renders(prior, views)  # rendered once for every run
     names = list(prior.references.names)
     for run in sorted(p for p in sweep.iterdir() if (p / "done.json").exists()):

@@ -99,7 +99,7 @@ def main() -> None:
             rows.append((key, cfg["prompt"], d, c))
             means[key]["d"].append(d.mean())
             means[key]["c"].append(np.nanmean(c))
-    order = {"fsd": 0, "constant": 1, "sds": 2, "surface": 3}
+    order = {"fsd": 0, "constant": 1, "sds-annealed": 2, "surface": 3}
     print(f"| model | method | prompt | x_gt disagreement (t = {T_PROBE}) | noise correlation, 10 degrees apart |")
     print("|---|---|---|---|---|")
     for (model, method), prompt, d, c in sorted(rows, key=lambda r: (r[0][0], order.get(r[0][1], 9), r[1])):

@@ -16,7 +16,6 @@ import torch
 from fsd2d.figures import image_grid
 from fsd2d.metrics import to_hwc
 from fsd3d.cameras import CameraRanges
-from fsd3d.metrics3d import evaluation_cameras
 from fsd3d.references import ReferenceSet
 
 
@@ -42,11 +41,12 @@ def main() -> None:
     refs = ReferenceSet()
     r = CameraRanges()
     mid = lambda rng: 0.5 * (rng[0] + rng[1])  # noqa: E731
-    cams = evaluation_cameras(px, 4, mid(r.elevation), mid(r.radius), mid(r.fov))
+    at = lambda el, rad, fov: CameraRanges(elevation=(el, el), radius=(rad, rad), fov=(fov, fov))  # noqa: E731
+    cams = r.evaluation_cameras(px, 4)
     sheet = refs.render(cams)
     image_grid(out, [to_hwc(sheet.rgb[k]) for k in range(len(refs))], list(refs.names),
                [f"az {c.azimuth:.0f}" for c in cams], title="references at the middle of the camera ranges")
-    ev = refs.render(evaluation_cameras(32, 8, mid(r.elevation), mid(r.radius), mid(r.fov)))
+    ev = refs.render(r.evaluation_cameras(32, 8))
     side, area = fill(ev.alpha)  # [K, V]
     for k, name in enumerate(refs.names):
         print(f"{name:22s} fill {float(side[k].mean()):.2f} (min {float(side[k].min()):.2f}) "
@@ -56,13 +56,13 @@ def main() -> None:
     # extremes of the camera ranges: is anything cut at the border?
     for el, rad, fov in ((r.elevation[0], r.radius[0], r.fov[0]), (r.elevation[1], r.radius[0], r.fov[0]),
                          (r.elevation[1], r.radius[1], r.fov[1])):
-        a = refs.render(evaluation_cameras(32, 8, el, rad, fov)).alpha  # [K, V, 1, R, R]
+        a = refs.render(at(el, rad, fov).evaluation_cameras(32, 8)).alpha  # [K, V, 1, R, R]
         border = torch.cat([a[..., 0, :], a[..., -1, :], a[..., :, 0], a[..., :, -1]], -1).amax()
         print(f"elev {el:g} radius {rad:g} fov {fov:g}: fill {float(fill(a)[0].mean()):.2f}, "
               f"max border alpha {float(border):.3f}")
     t = time.perf_counter()
     for _ in range(5):
-        refs.render(evaluation_cameras(32, 2, 20.0, mid(r.radius), mid(r.fov)))
+        refs.render(at(20.0, mid(r.radius), mid(r.fov)).evaluation_cameras(32, 2))
     print(f"render of all references at 2 cameras, 32 px: {(time.perf_counter() - t) / 5 * 1000:.0f} ms")
 
 

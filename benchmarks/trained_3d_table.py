@@ -36,7 +36,7 @@ def main() -> None:
                                 ("psnr", sp["majority_psnr"]), ("holes", sp["holes"]),
                                 ("depth", sp["depth_artefacts"]), ("diversity", sp["diversity"])):
                 means[key][name].append(value)
-    order = {"fsd": 0, "sds": 1, "constant": 2, "surface": 3}
+    order = {"fsd": 0, "sds-annealed": 1, "constant": 2, "surface": 3}
     rows.sort(key=lambda r: (r[0][0], order.get(r[0][1], 9), PROMPTS.index(r[1]) if r[1] in PROMPTS else 9))
     print("| model | method | prompt | reached of 5 [95% CI] | nearest of 5 | PSNR (dB) | holes | depth artefacts "
           "| diversity [95% CI] |")

@@ -113,11 +113,11 @@ def picture_study(prior, seeds: int) -> dict:
 
 def reference_study(prior) -> dict:
     """The VAE's round trip of the references at the evaluation views."""
-    from fsd3d.gen3d import Gen3DConfig
+    from fsd3d.cameras import CameraRanges
     from fsd3d.references import ReferenceSet
 
     refs = ReferenceSet()
-    views = Gen3DConfig().eval_cameras(models.RESOLUTION)
+    views = CameraRanges().evaluation_cameras(models.RESOLUTION)
     rgb = refs.render(views, models.RESOLUTION).rgb  # [K, 8, 3, R, R]
     out = {"vae_psnr_references": vae_round_trip(prior, rgb.flatten(0, 1))}
     return out

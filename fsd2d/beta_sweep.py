@@ -17,6 +17,7 @@ import torch  # noqa: E402
 from fsd2d import metrics  # noqa: E402
 from fsd2d.figures import image_grid, save_figure  # noqa: E402
 from fsd2d.io import atomic_output_dir, run_record, write_json  # noqa: E402
+from fsd2d.folders import BETA_SWEEP, claim  # noqa: E402
 from fsd2d.priors.base import Prior  # noqa: E402
 from fsd2d.priors.imageset import ImageSetPrior  # noqa: E402
 from fsd2d.sampling import Method, ddim_sample, distill, initial_noise  # noqa: E402
@@ -39,6 +40,7 @@ class BetaSweepConfig(StudyConfig):
 def beta_sweep(prior: Prior, config: BetaSweepConfig, out: Path, progress: bool = False) -> dict:
     """DDIM once, then FSD (Adam) for each beta; writes grid.png, beta_sweep.png, table.csv, metrics.json."""
     config.validate()
+    claim(out, BETA_SWEEP)
     start = time.perf_counter()
     guidance = config.guidance(prior)
     with torch.no_grad():
@@ -55,7 +57,7 @@ def beta_sweep(prior: Prior, config: BetaSweepConfig, out: Path, progress: bool 
         rows.append({"beta": beta, **entry})
     summary = {"seeds": list(config.seeds), "rows": rows, "seconds": time.perf_counter() - start}
 
-    with atomic_output_dir(out) as tmp:
+    with atomic_output_dir(out, BETA_SWEEP) as tmp:
         image_grid(tmp / "grid.png", [metrics.to_hwc(ddim)] + [metrics.to_hwc(v) for v in images.values()],
                    ["ddim"] + [f"beta {b:g}" for b in images], [f"seed {s}" for s in config.seeds],
                    title=f"'{config.prompt}': FSD with noise blend beta (1 = FSD, 0 = SDS)")
@@ -66,7 +68,8 @@ def beta_sweep(prior: Prior, config: BetaSweepConfig, out: Path, progress: bool 
             for r in rows:
                 w.writerow([r.get(c, "") for c in COLUMNS])
         write_json(tmp / "metrics.json", summary)
-        write_json(tmp / "run.json", run_record("beta-sweep", config, {"prior": prior.describe()}))
+        write_json(tmp / "run.json", run_record("beta-sweep", config, config.run_extras(
+            prior, {f"fsd beta={b:g}": Method.FSD.config(replace(config.resolved_base(), beta=b)) for b in config.betas})))
     return summary
 
 

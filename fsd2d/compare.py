@@ -15,9 +15,10 @@ from fsd2d import metrics
 from fsd2d.figures import image_grid
 from fsd2d.family import FamilyOptions
 from fsd2d.io import atomic_output_dir, run_record, save_png, write_json
+from fsd2d.folders import COMPARE_2D, claim
 from fsd2d.priors.base import Prior
 from fsd2d.priors.imageset import ImageSetPrior
-from fsd2d.sampling import Method, ddim_sample, distill, initial_noise
+from fsd2d.sampling import DistillConfig, Method, ddim_sample, distill, initial_noise
 from fsd2d.study import StudyConfig
 
 DEFAULT_METHODS = (Method.DDIM, Method.FSD, Method.FSD_EXACT, Method.SDS)
@@ -36,6 +37,12 @@ class Compare2DConfig(StudyConfig):
         """DDIM first (always run), then the others in the order given, without repeats."""
         rest = [m for m in dict.fromkeys(self.methods) if m is not Method.DDIM]
         return (Method.DDIM, *rest)
+
+
+def method_configs(config: Compare2DConfig) -> dict[str, DistillConfig]:
+    """Each method's DistillConfig (DDIM's grid is the annealed one), as run.json records them."""
+    base = replace(config.resolved_base(), family=config.family)
+    return {m.value: m.config(base) for m in config.ordered_methods() if m is not Method.DDIM}
 
 
 def run_methods(prior: Prior, config: Compare2DConfig, progress: bool = False) -> dict[Method, torch.Tensor]:
@@ -100,18 +107,19 @@ def caption(method: Method, seed_metrics: dict) -> str:
         near = seed_metrics["nearest_psnr"]
         return f"set image #{seed_metrics['nearest_set_image']}" + ("" if near > 60 else f" ({near:.0f} dB)")
     p = seed_metrics["psnr_to_ddim"]
-    return "= DDIM" if p == float("inf") or p > 60 else f"{p:.1f} dB vs DDIM"
+    return "= DDIM" if p > 60 else f"{p:.1f} dB vs DDIM"
 
 
 def compare_2d(prior: Prior, config: Compare2DConfig, out: Path, progress: bool = False) -> dict:
     """Run every method, write grid.png, images/, metrics.json and run.json to `out` atomically."""
+    claim(out, COMPARE_2D)
     start = time.perf_counter()
     results = run_methods(prior, config, progress=progress)
     with torch.no_grad():
         images = {m: prior.decode(z).float().cpu() for m, z in results.items()}
     summary = evaluate(prior, config, images)
     summary["seconds"] = time.perf_counter() - start
-    with atomic_output_dir(out) as tmp:
+    with atomic_output_dir(out, COMPARE_2D) as tmp:
         (tmp / "images").mkdir()
         for method, ims in images.items():
             for seed, im in zip(config.seeds, metrics.to_hwc(ims)):
@@ -126,5 +134,5 @@ def compare_2d(prior: Prior, config: Compare2DConfig, out: Path, progress: bool 
             title=f"'{config.prompt}'  (cfg {config.cfg_for(prior)}, {config.steps} steps)",
         )
         write_json(tmp / "metrics.json", summary)
-        write_json(tmp / "run.json", run_record("compare-2d", config, {"prior": prior.describe()}))
+        write_json(tmp / "run.json", run_record("compare-2d", config, config.run_extras(prior, method_configs(config))))
     return summary

@@ -20,6 +20,7 @@ from fsd2d import metrics  # noqa: E402
 from fsd2d.errors import InputError  # noqa: E402
 from fsd2d.figures import image_grid, save_figure  # noqa: E402
 from fsd2d.io import atomic_output_dir, run_record, write_json  # noqa: E402
+from fsd2d.folders import CONSISTENCY, claim  # noqa: E402
 from fsd2d.priors.base import Prior  # noqa: E402
 from fsd2d.sampling import Method, StepInfo, distill  # noqa: E402
 from fsd2d.study import StudyConfig  # noqa: E402
@@ -73,6 +74,7 @@ def trace_method(prior: Prior, config: ConsistencyConfig, method: Method, progre
 def x_gt_consistency(prior: Prior, config: ConsistencyConfig, out: Path, progress: bool = False) -> dict:
     """Run FSD and SDS-annealed, write strip.png, curve.png, metrics.json and run.json to `out`."""
     config.validate()
+    claim(out, CONSISTENCY)
     start = time.perf_counter()
     traces = {m: trace_method(prior, config, m, progress) for m in METHODS}
     window = config.window_steps()
@@ -96,12 +98,13 @@ def x_gt_consistency(prior: Prior, config: ConsistencyConfig, out: Path, progres
             for name, seq in (("result", tr.theta), ("x_gt", tr.x_gt)):
                 rows.append(metrics.to_hwc(prior.decode(torch.stack([x[b] for x in seq]).to(prior.device)).float()))
                 labels.append(f"{m.value}\n{name}")
-    with atomic_output_dir(out) as tmp:
+    with atomic_output_dir(out, CONSISTENCY) as tmp:
         image_grid(tmp / "strip.png", rows, labels, [f"step {i}" for i in window],
                    title=f"'{config.prompt}', seed {config.seeds[b]}: results and x_gt at consecutive steps")
         plot_curves(tmp / "curve.png", traces, window)
         write_json(tmp / "metrics.json", summary)
-        write_json(tmp / "run.json", run_record("consistency", config, {"prior": prior.describe()}))
+        write_json(tmp / "run.json", run_record("consistency", config, config.run_extras(
+            prior, {m.value: m.config(config.resolved_base()) for m in METHODS})))
     return summary
 
 

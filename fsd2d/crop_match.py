@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fsd2d.metrics import MSE_FLOOR
+from fsd2d.priors.base import match_prompt
 from fsd2d.priors.imageset import CROP_SIDE, PROMPTS, scaled_source
 
 N_SIDES = 13  # crop sides searched, evenly spaced over CROP_SIDE of the short side
@@ -61,12 +63,14 @@ def nearest_picture(images: torch.Tensor, prompts: list[str] | None = None) -> t
     prompts = list(PROMPTS) if prompts is None else prompts
     d = torch.stack([crop_distances(images, p) for p in prompts])  # [P, B]
     best, idx = d.min(0)
-    return [prompts[int(i)] for i in idx], 10.0 * torch.log10(1.0 / best.clamp_min(1e-10))
+    return [prompts[int(i)] for i in idx], -10.0 * torch.log10(best.clamp_min(MSE_FLOOR))  # capped as every PSNR
 
 
 def picture_scores(images: torch.Tensor, prompt: str) -> dict:
     """metrics.json entries of a trained imageset model: per image the nearest picture and its PSNR, and the
-    prompt accuracy (fraction of images whose nearest picture is `prompt`'s)."""
+    prompt accuracy (fraction of images whose nearest picture is `prompt`'s, the prompt as every prior reads it:
+    fsd2d.priors.base.match_prompt, so 'Cat' is 'cat')."""
+    prompt = match_prompt(prompt, list(PROMPTS)) if prompt else prompt
     names, psnrs = nearest_picture(images)
     return {"nearest_picture": names, "picture_psnr": [round(float(p), 2) for p in psnrs],
             "prompt_accuracy": float(np.mean([n == prompt for n in names])) if prompt else float("nan")}

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from fsd2d.errors import InputError
+from fsd2d.folders import Layout, claim
 
 PACKAGES = ("fsd", "torch", "numpy", "scikit-image", "diffusers", "transformers", "matplotlib", "typer")
 
@@ -105,14 +106,16 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_output_dir(out: Path):
+def atomic_output_dir(out: Path, layout: Layout):
     """Yield a temporary sibling folder; on success it replaces `out` in one rename, on error it vanishes.
 
-    An existing `out` is kept untouched until the new results are complete; `out` must be a folder or
-    not exist (`check_output_dir`). Temporaries of killed runs beside `out` are cleared first. The folder
-    gets the usual mode (0777 less the umask), as a plain mkdir would.
+    `out` must be absent, empty, or `layout`'s own earlier output holding only its files (fsd2d.folders.claim,
+    checked on entry and again just before the swap); anything else is an InputError and is never touched.
+    An existing `out` is kept untouched until the new results are complete. Temporaries of killed runs beside
+    `out` are cleared first. The folder gets the usual mode (0777 less the umask), as a plain mkdir would.
     """
-    out = Path(out)
+    out = Path(os.path.normpath(Path(out).absolute()))  # a name to put temporaries beside ("." has none)
+    claim(out, layout)
     check_output_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     clear_stale(out.parent, out.name)
@@ -120,6 +123,7 @@ def atomic_output_dir(out: Path):
     try:
         tmp.chmod(usual_mode(folder=True))
         yield tmp
+        claim(out, layout)  # still nothing of anyone else's there
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -160,7 +164,7 @@ def atomic_path(path: Path, suffix: str = ".tmp"):
 
 
 def jsonable(obj):
-    """Dataclasses, enums, paths, tensors and non-finite floats -> plain JSON values."""
+    """Dataclasses, enums, paths, tensors and non-finite floats (null) -> plain JSON values."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, enum.Enum):
@@ -172,10 +176,29 @@ def jsonable(obj):
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)  # "inf" / "nan": JSON has no such numbers
+        return None  # JSON has no inf / NaN: null (an undefined value, e.g. the diversity of one seed)
     if hasattr(obj, "tolist"):
         return jsonable(obj.tolist())
     return obj
+
+
+def differences(before: dict, now: dict, limit: int = 4) -> list[str]:
+    """What differs between two records of settings (plain JSON values, nested dicts flattened to dotted keys),
+    as 'key: BEFORE there, NOW here' lines, at most `limit` of them (then '... and N more')."""
+
+    def flat(d, prefix=""):
+        items = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                items |= flat(v, f"{prefix}{k}.")
+            else:
+                items[f"{prefix}{k}"] = v
+        return items
+
+    a, b = flat(before), flat(now)
+    keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k, "(absent)") != b.get(k, "(absent)")]
+    shown = [f"{k}: {json.dumps(a.get(k, '(absent)'))} there, {json.dumps(b.get(k, '(absent)'))} here" for k in keys[:limit]]
+    return shown + ([f"... and {len(keys) - limit} more"] if len(keys) > limit else [])
 
 
 def read_object(path: Path) -> dict:
@@ -196,7 +219,7 @@ def read_object(path: Path) -> dict:
 
 def write_json(path: Path, data) -> None:
     """JSON with dataclasses/enums/tensors made plain; written atomically."""
-    text = json.dumps(jsonable(data), indent=2) + "\n"
+    text = json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n"  # valid JSON: no NaN / Infinity
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 

@@ -1,6 +1,7 @@
 """Image metrics for the 2D studies. Inputs: RGB images [B, 3, H, W] in [0, 1] (torch) unless stated.
 
-PSNR and SSIM come from scikit-image (data_range 1, channels last); diversity is the mean pairwise
+PSNR and SSIM come from scikit-image (data_range 1, channels last); PSNR is capped at PSNR_CAP_DB (2D and 3D alike),
+so that identical images give a finite number that JSON can hold and a plot can draw. Diversity is the mean pairwise
 1 - SSIM across seeds; mode coverage counts distinct set images reached (analytic priors only).
 """
 from __future__ import annotations
@@ -11,6 +12,10 @@ import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+# PSNR of identical images (MSE 0) and of near copies: 100 dB is an RMSE of 1e-5 in [0, 1], far below an 8-bit step;
+# fsd-exact's results differ from DDIM's by rounding (~160 dB in float64), so both read "= DDIM" at the cap.
+PSNR_CAP_DB = 100.0
+MSE_FLOOR = 10.0 ** (-PSNR_CAP_DB / 10.0)
 # A result "reaches" a set image when its PSNR to that image is at least this (RMSE <= 0.032 in [0, 1]).
 REACHED_PSNR_DB = 30.0
 
@@ -21,8 +26,10 @@ def to_hwc(images: torch.Tensor) -> np.ndarray:
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two [H, W, 3] images in [0, 1] (inf when identical)."""
-    return float(peak_signal_noise_ratio(a, b, data_range=1.0)) if not np.array_equal(a, b) else float("inf")
+    """PSNR in dB of two [H, W, 3] images in [0, 1], at most PSNR_CAP_DB (identical images give the cap)."""
+    if np.array_equal(a, b):
+        return PSNR_CAP_DB
+    return min(float(peak_signal_noise_ratio(a, b, data_range=1.0)), PSNR_CAP_DB)
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -39,12 +46,12 @@ def diversity(images: torch.Tensor) -> float:
 
 
 def nearest(images: torch.Tensor, references: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index [B] of the nearest reference (L2) for each image and the PSNR [B] (dB) to it."""
+    """Index [B] of the nearest reference (L2) for each image and the PSNR [B] (dB, capped) to it."""
     a = images.detach().to("cpu", torch.float64).flatten(1)
     r = references.detach().to("cpu", torch.float64).flatten(1)
     dist, idx = torch.cdist(a, r).min(dim=1)
     mse = dist**2 / a.shape[1]
-    return idx, torch.where(mse > 0, -10.0 * torch.log10(mse), torch.full_like(mse, float("inf")))
+    return idx, -10.0 * torch.log10(mse.clamp_min(MSE_FLOOR))
 
 
 def mode_coverage(indices: torch.Tensor, psnrs: torch.Tensor, threshold_db: float = REACHED_PSNR_DB) -> int:
@@ -80,6 +87,6 @@ def score(images: torch.Tensor, reference: torch.Tensor, seeds, set_images: torc
 
 
 def finite_mean(values: list[float]) -> float:
-    """Mean of the finite values (identical images give PSNR = inf); inf if there are none."""
+    """Mean of the finite values (NaN where a value is undefined); NaN if there are none."""
     finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("inf")
+    return float(np.mean(finite)) if finite else float("nan")

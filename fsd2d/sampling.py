@@ -23,11 +23,11 @@ from fsd2d.schedule import Anneal, timesteps, uniform_timesteps
 
 # The authors' 2D playground (REFERENCE.md): Adam betas (0, 0.99), eps 1e-15, lr 2.5e-3 over 1000 steps.
 ADAM_BETAS = (0.0, 0.99)
-ADAM_EPS = 1e-15
+ADAM_EPS = 1e-15  # also the authors' 3D optimisers (sd- and mvdream-stage1.yaml): every 3D profile uses it
 ADAM_TOTAL_LR = 2.5  # lr * steps: 2.5e-3 * 1000; the default lr keeps this product for any step count
 
 # Caps no real run reaches; beyond them a value is a typo that would overflow or exhaust memory.
-MAX_STEPS = 100_000  # the paper runs 1000 (2D) and 2000 (3D) steps
+MAX_STEPS = 100_000  # of a sampling or distillation run, 2D or 3D (paper: 1000 / 2000); training: MAX_TRAIN_STEPS
 MAX_SEEDS = 4096  # seeds in one run (each is a row of one batch)
 SEED_LIMIT = 2**31  # seeds are non-negative and below this (what every RNG takes)
 MAX_LR = 100.0  # Adam's step on pixels in [-1, 1] (default 2.5 / steps); far beyond, images overflow to NaN
@@ -112,22 +112,28 @@ class Method(str, enum.Enum):
     CSD = "csd"  # classifier term alone, fresh noise, t uniform
     NFSD = "nfsd"  # condition + denoising terms, no noise subtracted, fresh noise, t uniform
 
+    @property
+    def sampling(self) -> TimestepSampling | None:
+        """This method's timesteps, the same in 2D and 3D (gen-3d's methods of the same name): uniform for SDS
+        (DreamFusion) and ISM, CSD, NFSD (their papers), annealed for FSD, SDI and SDS-annealed; None for DDIM
+        (its own grid)."""
+        if self is Method.DDIM:
+            return None
+        uniform = (Method.SDS, Method.ISM, Method.CSD, Method.NFSD)
+        return TimestepSampling.UNIFORM if self in uniform else TimestepSampling.ANNEALED
+
     def config(self, base: DistillConfig) -> DistillConfig | None:
         """This method's DistillConfig, taking steps, t range, anneal, lr, the family options and FSD's beta
         from `base`."""
         if self is Method.DDIM:
             return None
         if self in FAMILY:
-            sampling = TimestepSampling.ANNEALED if self is Method.SDI else TimestepSampling.UNIFORM
-            return replace(base, beta=0.0, sampling=sampling,
-                           optimizer=Optimizer.ADAM, rule=FAMILY[self])
+            return replace(base, beta=0.0, sampling=self.sampling, optimizer=Optimizer.ADAM, rule=FAMILY[self])
         if self is Method.FSD:
-            return replace(base, sampling=TimestepSampling.ANNEALED, optimizer=Optimizer.ADAM)
+            return replace(base, sampling=self.sampling, optimizer=Optimizer.ADAM)
         if self is Method.FSD_EXACT:  # Proposition 1 needs the fixed noise: beta = 1 whatever the base says
-            return replace(base, beta=1.0, sampling=TimestepSampling.ANNEALED, optimizer=Optimizer.EXACT)
-        if self is Method.SDS:
-            return replace(base, beta=0.0, sampling=TimestepSampling.UNIFORM, optimizer=Optimizer.ADAM)
-        return replace(base, beta=0.0, sampling=TimestepSampling.ANNEALED, optimizer=Optimizer.ADAM)
+            return replace(base, beta=1.0, sampling=self.sampling, optimizer=Optimizer.EXACT)
+        return replace(base, beta=0.0, sampling=self.sampling, optimizer=Optimizer.ADAM)  # SDS, SDS-annealed
 
 
 FAMILY = {Method.ISM: Rule.ISM, Method.SDI: Rule.SDI, Method.CSD: Rule.CSD, Method.NFSD: Rule.NFSD}

@@ -116,7 +116,8 @@ def dreamtime_weights(schedule: NoiseSchedule, prior: DreamTimePrior = DreamTime
 def dreamtime_timesteps(tau: torch.Tensor, t_min: int, t_max: int,
                         schedule: NoiseSchedule | None = None) -> torch.Tensor:
     """DreamTime's time-prioritised t(tau) (Huang et al. 2023, Eq. 11): with W normalised over
-    [t_min, t_max], t(tau) = argmin_t | sum_{t' = t}^{t_max} W(t') - tau |, so the run spends its
+    [t_min, t_max], t(tau) = argmin_t | sum_{t' = t + 1}^{t_max} W(t') - tau | (the mass strictly above t, so
+    that t(0) = t_max exactly; the paper's sum starts at t, one timestep apart), so the run spends its
     steps in proportion to W(t). tau [n] in [0, 1] -> long [n], non-increasing, t(0) = t_max,
     t(1) = t_min. `schedule`: Stable Diffusion's scaled-linear one by default (the authors' setting);
     t is an integer, so one step of t is taken even where W is tiny."""

@@ -19,6 +19,7 @@ from fsd2d import metrics
 from fsd2d.errors import check_int_range
 from fsd2d.figures import image_grid
 from fsd2d.io import atomic_output_dir, run_record, write_json
+from fsd2d.folders import SHUFFLE_NOISE, claim
 from fsd2d.priors.base import Prior
 from fsd2d.sampling import SEED_LIMIT, Method, distill, initial_noise
 from fsd2d.shuffle import Permutation, check_grid, make_permutation, pearson, permute_patches
@@ -48,6 +49,7 @@ def shuffle_noise(prior: Prior, config: ShuffleConfig, out: Path, progress: bool
     _, h, w = prior.latent_shape
     check_grid(config.grid, h, w, f"prior's {h} x {w} working space")
     check_grid(config.grid, prior.resolution, prior.resolution, "image")
+    claim(out, SHUFFLE_NOISE)
     start = time.perf_counter()
     perm = make_permutation(config.permutation, config.grid, config.perm_seed)
     seeds = tuple(config.seeds)
@@ -77,7 +79,7 @@ def shuffle_noise(prior: Prior, config: ShuffleConfig, out: Path, progress: bool
     rows = [
         [noise_img[0][b], first[b], noise_img[1][b], second[b], moved[b], control[b]] for b in range(len(seeds))
     ]
-    with atomic_output_dir(out) as tmp:
+    with atomic_output_dir(out, SHUFFLE_NOISE) as tmp:
         image_grid(
             tmp / "shuffle.png",
             [metrics.to_hwc(torch.stack(r)) for r in rows],
@@ -89,7 +91,8 @@ def shuffle_noise(prior: Prior, config: ShuffleConfig, out: Path, progress: bool
             overlay=frame_overlay(perm, config.grid, size, config.frames),
         )
         write_json(tmp / "metrics.json", summary)
-        write_json(tmp / "run.json", run_record("shuffle-noise", config, {"prior": prior.describe()}))
+        write_json(tmp / "run.json", run_record("shuffle-noise", config, config.run_extras(
+            prior, {"fsd": Method.FSD.config(config.resolved_base())})))
     return summary
 
 

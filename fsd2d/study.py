@@ -2,7 +2,7 @@
 from that configuration to a prior, a guidance and a DistillConfig."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fsd2d.errors import InputError
 from fsd2d.guidance import Guidance
@@ -34,11 +34,18 @@ class StudyConfig:
         self.distill_base()
         check_guidance_scale(self.cfg)
         check_resolution(self.resolution)
+        from fsd2d.priors.load import check_prompts
+
+        check_prompts(self.model, self.prompt, self.negative_prompt)
 
     def distill_base(self) -> DistillConfig:
         return DistillConfig(
             steps=self.steps, beta=self.beta, anneal=self.anneal, t_min=self.t_min, t_max=self.t_max, lr=self.lr
         )
+
+    def resolved_base(self) -> DistillConfig:
+        """distill_base with Adam's learning rate written out (the same run: None means ADAM_TOTAL_LR / steps)."""
+        return replace(self.distill_base(), lr=self.distill_base().adam_lr)
 
     def ddim_grid(self):
         """DDIM's decreasing grid [steps]: the same t(tau) as FSD's annealing (any decreasing grid is a
@@ -50,6 +57,18 @@ class StudyConfig:
 
     def guidance(self, prior: Prior) -> Guidance:
         return Guidance.from_prompts(prior, self.prompt, self.negative_prompt, self.cfg_for(prior))
+
+    def resolved(self, prior: Prior) -> "StudyConfig":
+        """This config with what it leaves to the prior filled in: the CFG scale, Adam's learning rate, the
+        resolution (what run.json's `resolved` records: the values used)."""
+        return replace(self, cfg=self.cfg_for(prior), lr=self.distill_base().adam_lr, resolution=prior.resolution)
+
+    def run_extras(self, prior: Prior, methods: dict[str, DistillConfig] | None = None) -> dict:
+        """run.json's entries beside the config as given: the prior, the resolved config, the device and dtype used,
+        and each method's DistillConfig (noise blend, timesteps, optimiser, rule) under the name it is shown by."""
+        out = {"prior": prior.describe(), "resolved": self.resolved(prior),
+               "device": str(prior.device), "dtype": str(prior.dtype).removeprefix("torch.")}
+        return out | ({"methods": methods} if methods else {})
 
     def load_prior(self) -> Prior:
         from fsd2d.priors.load import load_prior

@@ -73,8 +73,7 @@ class Defaults3D:
     init_opacity: float
     lr: LearningRates
     means_lr_final: float  # the means' learning rate decays exponentially to this fraction at the last step
-    adam_betas: tuple[float, float]
-    adam_eps: float
+    adam_betas: tuple[float, float]  # Adam's eps is every profile's 1e-15: fsd2d.sampling.ADAM_EPS
     weighting: Weighting
     anneal: Anneal
     cfg: float | None  # standard form (fsd2d.guidance); None: the prior's own default
@@ -90,7 +89,7 @@ class Defaults3D:
 
 EMBEDDED = Defaults3D(
     steps=150, num_gaussians=1000, init_radius=0.4, init_scale=0.03, init_opacity=0.1, lr=LearningRates(),
-    means_lr_final=1.0, adam_betas=(0.0, 0.99), adam_eps=1e-15,  # the authors' 2D playground optimiser
+    means_lr_final=1.0, adam_betas=(0.0, 0.99),  # the authors' 2D playground optimiser
     weighting=Weighting.ONE, anneal=Anneal.LINEAR, cfg=None, negative_prompt="",
     cameras=CameraRanges(),  # objects filling ~70 % of the frame (fsd3d.cameras.CameraRanges)
 )
@@ -116,7 +115,7 @@ MCMC_REG = 0.01
 STABLE_DIFFUSION = Defaults3D(
     steps=500, num_gaussians=5000, init_radius=0.5, init_scale=spacing_scale(5000), init_opacity=0.1,
     lr=DREAMGAUSSIAN_LR, means_lr_final=0.02,
-    adam_betas=(0.9, 0.99), adam_eps=1e-15,  # the authors' 3D optimiser (sd-stage1.yaml: Adam, betas, eps)
+    adam_betas=(0.9, 0.99),  # the authors' 3D optimiser (sd-stage1.yaml: Adam, betas; eps 1e-15 = ADAM_EPS)
     weighting=Weighting.SIGMA_ALPHA,  # the authors' w = sigma_t / alpha_t for SD (README, Conventions)
     anneal=Anneal.AUTHORS_SD,  # sd-stage1.yaml t_scheduler (fsd2d.schedule.KNOTS)
     cfg=71.0,  # sd-stage1.yaml guidance_scale 70 in the "+1" form (eps_c + s (eps_c - eps_u)) = 71 in ours
@@ -131,7 +130,7 @@ STABLE_DIFFUSION = Defaults3D(
 MVDREAM = Defaults3D(
     steps=500, num_gaussians=5000, init_radius=0.5, init_scale=spacing_scale(5000), init_opacity=0.1,
     lr=DREAMGAUSSIAN_LR, means_lr_final=0.02,
-    adam_betas=(0.9, 0.99), adam_eps=1e-15,  # mvdream-stage1.yaml: AdamW betas [0.9, 0.99], eps 1e-15
+    adam_betas=(0.9, 0.99),  # mvdream-stage1.yaml: AdamW betas [0.9, 0.99]; eps 1e-15 = ADAM_EPS
     weighting=Weighting.ONE,  # the authors' MVDream guidance: w = 1
     anneal=Anneal.AUTHORS_MVDREAM,  # mvdream-stage1.yaml t_scheduler
     cfg=50.0,  # mvdream-stage1.yaml / MVDream-threestudio guidance_scale 50, already our standard form

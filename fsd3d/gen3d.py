@@ -17,6 +17,7 @@ Nothing already in the folder is lost: an existing checkpoint is only continued 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,14 +27,16 @@ import torch
 from fsd2d import metrics
 from fsd2d.errors import InputError
 from fsd2d.figures import image_grid
-from fsd2d.io import check_output_dir, read_object, run_record, write_json
+from fsd2d.folders import GEN_3D, claim
+from fsd2d.priors.load import check_prompts
+from fsd2d.io import check_output_dir, differences, jsonable, read_object, run_record, write_json
 from fsd2d.sampling import check_seeds
 from fsd2d.study import check_resolution
 from fsd3d.backbones import Background, Profile, defaults
 from fsd3d.cameras import Camera, CameraRanges
 from fsd3d.gaussians import GaussianScene
-from fsd3d.mesh import MESH_EVAL_PX, export_mesh
-from fsd3d.metrics3d import (evaluation_cameras, mean_over_pairs, pairwise_dissimilarity_3d, references_reached,
+from fsd3d.mesh import MESH_EVAL_PX, EmptyMeshError, export_mesh
+from fsd3d.metrics3d import (mean_over_pairs, pairwise_dissimilarity_3d, references_reached,
                              score_scene, seed_spread)
 from fsd3d.outputs import TurntableFormat, export_seed
 from fsd3d.ply import load_ply
@@ -80,6 +83,13 @@ class Gen3DConfig:
         self.train.validate()
         check_seeds(self.seeds)
         check_resolution(self.resolution)
+        if self.model in (BUILTIN_3D, LOCAL_3D):  # the prompts the prior checks when it loads, checked now
+            from fsd3d.reference_prior import check_reference_prompt
+
+            check_reference_prompt(self.prompt, allow_empty=False)
+            check_reference_prompt(self.negative_prompt or "")
+        elif self.model not in ("imageset", "patches"):  # those are refused by name when the prior loads
+            check_prompts(self.model, self.prompt, self.negative_prompt)
         if self.eval_views < 2 or self.turntable_frames < 2:
             raise InputError("eval views and turntable frames must be >= 2")
         if self.seed_batch is not None and self.seed_batch < 1:
@@ -93,18 +103,6 @@ class Gen3DConfig:
             if resolve_device(self.device).type == "cpu":  # inductor's C++ kernels need a vector ISA (torch 2.13)
                 raise InputError("--compile on the CPU needs a vector instruction set: torch's inductor cannot build "
                                  "its kernels under ATEN_CPU_CAPABILITY=default (unset it, or run without --compile)")
-
-    def eval_cameras(self, resolution: int, n: int | None = None) -> list[Camera]:
-        """`eval_cameras` of this config's camera ranges (the embedded defaults where it leaves them to the prior:
-        use `eval_cameras(resolve(...).cameras, ...)` for a run's own)."""
-        return eval_cameras(self.train.cameras or CameraRanges(), resolution, n or self.eval_views)
-
-
-def eval_cameras(ranges: CameraRanges, resolution: int, n: int = 8) -> list[Camera]:
-    """n views on a full turn (azimuth 0, 360/n, ...) at the middle elevation, radius and fov of the ranges."""
-    mid = lambda rng: 0.5 * (rng[0] + rng[1])  # noqa: E731
-    fov = mid(ranges.fov)
-    return evaluation_cameras(resolution, n, mid(ranges.elevation), ranges.distance(mid(ranges.radius), fov), fov)
 
 
 def model_profile(model: str, profile: Profile | None = None) -> tuple[Profile, dict]:
@@ -159,12 +157,11 @@ def load_scene_prior(config: Gen3DConfig) -> ScenePrior:
     return scene_prior
 
 
-def prepare_states(scene_prior: ScenePrior, config: Gen3DConfig, out: Path, resume: bool) -> dict[int, SeedState]:
-    """Every seed's starting state, checked before anything is written (broken files -> InputError)."""
+def prepare_states(scene_prior: ScenePrior, config: Gen3DConfig, train: Train3DConfig, out: Path, resume: bool,
+                   init: GaussianScene | None) -> dict[int, SeedState]:
+    """Every seed's starting state: its checkpoint in `out` (with `resume`), else step 0 from `init` (a loaded
+    --init PLY) or a random ball; checked before anything is written (broken files -> InputError)."""
     device = scene_prior.prior.device
-    train = resolve(config.train, scene_prior)
-    check_noise_function(train, scene_prior.prior.latent_shape)
-    init = load_ply(Path(config.init_ply)) if config.init_ply else None
     states = {}
     for seed in config.seeds:
         ckpt = out / f"seed_{seed}" / "checkpoint.pt"
@@ -176,6 +173,52 @@ def prepare_states(scene_prior: ScenePrior, config: Gen3DConfig, out: Path, resu
             scene = None if init is None else GaussianScene.from_tensors(
                 init.means, init.log_scales, init.quats, init.opacity_logits, init.sh0, init.sh_rest)
             states[seed] = initial_state(train, seed, scene, device)
+    return states
+
+
+PACE = ("seeds", "device", "seed_batch", "compile", "train")  # Gen3DConfig fields a run's seeds may differ in
+
+
+def run_settings(config: dict, train: dict) -> dict:
+    """What every seed of one run folder shares, from run.json's `config` and `train_resolved` (or the jsonable
+    Gen3DConfig and resolved Train3DConfig of a call): all but PACE and the checkpoint cadence."""
+    return ({k: v for k, v in config.items() if k not in PACE}
+            | {k: v for k, v in train.items() if k != "checkpoint_every"})
+
+
+def earlier_seeds(out: Path, config: Gen3DConfig, train: Train3DConfig) -> tuple[int, ...]:
+    """The seeds of the gen-3d run already in `out` (fsd2d.folders.claim said it is one), () for a new folder; an
+    InputError naming the settings that differ when they are not this call's (a run takes more seeds only with the
+    same settings)."""
+    if not (out / "run.json").is_file():
+        return ()
+    record = read_object(out / "run.json")
+    try:
+        before = run_settings(record["config"], record["train_resolved"])
+        seeds = tuple(int(s) for s in record["config"]["seeds"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise InputError(f"{out / 'run.json'} is not a gen-3d run record this version can extend; choose another "
+                         "--out") from None
+    differ = differences(before, run_settings(jsonable(config), jsonable(train)))
+    if differ:
+        raise InputError(f"--out {out} is a gen-3d run with other settings ({'; '.join(differ)}): a run folder "
+                         "takes more seeds only with the same settings; use them, or choose another --out")
+    return seeds
+
+
+def finished_states(scene_prior: ScenePrior, config: Gen3DConfig, train: Train3DConfig, out: Path,
+                    seeds: list[int]) -> dict[int, SeedState]:
+    """The final states of earlier seeds of the run that this call does not train (for its metrics over all seeds);
+    an InputError for one that did not finish."""
+    states = {}
+    for seed in seeds:
+        ckpt = out / f"seed_{seed}" / "checkpoint.pt"
+        state = load_checkpoint(ckpt, train, scene_prior.prior.device, config.identity()) if ckpt.is_file() else None
+        if state is None or state.step != train.steps or not (out / f"seed_{seed}" / "metrics.json").is_file():
+            done = "has no checkpoint" if state is None else f"stopped at step {state.step} of {train.steps}"
+            raise InputError(f"seed {seed} of the run in {out} {done}: finish it first (the same command with "
+                             f"--seeds {seed} --resume), or choose another --out")
+        states[seed] = state
     return states
 
 
@@ -200,17 +243,28 @@ def seed_batch(scene_prior: ScenePrior, config: Gen3DConfig, train: Train3DConfi
 
 def gen_3d(scene_prior: ScenePrior, config: Gen3DConfig, out: Path, resume: bool = False,
            progress: bool = False) -> dict:
-    """Optimise one scene per seed and write every output; returns the run's metrics."""
+    """Optimise one scene per seed and write every output; returns the run's metrics.
+
+    `out` is new, or a gen-3d run of the same settings (fsd2d.folders): the seeds given are added to it (their
+    checkpoints continued with `resume`), and run.json, metrics.json and summary.png then cover all its seeds."""
     config.validate()
+    out = Path(out)
+    claim(out, GEN_3D)
     check_output_dir(out)
-    states = prepare_states(scene_prior, config, out, resume)
+    train = resolve(config.train, scene_prior)
+    check_noise_function(train, scene_prior.prior.latent_shape)  # its own checks (e.g. --theta) before the folder's
+    init = load_ply(Path(config.init_ply)) if config.init_ply else None
+    earlier = earlier_seeds(out, config, train)
+    states = prepare_states(scene_prior, config, train, out, resume, init)
+    kept = finished_states(scene_prior, config, train, out, [s for s in earlier if s not in states])
+    every = tuple(dict.fromkeys([*earlier, *config.seeds]))  # the run's seeds: the earlier ones first
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    train = resolve(config.train, scene_prior)
-    write_json(out / "run.json", run_record("gen-3d", config, {"prior": scene_prior.describe(), "train_resolved": train}))
+    write_json(out / "run.json", run_record("gen-3d", replace(config, seeds=every),
+                                            {"prior": scene_prior.describe(), "train_resolved": train}))
     res = scene_prior.resolution
     device = scene_prior.prior.device
-    views = [v.to(device) for v in eval_cameras(train.cameras, res, config.eval_views)]
+    views = [v.to(device) for v in train.cameras.evaluation_cameras(res, config.eval_views)]
     refs = reference_renders(scene_prior, views)  # once for all seeds (None without references)
     renders: dict[int, RenderOutput] = {}
     per_seed = {}
@@ -229,11 +283,24 @@ def gen_3d(scene_prior: ScenePrior, config: Gen3DConfig, out: Path, resume: bool
             per_seed[seed] = scene_metrics(scene_prior, renders[seed], views, refs)
             mesh = {}  # with --mesh: written before export_seed, which writes the seed's metrics.json
             if config.mesh:
-                m = export_mesh(out / f"seed_{seed}", state.scene,
-                                eval_cameras(train.cameras, max(res, MESH_EVAL_PX), config.eval_views), formats=("glb",))
-                mesh = {"mesh_iou": m["mean_iou"], "watertight": m["watertight"], "mesh_seconds": m["seconds"]}
+                try:
+                    m = export_mesh(out / f"seed_{seed}", state.scene,
+                                    train.cameras.evaluation_cameras(max(res, MESH_EVAL_PX), config.eval_views),
+                                    formats=("glb",))
+                    mesh = {"mesh_iou": m["mean_iou"], "watertight": m["watertight"], "mesh_seconds": m["seconds"]}
+                except EmptyMeshError as e:  # a scene too faint for the level: the run goes on without its mesh
+                    (out / f"seed_{seed}" / "mesh.glb").unlink(missing_ok=True)  # no earlier mesh beside the new scene
+                    print(f"warning: seed {seed}: no mesh.glb: {e} (with `fsd export-mesh {out}/seed_{seed}`)",
+                          file=sys.stderr, flush=True)
+                    mesh = {"mesh": None, "mesh_error": str(e)}
             export_seed(out / f"seed_{seed}", state.scene, scene_prior, replace(config, train=train), renders[seed],
                         per_seed[seed] | mesh)
+    for seed, state in kept.items():  # earlier seeds: their files stay, they count in the run's metrics
+        with torch.no_grad():
+            renders[seed] = render_scene(state.scene, views, scene_prior.background_tensor(device))
+        per_seed[seed] = scene_metrics(scene_prior, renders[seed], views, refs)
+    renders = {s: renders[s] for s in every}
+    per_seed = {s: per_seed[s] for s in every}
     summary = summarize(scene_prior, config, renders, per_seed)
     summary["seconds"], summary["seed_batch"] = time.perf_counter() - start, batch
     write_json(out / "metrics.json", summary)
@@ -283,10 +350,11 @@ def summarize(scene_prior: ScenePrior, config: Gen3DConfig, renders: dict[int, R
 
 
 def run_config(run_json: Path) -> tuple[Gen3DConfig, int]:
-    """(Gen3DConfig with the run's cameras and view counts, render size) from a gen-3d run.json;
-    gen-3d's defaults where the file is absent."""
+    """(Gen3DConfig whose train.cameras are the run's resolved ranges, with its view counts; render size) from a
+    gen-3d run.json; the embedded defaults where the file is absent. The views: `config.train.cameras.
+    evaluation_cameras(size, config.eval_views)`."""
     if not Path(run_json).is_file():
-        return Gen3DConfig(), 32
+        return Gen3DConfig(train=Train3DConfig(cameras=CameraRanges())), 32
     try:
         record = read_object(run_json)
         cfg = record["config"]

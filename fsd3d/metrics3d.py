@@ -7,7 +7,7 @@ Inputs (torch, channels-first, all rendered on the same background; see fsd3d.re
     ref_alpha   [K, V, 1, R, R]  in [0, 1]
     names       [K]                          "prompt/variant"
 Outputs are plain dicts of floats / ints / strings (JSON-ready). PSNR (data range 1) is capped at
-`PSNR_CAP_DB` so that identical images give a finite number.
+`PSNR_CAP_DB` (fsd2d.metrics, the one cap of 2D and 3D) so that identical images give a finite number.
 
 Per scene (`score_scene`): in each view the reference with the highest PSNR; the majority reference over
 the views (ties: the higher mean PSNR) and the agreement (fraction of views voting for it); the mean PSNR
@@ -31,13 +31,12 @@ import torch
 import numpy as np
 
 from fsd2d.errors import InputError
-from fsd2d.metrics import diversity, ssim, to_hwc
-from fsd3d.cameras import Camera, orbit_camera, stack_cameras
+from fsd2d.metrics import MSE_FLOOR, PSNR_CAP_DB, diversity, ssim, to_hwc
+from fsd3d.cameras import Camera, stack_cameras
 
-PSNR_CAP_DB = 100.0
 ALPHA_SOLID = 0.5  # silhouette / hole threshold on the accumulated opacity
 # A scene "reaches" a reference when its mean PSNR to it is at least this. Measured on the 20 references at
-# the 8 `evaluation_cameras` (white background, objects filling ~70 % of the frame): two different references
+# the 8 evaluation views (CameraRanges().evaluation_cameras, white background, objects filling ~70 % of the frame): two different references
 # are at most 20.0 dB apart at 32 px (20.4 dB at 64 px; snowman/red_scarf vs snowman/tall) in the mean over
 # views, and at most 22.1 dB in any single view; a reference with its Gaussians jittered by N(0, 0.02^2) (4% of
 # the object's radius) or with 1.3x larger Gaussians stays at >= 22.3 dB at 32 px (>= 20.9 dB at 64 px, so
@@ -48,12 +47,6 @@ REACHED_PSNR_3D_DB = 22.0
 # checked rather than moved (README, "The trained world"): their scenes that are by eye clearly one variant score
 # 22.7-25.6 dB to it (mushroom, CFG 7.5), those that are mixtures or noisy 16-21 dB.
 DEPTH_TOL = 0.1  # world units: ~ a tenth of an object's height, ~2 px at the default cameras and 32 px
-
-
-def evaluation_cameras(resolution: int, n_views: int = 8, elevation: float = 20.0, radius: float = 1.65,
-                       fov: float = 43.0) -> list[Camera]:
-    """n_views cameras at equally spaced azimuths (0, 360/n, ...) at one elevation, radius and fov."""
-    return [orbit_camera(elevation, 360.0 * i / n_views, radius, fov, resolution, resolution) for i in range(n_views)]
 
 
 def warp_view(values_b: torch.Tensor, depth_a: torch.Tensor, alpha_a: torch.Tensor, cam_a: Camera,
@@ -103,7 +96,7 @@ def psnr_matrix(scene_rgb: torch.Tensor, ref_rgb: torch.Tensor) -> torch.Tensor:
     a = scene_rgb.detach().to("cpu", torch.float64).flatten(1)  # [V, D]
     r = ref_rgb.detach().to("cpu", torch.float64).flatten(2)  # [K, V, D]
     mse = ((a[None] - r) ** 2).mean(dim=2).T  # [V, K]
-    return (-10.0 * torch.log10(mse.clamp_min(10.0 ** (-PSNR_CAP_DB / 10.0))))
+    return -10.0 * torch.log10(mse.clamp_min(MSE_FLOOR))
 
 
 def score_scene(

@@ -66,12 +66,14 @@ class TurntableFormat(str, enum.Enum):
 
 def export_seed(seed_dir: Path, scene: GaussianScene, scene_prior: ScenePrior, config: Gen3DConfig,
                 rendered: RenderOutput, seed_metrics: dict) -> None:
-    """Write one seed's outputs (module docstring); `rendered` holds the evaluation views."""
+    """Write one seed's outputs (module docstring); `rendered` holds the evaluation views; `config.train` is the
+    resolved one (its cameras give the turntable's orbit)."""
     save_ply(seed_dir / "gaussians.ply", scene)
     save_view_pngs(seed_dir / "views", rendered)
     save_views_figure(seed_dir / "views.png", rendered, seed_metrics)
     device = scene_prior.prior.device
-    cameras = [c.to(device) for c in config.eval_cameras(scene_prior.resolution, config.turntable_frames)]
+    cameras = [c.to(device) for c in config.train.cameras.evaluation_cameras(scene_prior.resolution,
+                                                                             config.turntable_frames)]
     frames = turntable_frames(scene, cameras, scene_prior.background_tensor(device))
     save_video(seed_dir / config.turntable.filename, frames, TURNTABLE_FPS, config.turntable)
     write_json(seed_dir / "metrics.json", {k: v for k, v in seed_metrics.items() if k != "reference_renders"})

@@ -103,6 +103,8 @@ class StableDiffusionScenePrior(ScenePrior):
         prior.speed_up(compile)  # channels-last on CUDA; torch.compile of the UNet and VAE encoder if asked
         self.compiled = compile
         suffixes = ("front view", "side view", "back view") if view_dependent else ("",)
+        if view_dependent:  # the prompt as typed first: a trained model's error then quotes exactly that
+            prior.encode_prompt(prompt)
         self._cond = {s: prior.encode_prompt(f"{prompt}, {s}" if s else prompt) for s in suffixes}
         self._uncond = prior.encode_prompt(negative_prompt)
         self._null = self._uncond if negative_prompt == "" else prior.encode_prompt("")  # ISM / NFSD (fsd2d.family)

@@ -32,8 +32,8 @@ from tqdm.auto import tqdm
 from fsd2d import updates
 from fsd2d.errors import InputError, check_finite, check_int_range
 from fsd2d.family import FamilyOptions, Rule, gradient
-from fsd2d.io import atomic_path, jsonable
-from fsd2d.sampling import ADAM_EPS, TimestepSampling, check_guidance_scale, check_steps
+from fsd2d.io import atomic_path, differences, jsonable
+from fsd2d.sampling import ADAM_EPS, Method, TimestepSampling, check_guidance_scale, check_steps
 from fsd2d.schedule import Anneal, timesteps, uniform_timesteps
 from fsd3d.backbones import Background, Defaults3D, LearningRates, Profile, Weighting
 from fsd3d.cameras import CameraRanges, sample_cameras, stack_cameras
@@ -48,18 +48,29 @@ MAX_CAMERA_RADIUS = 1000.0  # scenes start in a ball of radius 0.4; cameras sit 
 
 
 class NoiseKind(str, enum.Enum):
-    """--method: FSD and SDS by name, a noise function by name, or a rule of the family (fsd2d.family)."""
+    """--method: FSD and SDS by name, a noise function by name, or a rule of the family (fsd2d.family).
 
-    FSD = "fsd"  # world-map noise (Eq. 16)
-    SDS = "sds"  # fresh noise every step
-    WORLDMAP = "worldmap"
+    A name that compare-2d also has means the same algorithm here (noise, gradient rule and timesteps: fsd2d.sampling.
+    Method.sampling); the noise functions are FSD with another noise, on FSD's annealed timesteps."""
+
+    FSD = "fsd"  # world-map noise (Eq. 16), annealed t
+    SDS = "sds"  # fresh noise every step, t uniform (DreamFusion; as compare-2d's sds)
+    SDS_ANNEALED = "sds-annealed"  # fresh noise every step, annealed t: differs from fsd in the noise only
+    WORLDMAP = "worldmap"  # = fsd
     CONSTANT = "constant"  # one noise for all views (the vanilla design, Fig. 6)
     SURFACE = "surface"  # noise fixed on the object's surface (the authors' successor, fsd3d.noise.SurfaceNoise)
-    RANDOM = "random"
-    ISM = "ism"  # the family: fresh noise, each with its own gradient rule (same functions as 2D)
+    RANDOM = "random"  # fresh noise as a noise function (Fig. 6's third design): = sds-annealed
+    ISM = "ism"  # the family: fresh noise, each with its own gradient rule and timesteps (same functions as 2D)
     SDI = "sdi"
     CSD = "csd"
     NFSD = "nfsd"
+
+    @property
+    def sampling(self) -> TimestepSampling:
+        """The timesteps of this method: the 2D method's of the same name (fsd2d.sampling.Method.sampling), else
+        annealed (the noise functions)."""
+        shared = {m.value: m for m in Method}
+        return shared[self.value].sampling if self.value in shared else TimestepSampling.ANNEALED
 
     @property
     def rule(self) -> Rule:
@@ -97,7 +108,7 @@ class Train3DConfig:
     t_min: int = 20
     t_max: int = 980
     anneal: Anneal | None = None
-    sampling: TimestepSampling = TimestepSampling.ANNEALED  # uniform: t ~ U[t_min, t_max] every step
+    sampling: TimestepSampling | None = None  # None: the method's own (NoiseKind.sampling); uniform: t ~ U every step
     cameras_per_step: int | None = None  # cameras sampled per seed and step; None: the prior decides (`resolve`)
     cameras: CameraRanges | None = None
     num_gaussians: int | None = None
@@ -145,6 +156,13 @@ class Train3DConfig:
         if self.adam_betas is not None and not all(0.0 <= b < 1.0 for b in self.adam_betas):
             raise InputError(f"Adam betas must lie in [0, 1), got {self.adam_betas}")
         updates.check_beta(self.beta)
+        own = self.method.sampling
+        if self.sampling not in (None, own) and self.method.value in {m.value for m in Method}:
+            other = {(NoiseKind.SDS, TimestepSampling.ANNEALED): " (that is --method sds-annealed)",
+                     (NoiseKind.SDS_ANNEALED, TimestepSampling.UNIFORM): " (that is --method sds)"}
+            raise InputError(f"--method {self.method.value} draws its timesteps {own.value}, as in compare-2d; "
+                             f"--t-sampling {self.sampling.value} would make it another method"
+                             f"{other.get((self.method, self.sampling), '')}")
         if not self.theta > 0:
             raise InputError(f"theta must be > 0 degrees (world-map size), got {self.theta}")
         if not 0.0 <= self.alpha0 <= 1.0:
@@ -169,12 +187,16 @@ class Train3DConfig:
         self.densify.validate()
         self.family.validate()
 
+    def settings(self, identity: dict | None = None) -> dict:
+        """Everything that shapes the optimisation, as plain JSON values: these settings but checkpoint_every (and
+        the family's options for FSD / SDS), plus `identity` (prompt, model, resolution, ... of the run)."""
+        train = {k: v for k, v in jsonable(self).items() if k != "checkpoint_every"
+                 and not (k == "family" and self.method.rule is Rule.SDS)}
+        return {"train": train, "run": jsonable(identity or {})}
+
     def fingerprint(self, identity: dict | None = None) -> str:
-        """A short hash of everything that shapes the optimisation (checkpoints must match it): these
-        settings but checkpoint_every, plus `identity` (prompt, model, resolution, ... of the run)."""
-        settings = {k: v for k, v in jsonable(self).items() if k != "checkpoint_every"
-                    and not (k == "family" and self.method.rule is Rule.SDS)}  # FSD/SDS hashes as before
-        blob = json.dumps({"train": settings, "run": jsonable(identity or {})}, sort_keys=True)
+        """A short hash of `settings(identity)`: a checkpoint must match it to be continued."""
+        blob = json.dumps(self.settings(identity), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -233,7 +255,7 @@ class SeedState:
 def resolve(config: Train3DConfig, scene_prior: ScenePrior) -> Train3DConfig:
     """The prior's choices for what the user left open: the profile's defaults (fsd3d.backbones: steps, initial
     Gaussians, learning rates, Adam, weighting, timesteps, cameras, background, regularisers, CFG), cameras per step,
-    shared cameras, densification. Every field of the result is set."""
+    shared cameras, densification; and the method's timestep sampling. Every field of the result is set."""
     defaults = scene_prior.defaults_for(config.profile)
     config = config.resolved(defaults)
     shared = scene_prior.shares_cameras if config.shared_cameras is None else config.shared_cameras
@@ -242,7 +264,8 @@ def resolve(config: Train3DConfig, scene_prior: ScenePrior) -> Train3DConfig:
                                       scene_prior.default_densify, defaults.prune_scale3d)
     if config.cfg is None:
         config = replace(config, cfg=scene_prior.default_cfg)
-    out = replace(config, cameras_per_step=per_step, shared_cameras=shared, densify=densify)
+    sampling = config.method.sampling if config.sampling is None else config.sampling
+    out = replace(config, cameras_per_step=per_step, shared_cameras=shared, densify=densify, sampling=sampling)
     out.validate()
     return out
 
@@ -277,6 +300,7 @@ def save_checkpoint(path: Path, state: SeedState, config: Train3DConfig, identit
     """Atomic write: a killed run never leaves a half-written checkpoint."""
     payload = {
         "fingerprint": config.fingerprint(identity),
+        "settings": json.dumps(config.settings(identity)),  # to name what differs when a resume is refused
         "seed": state.seed,
         "step": state.step,
         "scene": {k: v.detach().cpu() for k, v in state.scene.state_dict().items()},
@@ -301,11 +325,15 @@ def load_checkpoint(path: Path, config: Train3DConfig, device: torch.device, ide
         scene = GaussianScene.from_tensors(s["means"], s["log_scales"], s["quats"], s["opacity_logits"], s["sh0"],
                                            s.get("sh_rest"))
         fingerprint = payload.get("fingerprint")
+        saved = json.loads(payload["settings"]) if isinstance(payload.get("settings"), str) else None
     except Exception as e:  # noqa: BLE001 - any failure to read is the same problem for the user
         raise InputError(f"checkpoint {path} is unreadable ({type(e).__name__}); delete it to start over") from None
     if fingerprint != config.fingerprint(identity):
-        raise InputError(f"checkpoint {path} was made with other settings (prompt, model or flags); "
-                         "use the same ones or another --out")
+        plain = lambda d: {**d.get("run", {}), **d.get("train", {})}  # noqa: E731 - no key is in both
+        differ = differences(plain(saved), plain(config.settings(identity))) if isinstance(saved, dict) else []
+        what = "; ".join(differ) if differ else "prompt, model or flags"
+        raise InputError(f"checkpoint {path} was made with other settings ({what}); use the same ones or another "
+                         "--out")
     scene = scene.to(device)
     optimizers = build_optimizers(scene, config)
     for name, opt in optimizers.items():

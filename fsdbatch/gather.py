@@ -6,7 +6,8 @@ One row per finished run (done.json present) and per entry of its metrics.json:
     metrics["rows"] = [{...}, ...]      -> one row per entry, named by its first field (beta-sweep: beta)
     otherwise                           -> one row                               (shuffle-noise, gen-3d)
 Columns: run, index, the swept parameters, seconds (the run's time), then every scalar of the entry and
-of the top level of metrics.json (lists and per-seed details are left out; "inf"/"nan" become numbers).
+of the top level of metrics.json (lists and per-seed details are left out; null is an undefined value, and the
+"inf"/"nan" of runs written before JSON held null become numbers). A bar plot marks a missing value "n/a".
 
 Plots: each numeric metric that varies, against the first swept numeric parameter (else the numeric entry
 name, e.g. beta), one line per combination of the other labels; a bar per row when nothing is numeric.
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fsd2d.errors import InputError
+from fsd2d.folders import BATCH, claim
 from fsd2d.io import atomic_path, check_output_dir
 from fsdbatch.checks import read_object, read_snapshot, short
 
@@ -64,7 +66,8 @@ def gather(out: Path, plots: bool = True, report: bool = True) -> GatherResult:
     """Write `out`/results.csv (and summary plots, and report.html) from the finished runs in `out`/sweep.json."""
     out = Path(out)
     read_snapshot(out)
-    check_output_dir(out, "sweep folder")  # results.csv and the plots go there
+    claim(out, BATCH, "sweep folder")  # results.csv and the plots go there
+    check_output_dir(out, "sweep folder")
     table = collect(out)
     csv_path = out / "results.csv"
     write_csv(csv_path, list(table.columns), list(table.rows))
@@ -243,6 +246,10 @@ def plot_metric(path: Path, rows: list[dict], metric: str, x: str | None, groups
         names = [label(r, groups) for r in rows]
         ys = [number(r.get(metric)) for r in rows]
         ax.bar(range(len(rows)), [y if y is not None and math.isfinite(y) else 0.0 for y in ys])
+        for i, y in enumerate(ys):  # no bar is not a zero: say what is there instead
+            if y is None or not math.isfinite(y):
+                ax.annotate("inf" if y == math.inf else "n/a", (i, 0), ha="center", va="bottom", fontsize=8,
+                            color="0.3", xytext=(0, 2), textcoords="offset points")
         ax.set_xticks(range(len(rows)), names, rotation=45, ha="right", fontsize=7)
     ax.set_ylabel(metric)
     ax.set_title(metric if x is None else f"{metric} vs {x}")

@@ -30,11 +30,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 from fsd2d.errors import InputError
+from fsd2d.folders import REPORT, RUN_COMMANDS, whose
 from fsd2d.io import atomic_path, check_output_dir, read_object
 
 __all__ = ["EMBED_LIMIT", "REPORT_NAME", "Media", "write_report"]
 
-REPORT_NAME = "report.html"
+REPORT_NAME = REPORT  # fsd2d.folders: every run and sweep layout allows it
+GENERATOR = "fsd report"  # the page's <meta name="generator">: how a later report tells its own page
 EMBED_LIMIT = 100 * 2**20  # bytes of embedded media (before base64) above which EMBED falls back to LINK
 MIME = {".png": "image/png", ".gif": "image/gif", ".mp4": "video/mp4", ".webm": "video/webm"}
 TURNTABLES = ("turntable.mp4", "turntable.webm", "turntable.gif")  # the first one present is shown
@@ -108,8 +110,19 @@ class _Page:
 
     def html(self, title: str) -> str:
         return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                f'<meta name="generator" content="{GENERATOR}">'
                 f"<title>{esc(title)}</title><style>{CSS}</style></head><body>\n<h1>{esc(title)}</h1>\n"
                 + "\n".join(self.parts) + "\n</body></html>\n")
+
+
+def is_ours(path: Path) -> bool:
+    """Whether the page at `path` is one `fsd report` wrote (its generator tag; before the tag, its closing note)."""
+    try:
+        head = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return f'<meta name="generator" content="{GENERATOR}">' in head[:2000] or (
+        head.startswith("<!DOCTYPE html>") and "PLY / GLB / OBJ links point at the files next to this page." in head)
 
 
 def esc(value) -> str:
@@ -164,10 +177,13 @@ def write_report(out: Path, media: Media = Media.EMBED, sweep_table=None) -> Pat
     sweep_table: fsdbatch.gather.SweepTable when the caller (gather) has read the sweep already."""
     out = Path(out)
     is_sweep = (out / "sweep.json").is_file()
-    if not is_sweep and not (out / "run.json").is_file():
-        raise InputError(f"{out} holds neither run.json nor sweep.json: give a folder written by an fsd command "
-                         "(like gen-3d) or by `fsd batch`")
+    if not is_sweep and whose(out) not in RUN_COMMANDS:
+        raise InputError(f"{out} holds neither an fsd command's run.json nor sweep.json: give a folder written by an "
+                         "fsd command (like gen-3d) or by `fsd batch`")
     check_output_dir(out, "report folder")
+    path = out / REPORT_NAME
+    if path.exists() and not is_ours(path):
+        raise InputError(f"{path} was not written by `fsd report` and would be replaced: move it out first")
     if media is Media.EMBED and (size := media_bytes(out)) > EMBED_LIMIT:
         print(f"warning: {size / 2**20:.0f} MB of figures and videos in {out}: the report links them instead of "
               f"embedding them (more than {EMBED_LIMIT // 2**20} MB)", file=sys.stderr, flush=True)
@@ -177,7 +193,6 @@ def write_report(out: Path, media: Media = Media.EMBED, sweep_table=None) -> Pat
     note = ("Figures and videos are embedded: this file is the whole report." if media is Media.EMBED else
             "Figures and videos are linked relatively: keep this file beside the run's folders.")
     page.add(f'<p class="note">{esc(note)} PLY / GLB / OBJ links point at the files next to this page.</p>')
-    path = out / REPORT_NAME
     with atomic_path(path, suffix=".tmp.html") as tmp:
         tmp.write_text(page.html(title), encoding="utf-8")
     return path

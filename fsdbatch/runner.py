@@ -38,9 +38,9 @@ from pathlib import Path
 import typer
 
 from fsd2d.errors import InputError
-from fsd2d.io import check_output_dir, write_json
+from fsd2d.io import write_json
 from fsdbatch.checks import clip, short
-from fsdbatch.sweep import CliGroup, Run, Sweep
+from fsdbatch.sweep import CliGroup, Run, Sweep, check_sweep_folder
 
 RESULT = "result"  # the command's --out, inside the run folder
 DONE = "done.json"
@@ -154,7 +154,7 @@ def run_sweep(sweep: Sweep, cli: CliGroup, shard: Shard = Shard(0, 1), progress:
     from tqdm.auto import tqdm
 
     out = sweep.out
-    check_output_dir(out, "sweep folder")
+    check_sweep_folder(sweep)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "sweep.json", sweep.snapshot())
     owned = [r for r in sweep.runs if shard.owns(r)]

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from fsd2d.errors import InputError
-from fsd2d.io import check_output_dir
+from fsd2d.folders import BATCH, claim
+from fsd2d.io import check_output_dir, read_object
 from fsdbatch.checks import clip, describe, short
 
 SWEEPABLE_COMMANDS = ("compare-2d", "shuffle-noise", "consistency", "beta-sweep", "gen-3d")
@@ -89,6 +90,19 @@ class Sweep:
         }
 
 
+def check_sweep_folder(sweep: Sweep) -> None:
+    """The sweep's folder is new, or a sweep of the same command (fsd2d.folders: more runs may join it; nothing in it
+    is deleted); anything else is an InputError."""
+    claim(sweep.out, BATCH, "sweep folder")
+    check_output_dir(sweep.out, "sweep folder")
+    snapshot = sweep.out / "sweep.json"
+    if snapshot.is_file():
+        command = read_object(snapshot).get("command")
+        if command != sweep.command:
+            raise InputError(f"sweep folder {sweep.out} holds a sweep of {command} runs, this one runs {sweep.command}: "
+                             "choose another --out")
+
+
 def load_sweep(path: Path, cli: CliGroup, out: Path | None = None, overrides: dict | None = None,
                max_runs: int = MAX_RUNS) -> Sweep:
     """Read, validate and expand a sweep file against the commands of the `fsd` click group; check that its
@@ -104,7 +118,7 @@ def load_sweep(path: Path, cli: CliGroup, out: Path | None = None, overrides: di
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"sweep file {path} is unreadable ({type(e).__name__})") from None
     sweep = parse_sweep(text, path, cli, out, overrides, max_runs)
-    check_output_dir(sweep.out, "sweep folder")
+    check_sweep_folder(sweep)
     from fsdbatch.runner import check_runs  # the runner invokes commands (and imports this module)
 
     check_runs(sweep, cli)

@@ -28,10 +28,11 @@ from PIL import Image
 
 from fsd2d import backbone_metrics as bm
 from fsd2d.errors import InputError
-from fsd2d.io import atomic_path, check_output_dir
+from fsd2d.folders import TABLE1, claim
+from fsd2d.metrics import PSNR_CAP_DB
+from fsd2d.io import atomic_output_dir, check_output_dir
 from fsdbatch.checks import clip, read_object, read_snapshot
 
-PSNR_CAP_DB = 100.0  # exact copies of a set image have PSNR = inf (or ~160 dB from rounding): counted as 100
 
 COLUMNS = ("space", "method", "prompts", "coverage", "nearest_psnr", "agreement", "holes", "diversity",
            "clip", "inception_score", "cross_fid")
@@ -69,7 +70,7 @@ def malformed(path: Path, e: Exception) -> InputError:
 
 
 def capped(v) -> float:
-    return min(float(v), PSNR_CAP_DB)  # JSON stores an infinite PSNR as "inf"
+    return min(float(v), PSNR_CAP_DB)  # runs written before the cap (fsd2d.metrics) stored an identical image's as "inf"
 
 
 def collect(outs: list[Path]) -> dict[tuple[str, str], dict[str, PromptResult]]:
@@ -197,7 +198,8 @@ def table1(outs: list[Path], clip_model: str | None = None, inception_weights: s
     the one line that says why and how to enable them. `out` (where write_table will write) is checked
     first, so that nothing is computed for a table that cannot be written."""
     if out is not None:
-        check_output_dir(out, "output folder")
+        claim(out, TABLE1)
+        check_output_dir(out)
     why = bm.missing(clip_model, inception_weights)
     groups = collect(outs)
     rows = []
@@ -257,19 +259,20 @@ def to_markdown(rows: list[dict]) -> str:
 
 
 def write_table(out: Path, rows: list[dict], note: str | None) -> None:
-    check_output_dir(out, "output folder")
-    out.mkdir(parents=True, exist_ok=True)
-    text = to_markdown(rows) + (f"\n{note}\n" if note else "")
-    with atomic_path(out / "table1.md") as tmp:
-        tmp.write_text(text)
-    with atomic_path(out / "table1.csv") as tmp:
-        tmp.write_text(",".join(COLUMNS) + "\n" + "".join(
-            ",".join("" if r[c] is None else str(r[c]) for c in COLUMNS) + "\n" for r in rows))
+    """table1.md, table1.csv (and the per-prompt pair for 3D rows) in `out`, which a new folder replaces in one rename
+    (`out`: new, or an earlier table1 output holding only its files: fsd2d.folders)."""
+    with atomic_output_dir(out, TABLE1) as folder:
+        write_files(folder, rows, note)
+
+
+def write_files(folder: Path, rows: list[dict], note: str | None) -> None:
+    """The table's files in `folder` (a fresh temporary one: write_table)."""
+    (folder / "table1.md").write_text(to_markdown(rows) + (f"\n{note}\n" if note else ""))
+    (folder / "table1.csv").write_text(",".join(COLUMNS) + "\n" + "".join(
+        ",".join("" if r[c] is None else str(r[c]) for c in COLUMNS) + "\n" for r in rows))
     per_prompt = [p for r in rows for p in r.get("per_prompt", [])]
     if per_prompt:
-        with atomic_path(out / "table1_per_prompt.md") as tmp:
-            tmp.write_text(per_prompt_markdown(per_prompt))
+        (folder / "table1_per_prompt.md").write_text(per_prompt_markdown(per_prompt))
         csv = lambda v: "" if v is None else (" ".join(map(str, v)) if isinstance(v, list) else str(v))  # noqa: E731
-        with atomic_path(out / "table1_per_prompt.csv") as tmp:
-            tmp.write_text(",".join(PER_PROMPT_COLUMNS) + "\n" + "".join(
-                ",".join(csv(r[c]) for c in PER_PROMPT_COLUMNS) + "\n" for r in per_prompt))
+        (folder / "table1_per_prompt.csv").write_text(",".join(PER_PROMPT_COLUMNS) + "\n" + "".join(
+            ",".join(csv(r[c]) for c in PER_PROMPT_COLUMNS) + "\n" for r in per_prompt))

@@ -130,8 +130,8 @@ class Viewer:
         self.methods = list(dict.fromkeys(e.method for e in entries))
         self.settings = list(dict.fromkeys(e.settings for e in entries))
         config, res = run_config(entries[0].run_dir / "run.json")
-        self.eval_cameras = config.eval_cameras(res)
-        self.orbit = config.eval_cameras(res, config.turntable_frames)
+        self.eval_cameras = config.train.cameras.evaluation_cameras(res, config.eval_views)
+        self.orbit = config.train.cameras.evaluation_cameras(res, config.turntable_frames)
         with contextlib.redirect_stdout(io.StringIO()):  # viser prints a panel of its own; serve() prints one line
             self.server = viser.ViserServer(host=host, port=port, label=label, verbose=False)
         self.host = host

@@ -1,6 +1,7 @@
 """Bad input across every command: one `error:` line on stderr, exit code 2, nothing written, an existing
 --out left exactly as it was. One test (or parametrised family) per kind of bad input."""
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -27,16 +28,19 @@ def snapshot(root: Path) -> dict[str, bytes | None]:
     return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes() for p in sorted(root.rglob("*"))}
 
 
-def existing_out(tmp_path: Path) -> Path:
+def existing_out(tmp_path: Path, command: str = "compare-2d") -> Path:
+    """An earlier output of `command` (its run.json and metrics.json): the one kind of existing folder a command may
+    replace (fsd2d.folders), so bad input must be refused before it, and leave it as it was."""
     out = tmp_path / "out"
     out.mkdir()
-    (out / "keep.txt").write_text("earlier results\n")
+    (out / "run.json").write_text(f'{{"command": "{command}"}}\n')
+    (out / "metrics.json").write_text("{}\n")
     return out
 
 
 def assert_refused(tmp_path: Path, command: str, args: list[str], needle: str, out: Path | None = None) -> None:
     """Run `fsd command TINY args --out out`: exit 2, one `error:` line holding needle, tmp_path unchanged."""
-    out = existing_out(tmp_path) if out is None else out
+    out = existing_out(tmp_path, command) if out is None else out
     before = snapshot(tmp_path)
     res = runner.invoke(app, [command, *TINY[command], *map(str, args), "--out", str(out)])
     lines = res.stderr.strip().splitlines()
@@ -118,6 +122,7 @@ def test_nothing_is_half_written(tmp_path):
     """gen-3d checks its noise function (--theta) before run.json; a rerun clears a killed run's temporaries
     (dead PID, this host), and leaves a live one's and foreign files alone."""
     assert_refused(tmp_path, "gen-3d", ["--theta", "1e-4"], "theta_deg")
+    shutil.rmtree(tmp_path / "out")  # assert_refused's earlier gen-3d output
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     host = socket.gethostname()

@@ -289,7 +289,7 @@ def test_gather_one_row_per_run_and_method(finished, tmp_path):
     for r in rows:
         assert {"mean_psnr_to_ddim", "mean_ssim_to_ddim", "diversity", "modes_reached"} <= set(r)
         assert 0 <= float(r["diversity"]) <= 2 and r["run"].startswith(f"prompt={r['prompt']}_")
-    assert rows[0]["mean_ssim_to_ddim"] == "1.0" and float(rows[0]["mean_psnr_to_ddim"]) == float("inf")
+    assert rows[0]["mean_ssim_to_ddim"] == "1.0" and float(rows[0]["mean_psnr_to_ddim"]) == 100.0  # PSNR_CAP_DB
     metrics = json.loads((sweep.out / sweep.runs[1].folder / "result" / "metrics.json").read_text())
     assert float(rows[3]["mean_psnr_to_ddim"]) == pytest.approx(metrics["methods"]["fsd"]["mean_psnr_to_ddim"])
     names = {p.name for p in g.plots}

@@ -255,12 +255,30 @@ def test_gather_needs_an_existing_folder(tmp_path):
 
 def test_table1_output_folder_is_checked(sweep, tmp_path):
     for dest, needle in bad_destinations(tmp_path):
-        invoke(["table1", sweep, "--out", dest], tmp_path, f"output folder {dest} {needle}")
+        invoke(["table1", sweep, "--out", dest], tmp_path, f"--out {dest} {needle}")
 
 
 def test_table1_checks_its_output_folder_before_computing(tmp_path):
     from fsdbatch.table1 import table1
 
     (tmp_path / "a_file").write_text("")
-    with pytest.raises(InputError, match="output folder .* is not a folder"):
+    with pytest.raises(InputError, match="--out .* is not a folder"):
         table1([tmp_path / "not-a-sweep"], out=tmp_path / "a_file" / "t")
+
+
+@pytest.mark.parametrize("command,params,model", [
+    ("gen-3d", "  steps: 2\n  seeds: '0'\n  method: [fsd, sds-annealed]\n", "references"),
+    ("compare-2d", "  steps: 2\n  seeds: '0'\n  beta: [0.5, 1]\n", "imageset"),
+    ("compare-2d", "  steps: 2\n  seeds: '0'\n  beta: [0.5, 1]\n", "tiny-sd"),
+    ("gen-3d", "  steps: 2\n  seeds: '0'\n  method: [fsd, sds-annealed]\n", "tiny-sd-objects"),
+])
+def test_a_misspelt_prompt_stops_the_sweep_before_any_run(tmp_path, command, params, model):
+    """--set prompt=mushrom: one error line naming the prompt, before any run starts (nothing written)."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"command: {command}\nparams:\n{params}")
+    invoke(["batch", spec, "--set", "prompt=mushrom", "--set", f"model={model}", "--out", tmp_path / "out"], tmp_path,
+           "every run would fail; run 0 (")
+    res = CliRunner().invoke(app, ["batch", str(spec), "--set", "prompt=mushrom", "--set", f"model={model}", "--out",
+                                   str(tmp_path / "out")])
+    assert "unknown prompt 'mushrom'" in res.stderr and res.stderr.count("error") == 1
+    assert not (tmp_path / "out").exists()

@@ -28,6 +28,17 @@ def test_parse_seeds():
             parse_seeds(bad)
 
 
+def test_pyproject_names_modules_that_exist():
+    """The comments beside the dependencies name the module that uses each one (e.g. viser: fsdbatch.viewer)."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    named = set(re.findall(r"\b(?:fsd2d|fsd3d|fsdbatch|fsdtrain)(?:\.\w+)+", text))
+    assert named and all(importlib.util.find_spec(m) is not None for m in named), named
+
+
 def test_compare_2d_writes_every_output(tmp_path):
     out = tmp_path / "run"
     res = invoke("compare-2d", *SMALL, "--methods", "fsd,sds,sds-annealed", "--prompt", "coffee", "--out", out)
@@ -41,7 +52,7 @@ def test_compare_2d_writes_every_output(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert list(m["methods"]) == ["ddim", "fsd", "sds", "sds-annealed"]
     ddim = m["methods"]["ddim"]
-    assert ddim["mean_ssim_to_ddim"] == 1.0 and ddim["per_seed"][0]["psnr_to_ddim"] == "inf"
+    assert ddim["mean_ssim_to_ddim"] == 1.0 and ddim["per_seed"][0]["psnr_to_ddim"] == 100.0  # PSNR_CAP_DB
     assert ddim["modes_reached"] >= 2 and ddim["set_size"] == 64
     for entry in m["methods"].values():
         assert len(entry["per_seed"]) == 3 and 0 <= entry["diversity"] <= 2
@@ -73,7 +84,8 @@ def test_rerun_replaces_only_on_success(tmp_path):
         (["--beta", "1.5"], "beta must be in [0, 1]"),
         (["--beta", "-0.1"], "beta must be in [0, 1]"),
         (["--cfg", "-1"], "CFG scale must be >= 0"),
-        (["--seeds", "3-1"], "bad --seeds"),
+        (["--seeds", "3-1"], "bad --seeds '3-1': the range 3-1 is reversed; write it '1-3'"),
+        (["--seeds", "0,9-2"], "the range 9-2 is reversed"),
         (["--anneal", "cosine"], "allowed: linear, sqrt, piecewise"),
         (["--t-min", "990"], "t_min <= t_max"),
         (["--resolution", "4"], "8..128"),
@@ -129,3 +141,40 @@ def test_gather_help_says_a_damaged_run_is_a_warning_with_exit_code_0():
     assert res.exit_code == 0
     text = " ".join(res.output.split())
     assert "skipped with one `warning:` line" in text and "exit code stays 0" in text and "error:" in text
+
+
+def test_ctrl_c_in_gen_3d_says_where_the_checkpoints_are_and_how_to_continue(tmp_path, monkeypatch):
+    """A KeyboardInterrupt mid-run: one line naming the checkpoints and the command with --resume; exit 130."""
+    import sys
+
+    import fsd3d.gen3d
+
+    out = tmp_path / "run"
+
+    def interrupted(scene_prior, config, out, resume=False, progress=False):
+        for s in config.seeds:
+            (out / f"seed_{s}").mkdir(parents=True, exist_ok=True)
+            (out / f"seed_{s}" / "checkpoint.pt").write_bytes(b"")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fsd3d.gen3d, "gen_3d", interrupted)
+    args = ["gen-3d", "--steps", "5", "--seeds", "0-1", "--out", str(out), "--no-progress"]
+    monkeypatch.setattr(sys, "argv", ["fsd", *args])
+    res = runner.invoke(app, args)
+    assert res.exit_code == 130, res.output
+    line = res.stderr.strip()
+    assert line.startswith("interrupted: 2 checkpoint(s), written every 50 steps: ") and "\n" not in line
+    assert f"{out}/seed_0/checkpoint.pt" in line and f"{out}/seed_1/checkpoint.pt" in line
+    assert line.endswith(f"continue with: fsd gen-3d --steps 5 --seeds 0-1 --out {out} --no-progress --resume")
+
+
+def test_ctrl_c_before_any_checkpoint_says_so(tmp_path, monkeypatch):
+    import fsdtrain.train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fsdtrain.train, "train_prior", interrupted)
+    res = runner.invoke(app, ["train-prior", "imageset", "--out", str(tmp_path / "m"), "--no-progress"])
+    assert res.exit_code == 130
+    assert res.stderr.strip() == "interrupted: no checkpoint yet (they are written every 250 steps)"

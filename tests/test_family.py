@@ -323,7 +323,7 @@ def snapshot(root):
 def test_bad_family_options_one_line(tmp_path, command, args, needle):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "keep.txt").write_text("earlier\n")
+    (out / "run.json").write_text(f'{{"command": "{command}"}}\n')  # an earlier output, which it could replace
     before = snapshot(tmp_path)
     tiny = ["--steps", "3", "--resolution", "16", "--seeds", "0", "--no-progress"]
     res = runner.invoke(app, [command, *tiny, *args, "--out", str(out)])

@@ -80,7 +80,7 @@ def test_fsd_reaches_at_least_as_many_references_as_sds():
                                                                              method=method))
         prior = load_scene_prior(config)
         train = resolve(config.train, prior)
-        views = config.eval_cameras(16)
+        views = train.cameras.evaluation_cameras(16)
         scores = []
         for state in train_seeds(prior, train, [initial_state(train, s) for s in seeds]):
             with torch.no_grad():
@@ -94,7 +94,7 @@ def test_fsd_reaches_at_least_as_many_references_as_sds():
 @pytest.mark.parametrize("args,needle", [
     (["--beta", "1.5"], "beta must be in [0, 1]"),
     (["--theta", "0"], "theta must be > 0"),
-    (["--method", "vsd"], "allowed: fsd, sds, worldmap, constant, surface, random"),
+    (["--method", "vsd"], "allowed: fsd, sds, sds-annealed, worldmap, constant, surface, random"),
     (["--prompt", "dragon"], "unknown prompt"),
     (["--elevation", "40,0"], "inverted"),
     (["--resolution", "4"], "8..128"),

@@ -291,14 +291,13 @@ def test_expand_cameras_and_view_batch(tiny_mvdream_path):
 
 def test_the_views_of_a_camera_share_t_and_seeds_share_one_call(tiny_mvdream_path):
     """Uniform t: one draw per camera, shared by its 4 views; 2 seeds x 2 cameras x 4 views in ONE guided call."""
-    from fsd2d.sampling import TimestepSampling
     from fsd3d.gen3d import Gen3DConfig, load_scene_prior
     from fsd3d.mvdream_prior import MVDreamScenePrior
-    from fsd3d.train import Train3DConfig, initial_state, resolve, train_seeds
+    from fsd3d.train import NoiseKind, Train3DConfig, initial_state, resolve, train_seeds
 
     config = Gen3DConfig(model=str(tiny_mvdream_path), prompt="a cat", device="cpu",
                          train=Train3DConfig(steps=2, num_gaussians=100, cameras_per_step=2,
-                                             sampling=TimestepSampling.UNIFORM))
+                                             method=NoiseKind.SDS))  # SDS: uniform t, as in 2D
     scene_prior = load_scene_prior(config)
     calls = []
 

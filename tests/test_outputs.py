@@ -10,8 +10,10 @@ from PIL import Image
 
 from fsd2d.figures import image_grid
 from fsd3d import outputs
+from fsd3d.cameras import CameraRanges
 from fsd3d.gaussians import GaussianScene
 from fsd3d.gen3d import Gen3DConfig, load_scene_prior
+from fsd3d.train import Train3DConfig
 from fsd3d.outputs import (GRID_MAX_PX, TURNTABLE_FPS, TurntableFormat, depth_to_rgb, export_seed, save_video,
                            save_views_figure, turntable_frames)
 from fsd3d.render import RenderOutput, render_scene
@@ -116,22 +118,23 @@ def ball(n: int = 40) -> GaussianScene:
 
 def test_turntable_enlarges_small_renders_only():
     """32 px -> 8x nearest (256 px, left half = the RGB render); 260 px -> unchanged."""
-    config = Gen3DConfig()
+    ranges = CameraRanges()
     scene = ball()
     bg = torch.ones(3)
-    cams = config.eval_cameras(32, 2)
+    cams = ranges.evaluation_cameras(32, 2)
     frames = turntable_frames(scene, cams, bg)
     assert frames.shape == (2, 256, 512, 3) and frames.dtype == np.uint8
     rgb = (render_scene(scene, cams, bg).rgb.detach().permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
     assert np.abs(frames[:, ::8, :256:8].astype(int) - rgb).max() <= 1
-    assert turntable_frames(ball(4), config.eval_cameras(260, 2), bg).shape == (2, 260, 520, 3)
+    assert turntable_frames(ball(4), ranges.evaluation_cameras(260, 2), bg).shape == (2, 260, 520, 3)
 
 
 def test_export_seed_writes_the_requested_turntable(tmp_path):
-    config = Gen3DConfig(resolution=16, turntable=TurntableFormat.GIF, turntable_frames=4)
+    config = Gen3DConfig(resolution=16, turntable=TurntableFormat.GIF, turntable_frames=4,
+                         train=Train3DConfig(cameras=CameraRanges()))
     prior = load_scene_prior(config)
     scene = ball()
-    rendered = render_scene(scene, config.eval_cameras(16), prior.background_tensor(torch.device("cpu")))
+    rendered = render_scene(scene, config.train.cameras.evaluation_cameras(16), prior.background_tensor(torch.device("cpu")))
     export_seed(tmp_path, scene, prior, config, rendered, {"agreement": 1.0})
     assert {p.name for p in tmp_path.iterdir()} == {"gaussians.ply", "views", "views.png", "turntable.gif",
                                                     "metrics.json"}

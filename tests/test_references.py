@@ -8,11 +8,10 @@ import torch
 
 from fsd2d.guidance import Guidance, predict_eps
 from fsd2d.priors.base import PromptError
-from fsd3d.cameras import orbit_camera, stack_cameras
+from fsd3d.cameras import CameraRanges, orbit_camera, stack_cameras
 from fsd3d.metrics3d import (
     REACHED_PSNR_3D_DB,
     diversity_3d,
-    evaluation_cameras,
     psnr_matrix,
     references_reached,
     score_scene,
@@ -35,7 +34,7 @@ def refs() -> ReferenceSet:
 @pytest.fixture(scope="module")
 def eval_renders(refs):
     """The K references at the 8 evaluation cameras: rgb [K, 8, 3, R, R], alpha [K, 8, 1, R, R]."""
-    return refs.render(evaluation_cameras(R))
+    return refs.render(CameraRanges().evaluation_cameras(R))
 
 
 def render_scene(scene, cameras, opacities=None):
@@ -222,7 +221,7 @@ def test_batched_eps_equals_camera_by_camera(render_dtype):
 # ----------------------------------------------------------------------------------- metrics
 def test_reference_scores_itself_perfectly(refs, eval_renders):
     name = "snowman/top_hat"
-    out = render_scene(reference_scene(*name.split("/")), evaluation_cameras(R))
+    out = render_scene(reference_scene(*name.split("/")), CameraRanges().evaluation_cameras(R))
     s = score_scene(out.rgb, out.alpha, eval_renders.rgb, eval_renders.alpha, refs.names)
     assert s["majority"] == name and s["agreement"] == 1.0
     assert all(v["nearest"] == name for v in s["per_view"]) and len(s["per_view"]) == 8
@@ -235,7 +234,7 @@ def test_reference_scores_itself_perfectly(refs, eval_renders):
 def test_weakened_region_makes_holes(refs, eval_renders):
     name = "mushroom/red"
     scene = reference_scene(*name.split("/"))
-    cams = evaluation_cameras(R)
+    cams = CameraRanges().evaluation_cameras(R)
     full = render_scene(scene, cams)
     o = scene.opacities().detach().clone()
     o[scene.means[:, 2].detach() > 0.0] *= 0.5  # the cap's upper part

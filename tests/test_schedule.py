@@ -84,15 +84,24 @@ def test_dreamtime_spends_steps_in_proportion_to_its_weight():
     assert (t >= 500).sum() > (lin >= 500).sum()
 
 
-def test_dreamtime_has_one_definition():
-    """DreamTime's t(tau) comes from `dreamtime_timesteps` over the run's range alone; anneal_fraction, whose p
-    would need the range, refuses it rather than give a second schedule."""
-    from fsd2d.schedule import anneal_fraction, dreamtime_timesteps
+def test_dreamtime_timesteps_follow_their_definition():
+    """timesteps(..., DREAMTIME) against DreamTime's Eq. 11 evaluated by brute force in plain Python (no cumsum, no
+    flips): step k of n takes the t in [t_min, t_max] whose share of W strictly above t is nearest tau = k / (n - 1)
+    (ties: the larger t). anneal_fraction, whose p would need the range, refuses DREAMTIME rather than give a
+    second schedule."""
+    from fsd2d.schedule import anneal_fraction, dreamtime_weights
 
-    tau = torch.linspace(0.0, 1.0, 7, dtype=torch.float64)
-    assert torch.equal(timesteps(7, 100, 900, Anneal.DREAMTIME), dreamtime_timesteps(tau, 100, 900))
+    w = dreamtime_weights(scaled_linear_schedule()).double().tolist()
+    for t_min, t_max, n in ((100, 900, 41), (20, 980, 7)):
+        total = math.fsum(w[t_min : t_max + 1])
+        got = timesteps(n, t_min, t_max, Anneal.DREAMTIME).tolist()
+        for k, t in enumerate(got):
+            dist = {u: abs(math.fsum(w[u + 1 : t_max + 1]) / total - k / (n - 1)) for u in range(t_min, t_max + 1)}
+            best = min(dist.values())
+            assert dist[t] <= best + 1e-12, (t_min, t_max, k, t, best)  # nearest (rounding decides exact ties)
+            assert t == max(u for u, d in dist.items() if d <= best + 1e-12), (k, t)  # ties: the larger t
     with pytest.raises(ValueError, match="dreamtime_timesteps"):
-        anneal_fraction(tau, Anneal.DREAMTIME)
+        anneal_fraction(torch.linspace(0.0, 1.0, 7, dtype=torch.float64), Anneal.DREAMTIME)
 
 
 def test_the_authors_3d_schedules_follow_their_knots_and_stop_at_212():
