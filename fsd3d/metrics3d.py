@@ -232,8 +232,8 @@ def seed_spread(scores: list[dict], pairwise: np.ndarray | None = None,
            "references_reached_ci": list(bootstrap_interval(reached, n))}
     depth_keys = ("depth_mae", "depth_artefacts") if all("depth_mae" in s for s in scores) else ()
     for key in ("majority_psnr", "agreement", "holes") + depth_keys:
-        v = np.array([min(float(s[key]), PSNR_CAP_DB) for s in scores], dtype=np.float64)
-        v = v[np.isfinite(v)]  # a seed without a defined value (e.g. no foreground at all) counts for none
+        v = np.array([np.nan if s[key] is None else min(float(s[key]), PSNR_CAP_DB) for s in scores], dtype=np.float64)
+        v = v[np.isfinite(v)]  # a seed without a defined value (no foreground at all; JSON's null) counts for none
         out[key] = float(v.mean()) if len(v) else float("nan")
         out[f"{key}_std"] = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
     if pairwise is not None and n > 1:

@@ -18,6 +18,7 @@ the file, not skipped: a Table 1 row averaged over fewer prompts than the sweep 
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,17 @@ def malformed(path: Path, e: Exception) -> InputError:
     what = f"has no field {clip(str(e))}" if isinstance(e, KeyError) else \
         f"is malformed ({type(e).__name__}: {clip(str(e))})"
     return InputError(f"{path} {what}; rerun that run")
+
+
+def defined(v) -> float | None:
+    """A metric that may be undefined (the diversity of one seed): JSON's null, or an older run's "nan" -> None
+    (left out of the averages); a number -> float; anything else is malformed (TypeError)."""
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise TypeError(f"expected a number or null, got a {type(v).__name__}")
+    v = float(v)
+    return v if math.isfinite(v) else None
 
 
 def capped(v) -> float:
@@ -122,7 +134,7 @@ def prompt_results(command: str, m: dict, run_dir: Path, result: Path) -> list[t
                 str(run_dir),
                 e["modes_reached"] / len(seeds) if truth else None,
                 float(np.mean([capped(p["nearest_psnr"]) for p in e["per_seed"]])) if truth else None,
-                None, None, float(e["diversity"]),
+                None, None, defined(e["diversity"]),
                 {s: [result / "images" / f"{method}_seed{s}.png"] for s in seeds})))
         return out
     per, method = m["per_seed"], m["method"]
@@ -136,7 +148,7 @@ def prompt_results(command: str, m: dict, run_dir: Path, result: Path) -> list[t
         float(np.mean([capped(v["majority_psnr"]) for v in per.values()])) if truth else None,
         float(np.mean([v["agreement"] for v in per.values()])) if truth else None,
         float(np.mean([v["holes"] for v in per.values()])) if truth else None,
-        float(m["diversity"]),
+        defined(m["diversity"]),
         images, spread_3d(per, images) if truth else None))]
 
 

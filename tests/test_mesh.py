@@ -13,7 +13,10 @@ from typer.testing import CliRunner
 from cli import app
 from fsd2d.errors import InputError
 from fsd3d import mesh as meshing
+from fsd2d.io import run_record, write_json
 from fsd3d.cameras import CameraRanges, orbit_camera
+from fsd3d.gen3d import Gen3DConfig
+from fsd3d.train import Train3DConfig
 from fsd3d.gaussians import GaussianScene
 from fsd3d.mesh import (
     MESH_EVAL_PX,
@@ -252,6 +255,8 @@ def test_exported_figure_stands_up_facing_plus_z(tmp_path, name):
 def _good_export(tmp_path):
     seed = tmp_path / "run" / "seed_0"
     seed.mkdir(parents=True)
+    write_json(seed.parent / "run.json", run_record("gen-3d", Gen3DConfig(), {  # a gen-3d run: its mesh.* are its own
+        "train_resolved": Train3DConfig(cameras=CameraRanges())}))
     save_ply(seed / "gaussians.ply", reference_scene("cactus", "barrel"))
     res = runner.invoke(app, ["export-mesh", str(seed), "--grid", "32"])
     assert res.exit_code == 0, res.output

@@ -25,7 +25,7 @@ def test_the_rule_strips_and_ignores_case(typed, known):
 
 @pytest.mark.parametrize("typed, quoted", [
     ("a cat", "a cat"), ("cats", "cats"), ("mushroom, top view", "mushroom, top view"),
-    ("Dragon , front view", "Dragon "),  # before a known suffix: what gen-3d's user typed (gen-3d adds the suffix)
+    ("Dragon , front view", "Dragon , front view"),  # as typed (gen-3d checks its prompt before adding a suffix)
 ])
 def test_the_rule_refuses_anything_else_quoting_it(typed, quoted):
     with pytest.raises(PromptError) as err:
