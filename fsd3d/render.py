@@ -39,6 +39,11 @@ Known differences from gsplat's CUDA kernels (tests/test_render.py compares the 
       opacity miss alpha in [1/255, 0.011 o] beyond 3 sigma, which the dense reference keeps;
       versions that size it from the opacity and the 1/255 cut agree with the reference.
     * gsplat's kernels are float32 only; the reference runs in any float dtype (float64 for gradcheck).
+Gradients: the reference's backward gives the same bits on every run at any thread count (gsplat's CUDA backward,
+which adds with atomics, does not). Its gathers are `index_select`, whose backward (index_add) sums each source
+row's entries in index order, never `x[idx]`: that one's backward, index_put_(accumulate=True), adds float32 values
+with atomics in whatever order the threads get there once it has >= 32768 elements and > 1 thread, and
+densification thresholds the summed screen gradients (a resumed or batched seed must decide as the seed alone).
 """
 from __future__ import annotations
 
@@ -210,9 +215,10 @@ def render_reference(
         # 5a. front-to-back order of the Gaussians in front of the near plane (order not differentiated)
         order = torch.argsort(depth[ci].detach())  # [N]
         order = order[valid[ci, order]]  # [M] (M <= N)
-        mu, con = uv[ci, order], conics[ci, order]  # [M, 2], [M, 2, 2]
-        col = colors[order] if colors.dim() == 2 else colors[ci, order]  # [M, 3]
-        z, o = depth[ci, order], opacities[order]  # [M], [M]
+        # gathers as index_select: backward index_add, summed in index order (module docstring, "Gradients")
+        mu, con = uv[ci].index_select(0, order), conics[ci].index_select(0, order)  # [M, 2], [M, 2, 2]
+        col = (colors if colors.dim() == 2 else colors[ci]).index_select(0, order)  # [M, 3]
+        z, o = depth[ci].index_select(0, order), opacities.index_select(0, order)  # [M], [M]
         acc, log_t_final = composite(mu, con, o, torch.cat([col, z[:, None], torch.ones_like(z)[:, None]], dim=1),
                                      width, height)  # [P, 5] = (sum w c, sum w z, sum w), [P]
         rgb = acc[:, :3] + torch.exp(log_t_final)[:, None] * bg[ci][None, :]  # [P, 3]
@@ -303,14 +309,16 @@ def _composite_boxes(mu, con, o, feats, width, height):
         first[1:] = pix[1:] != pix[:-1]  # [E] first entry of each pixel's run
         run = torch.cumsum(first.long(), 0) - 1  # [E] index of each entry's run
     # one gather of everything an entry needs from its Gaussian: mean (2), conic (a, b, c), opacity, features
-    packed = torch.cat([mu, con[:, 0, 0, None], con[:, 0, 1, None], con[:, 1, 1, None], o[:, None], feats], 1)[g]
+    # (index_select, not [g]: its backward sums each Gaussian's entries in entry order, module docstring)
+    packed = torch.cat([mu, con[:, 0, 0, None], con[:, 0, 1, None], con[:, 1, 1, None], o[:, None], feats],
+                       1).index_select(0, g)  # [E, 6 + F]
     dx = px.to(dtype) + 0.5 - packed[:, 0]  # [E]
     dy = py.to(dtype) + 0.5 - packed[:, 1]
     alpha = _alphas(packed[:, 5], packed[:, 2], packed[:, 3], packed[:, 4], dx, dy)  # [E]
     log1m = torch.log1p(-alpha).double()  # [E]
     incl = torch.cumsum(log1m, 0)  # [E] running sum over all entries
     excl = incl - log1m  # [E] sum before each entry
-    start = excl[first][run]  # [E] the running sum where the entry's pixel starts
+    start = excl[first].index_select(0, run)  # [E] the running sum where the entry's pixel starts
     with torch.no_grad():  # the early stop: the trigger (inclusive sum <= log 1e-4) and all after it
         keep = (incl - start) > LOG_T_STOP  # [E]
     log1m = torch.where(keep, log1m, torch.zeros_like(log1m))  # [E]

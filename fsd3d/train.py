@@ -11,8 +11,10 @@ All S seeds of a run advance together. Per step, for C cameras c per seed drawn 
 Steps 3-5 use the 2D functions (fsd2d.family, fsd2d.updates, fsd2d.schedule): nothing is re-implemented.
 
 Every seed is its own scene, optimisers, generators, noise function, densification state and checkpoint,
-so a seed's result does not depend on the seeds beside it (on the CPU with the embedded prior: the same
-bits; tests/test_gen3d.py). A checkpoint holds the scene (any number of Gaussians), Adam's state, the
+so a seed's result does not depend on the seeds beside it: on the CPU with the embedded prior the same bits
+when the prior's posterior product rounds alike at both batch sizes (tests/test_densify.py evaluates it sample by
+sample), else to that rounding (~1e-15 relative on eps); the renderer's backward gives the same bits on every run
+at any thread count (fsd3d/render.py, "Gradients"). A checkpoint holds the scene (any number of Gaussians), Adam's state, the
 strategy's state, the step and every generator's state, so a run killed and resumed ends bit for bit where
 an uninterrupted run ends (on the CPU).
 """

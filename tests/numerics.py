@@ -8,6 +8,10 @@ Policy (tests that compare two computations):
   Numerical Algorithms", Lemma 3.1) in any order, so another batch shape, SIMD width (AVX2 vs AVX512, ATen's
   `default`) or thread count moves it by at most 2 gamma_n times the sum of |terms|; each test says what its
   sums are and how much the compared output amplifies them;
+- a tensor that feeds a comparison or a decision never comes from a kernel whose summation order follows thread
+  timing, or even a rerun differs: on the CPU the backward of x[idx] (index_put_ with accumulate=True) adds float32
+  values with atomics once it has >= 32768 elements and > 1 thread; gather with index_select (its backward,
+  index_add, sums in index order: fsd3d/render.py, "Gradients");
 - tests whose comparison depends on the CPU's kernels carry `@pytest.mark.numerics`: CI runs them a second
   time under other instruction sets (ATEN_CPU_CAPABILITY=default / avx2, MKL_ENABLE_INSTRUCTIONS=AVX2: the
   BLAS path an AMD CPU takes) and thread counts (`.ci/run`).
