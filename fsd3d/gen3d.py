@@ -265,6 +265,7 @@ def gen_3d(scene_prior: ScenePrior, config: Gen3DConfig, out: Path, resume: bool
     res = scene_prior.resolution
     device = scene_prior.prior.device
     views = [v.to(device) for v in train.cameras.evaluation_cameras(res, config.eval_views)]
+    orbit = [v.to(device) for v in train.cameras.evaluation_cameras(res, config.turntable_frames)]  # turntables
     refs = reference_renders(scene_prior, views)  # once for all seeds (None without references)
     renders: dict[int, RenderOutput] = {}
     per_seed = {}
@@ -293,8 +294,8 @@ def gen_3d(scene_prior: ScenePrior, config: Gen3DConfig, out: Path, resume: bool
                     print(f"warning: seed {seed}: no mesh.glb: {e} (with `fsd export-mesh {out}/seed_{seed}`)",
                           file=sys.stderr, flush=True)
                     mesh = {"mesh": None, "mesh_error": str(e)}
-            export_seed(out / f"seed_{seed}", state.scene, scene_prior, replace(config, train=train), renders[seed],
-                        per_seed[seed] | mesh)
+            export_seed(out / f"seed_{seed}", state.scene, renders[seed], per_seed[seed] | mesh, orbit,
+                        scene_prior.background_tensor(device), config.turntable)
     for seed, state in kept.items():  # earlier seeds: their files stay, they count in the run's metrics
         with torch.no_grad():
             renders[seed] = render_scene(state.scene, views, scene_prior.background_tensor(device))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import itertools
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 import imageio.v2 as imageio
 import matplotlib
@@ -33,11 +33,7 @@ from fsd2d.io import atomic_path, save_png, write_json
 from fsd3d.cameras import Camera
 from fsd3d.gaussians import GaussianScene
 from fsd3d.ply import save_ply
-from fsd3d.priors3d import ScenePrior
 from fsd3d.render import DENSE_LIMIT, RenderOutput, render_scene
-
-if TYPE_CHECKING:  # gen3d imports this module
-    from fsd3d.gen3d import Gen3DConfig
 
 TURNTABLE_FPS = 12.5  # 80 ms per frame: 36 frames turn once in 2.9 s
 TURNTABLE_MIN_PX = 256  # smaller renders are upscaled (nearest) by the integer factor that reaches this
@@ -64,18 +60,16 @@ class TurntableFormat(str, enum.Enum):
         return f"turntable.{self.value}"
 
 
-def export_seed(seed_dir: Path, scene: GaussianScene, scene_prior: ScenePrior, config: Gen3DConfig,
-                rendered: RenderOutput, seed_metrics: dict) -> None:
-    """Write one seed's outputs (module docstring); `rendered` holds the evaluation views; `config.train` is the
-    resolved one (its cameras give the turntable's orbit)."""
+def export_seed(seed_dir: Path, scene: GaussianScene, rendered: RenderOutput, seed_metrics: dict,
+                orbit: list[Camera], background: torch.Tensor | None, turntable: TurntableFormat) -> None:
+    """Write one seed's outputs (module docstring): `rendered` holds the evaluation views; `orbit` are the
+    turntable's cameras on the scene's device (the run's evaluation orbit: CameraRanges.evaluation_cameras of its
+    resolved ranges, made once per run), `background` [3] the prior's."""
     save_ply(seed_dir / "gaussians.ply", scene)
     save_view_pngs(seed_dir / "views", rendered)
     save_views_figure(seed_dir / "views.png", rendered, seed_metrics)
-    device = scene_prior.prior.device
-    cameras = [c.to(device) for c in config.train.cameras.evaluation_cameras(scene_prior.resolution,
-                                                                             config.turntable_frames)]
-    frames = turntable_frames(scene, cameras, scene_prior.background_tensor(device))
-    save_video(seed_dir / config.turntable.filename, frames, TURNTABLE_FPS, config.turntable)
+    frames = turntable_frames(scene, orbit, background)
+    save_video(seed_dir / turntable.filename, frames, TURNTABLE_FPS, turntable)
     write_json(seed_dir / "metrics.json", {k: v for k, v in seed_metrics.items() if k != "reference_renders"})
 
 

@@ -1,52 +1,29 @@
 """Collect the finished runs of a sweep folder into results.csv, summary_<metric>.png and report.html
 (fsdbatch.report: one self-contained page with the table, plots, turntables and links).
 
-One row per finished run (done.json present) and per entry of its metrics.json:
-    metrics["methods"] = {name: {...}}  -> one row per method, column `method`   (compare-2d, consistency)
-    metrics["rows"] = [{...}, ...]      -> one row per entry, named by its first field (beta-sweep: beta)
-    otherwise                           -> one row                               (shuffle-noise, gen-3d)
-Columns: run, index, the swept parameters, seconds (the run's time), then every scalar of the entry and
-of the top level of metrics.json (lists and per-seed details are left out; null is an undefined value, and the
-"inf"/"nan" of runs written before JSON held null become numbers). A bar plot marks a missing value "n/a".
+The rows and columns are fsdbatch.table's (one row per finished run and entry of its metrics.json). A bar plot
+marks a missing value "n/a".
 
 Plots: each numeric metric that varies, against the first swept numeric parameter (else the numeric entry
 name, e.g. beta), one line per combination of the other labels; a bar per row when nothing is numeric.
 
-A broken sweep.json or an unwritable folder is an InputError before anything is read or written. A damaged
-run (done.json or metrics.json truncated, not an object, or malformed) is skipped with one `warning:` line on
-stderr and listed in `damaged`: a partial sweep is still gathered; deleting its done.json reruns it.
+A broken sweep.json or an unwritable folder is an InputError before anything is read or written; a damaged run is
+skipped with one `warning:` line (fsdbatch.table).
 """
 from __future__ import annotations
 
 import csv
 import math
 import re
-import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from fsd2d.errors import InputError
 from fsd2d.folders import BATCH, claim
 from fsd2d.io import atomic_path, check_output_dir
-from fsdbatch.checks import read_object, read_snapshot, short
-
-SKIPPED_TOP = ("seconds",)  # the command's own timer; `seconds` in the CSV is the run's time from done.json
-FIXED_COLUMNS = ("run", "index")
-
-
-@dataclass(frozen=True)
-class SweepTable:
-    """What a sweep folder holds, read and flattened (nothing written)."""
-
-    snapshot: dict  # sweep.json
-    columns: tuple[str, ...]
-    rows: tuple[dict, ...]
-    item_keys: tuple[str, ...]  # entry label columns (method, beta, ...) met in the runs' metrics
-    finished: tuple[str, ...]  # run folders with done.json and metrics.json
-    missing: tuple[str, ...]  # run folders not finished (no done.json, or no metrics.json)
-    damaged: tuple[str, ...]  # run folders skipped: done.json or metrics.json unreadable or malformed
-    outputs: dict[str, str] = field(default_factory=dict)  # finished run folder -> its outputs' folder (done.json)
+from fsdbatch.checks import read_snapshot
+from fsdbatch.report import write_report
+from fsdbatch.table import FIXED_COLUMNS, collect
 
 
 @dataclass(frozen=True)
@@ -76,96 +53,9 @@ def gather(out: Path, plots: bool = True, report: bool = True) -> GatherResult:
         if plots else ()
     page = None
     if report:
-        from fsdbatch.report import write_report
-
         page = write_report(out, sweep_table=table)
     return GatherResult(csv_path, made, table.columns, table.rows, len(table.snapshot["runs"]), table.finished,
                         table.missing, table.damaged, page)
-
-
-def collect(out: Path) -> SweepTable:
-    """Read the finished runs listed in `out`/sweep.json into rows (module docstring); writes nothing.
-    A damaged run is skipped with one `warning:` line on stderr."""
-    out = Path(out)
-    snapshot = read_snapshot(out)
-    swept = list(snapshot["swept"])
-    rows, finished, missing, damaged = [], [], [], []
-    outputs: dict[str, str] = {}
-    item_keys: list[str] = []
-    for run in snapshot["runs"]:
-        try:
-            record = finished_run(out / run["folder"])
-        except InputError as e:
-            print(f"warning: skipping run {run['folder']}: {e}", file=sys.stderr, flush=True)
-            damaged.append(run["folder"])
-            continue
-        if record is None:
-            missing.append(run["folder"])
-            continue
-        done, entries = record
-        finished.append(run["folder"])
-        outputs[run["folder"]] = done.get("output", "result")  # checked by finished_run
-        head = {"run": run["folder"], "index": run["index"], **{k: run["params"].get(k) for k in swept},
-                "seconds": done.get("seconds")}
-        for key, entry in entries:
-            if key is not None and key not in item_keys:
-                item_keys.append(key)
-            rows.append({**head, **entry})
-    columns = list(FIXED_COLUMNS) + swept + ["seconds"]
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    return SweepTable(snapshot, tuple(columns), tuple(rows), tuple(item_keys), tuple(finished), tuple(missing),
-                      tuple(damaged), outputs)
-
-
-def finished_run(run_dir: Path) -> tuple[dict, list[tuple[str | None, dict]]] | None:
-    """(done.json, the rows of metrics.json) of a finished run; None when it is not finished yet.
-    InputError (naming the file) when either file is damaged."""
-    record = read_done(run_dir)
-    if record is None:
-        return None
-    done, output = record
-    metrics_file = run_dir / output / "metrics.json"
-    if not metrics_file.exists():
-        return None
-    return done, flatten(read_object(metrics_file), metrics_file)
-
-
-def read_done(run_dir: Path) -> tuple[dict, str] | None:
-    """(done.json, the folder inside the run its outputs are in); None when the run has no done.json.
-    InputError (naming the file) when done.json is damaged or its 'output' leaves the run."""
-    done_file = run_dir / "done.json"
-    if not done_file.exists():
-        return None
-    done = read_object(done_file)
-    output = done.get("output", "result")
-    if not isinstance(output, str) or output.startswith("/") or ".." in output.split("/"):
-        raise InputError(f"{done_file}: 'output' should name a folder inside the run, got {short(output)}")
-    return done, output
-
-
-def flatten(metrics: dict, source: Path | str = "metrics.json") -> list[tuple[str | None, dict]]:
-    """metrics.json -> [(entry label column or None, {column: scalar})] as described in the module doc."""
-    top = {k: v for k, v in scalars(metrics).items() if k not in SKIPPED_TOP}
-    if isinstance(metrics.get("methods"), dict):
-        methods = metrics["methods"]
-        if not all(isinstance(m, dict) for m in methods.values()):
-            raise InputError(f"{source}: every entry of 'methods' should be an object")
-        return [("method", {**top, "method": name, **scalars(m)}) for name, m in methods.items()]
-    if isinstance(metrics.get("rows"), list) and metrics["rows"]:
-        return [(next(iter(r)), {**top, **scalars(r)}) for r in metrics["rows"] if isinstance(r, dict) and r]
-    return [(None, top)]
-
-
-def scalars(d: dict) -> dict:
-    """The plain entries of a dict: numbers and strings; 'inf'/'-inf'/'nan' (JSON's stand-ins) as floats."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, str) and v in ("inf", "-inf", "nan"):
-            v = float(v)
-        if isinstance(v, (int, float, str)) or v is None:
-            out[k] = v
-    return out
 
 
 def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:

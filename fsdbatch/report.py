@@ -32,6 +32,7 @@ from urllib.parse import quote
 from fsd2d.errors import InputError
 from fsd2d.folders import REPORT, RUN_COMMANDS, whose
 from fsd2d.io import atomic_path, check_output_dir, read_object
+from fsdbatch.table import collect, flatten, scalars
 
 __all__ = ["EMBED_LIMIT", "REPORT_NAME", "Media", "write_report"]
 
@@ -174,7 +175,7 @@ def media_bytes(folder: Path) -> int:
 def write_report(out: Path, media: Media = Media.EMBED, sweep_table=None) -> Path:
     """Write out/report.html for a run folder (run.json) or a sweep folder (sweep.json); returns its path.
 
-    sweep_table: fsdbatch.gather.SweepTable when the caller (gather) has read the sweep already."""
+    sweep_table: fsdbatch.table.SweepTable when the caller (gather) has read the sweep already."""
     out = Path(out)
     is_sweep = (out / "sweep.json").is_file()
     if not is_sweep and whose(out) not in RUN_COMMANDS:
@@ -200,8 +201,6 @@ def write_report(out: Path, media: Media = Media.EMBED, sweep_table=None) -> Pat
 
 def run_page(page: _Page, run_dir: Path) -> str:
     """Sections of one run (gen-3d, or any command's run.json + metrics.json); returns the page title."""
-    from fsdbatch.gather import flatten
-
     record = read_object(run_dir / "run.json")
     command = record.get("command", "run")
     config = record.get("config", {}) if isinstance(record.get("config"), dict) else {}
@@ -234,8 +233,6 @@ def run_page(page: _Page, run_dir: Path) -> str:
 def per_seed_rows(run_dir: Path, metrics: dict) -> list[dict]:
     """One row per seed: the scalars of metrics.json's per_seed entry and of seed_S/metrics.json (which also
     holds what only the seed records, like mesh_iou and watertight with --mesh), and seed_S/mesh.json's."""
-    from fsdbatch.gather import scalars
-
     per_seed = metrics.get("per_seed") if isinstance(metrics.get("per_seed"), dict) else {}
     rows = {str(s): scalars(m) for s, m in per_seed.items() if isinstance(m, dict)}
     for d in seed_dirs(run_dir):
@@ -253,8 +250,6 @@ def per_seed_rows(run_dir: Path, metrics: dict) -> list[dict]:
 def sweep_page(page: _Page, out: Path, table=None) -> str:
     """Sections of a sweep: its settings, the gathered table, summary plots, and the runs' seeds with the
     methods side by side; returns the page title."""
-    from fsdbatch.gather import collect
-
     table = collect(out) if table is None else table
     snap = table.snapshot
     title = f"fsd batch: {snap.get('name', out.name)} ({snap['command']})"

@@ -14,16 +14,12 @@ command in-process with `--out <run>/result` and `--no-progress` (or `--progress
 prior and CUDA are set up once per process. A KeyboardInterrupt stops the runner at once (nothing is
 recorded for the interrupted run); any other failure is recorded and the next run starts.
 
-Before that, `check_runs` (called by sweep.load_sweep) builds and validates the runs' configurations with the
-command itself, stopped where it would load its prior: a sweep that every run would reject fails at once.
+Before that, `fsdbatch.sweep.check_runs` (called by load_sweep) builds and validates the runs' configurations
+with the command itself, stopped where it would load its prior: a sweep that every run would reject fails at once.
 """
 from __future__ import annotations
 
-import collections
-import contextlib
 import gc
-import importlib
-import io
 import os
 import re
 import shutil
@@ -39,17 +35,11 @@ import typer
 
 from fsd2d.errors import InputError
 from fsd2d.io import write_json
-from fsdbatch.checks import clip, short
-from fsdbatch.sweep import CliGroup, Run, Sweep, check_sweep_folder
+from fsdbatch.checks import short
+from fsdbatch.invoke import CliGroup, first_line, invoke_command, usage_error
+from fsdbatch.sweep import DONE, FAILED, RESULT, Run, Sweep, check_sweep_folder
 
-RESULT = "result"  # the command's --out, inside the run folder
-DONE = "done.json"
-FAILED = "failed.json"
-INTERRUPTED = 130  # what typer returns (standalone_mode=False) when the command saw a KeyboardInterrupt
-# Where each command starts its real work: every sweepable command builds and validates its whole
-# configuration before it calls this (cli.run_study for the 2D studies; gen-3d).
-PRIOR_LOADERS = {"gen-3d": ("fsd3d.gen3d", "load_scene_prior")}
-DEFAULT_PRIOR_LOADER = ("fsd2d.priors.load", "load_prior")
+
 
 
 @dataclass(frozen=True)
@@ -127,18 +117,6 @@ def resolve_shard(text: str | None, env: Mapping[str, str] | None = None) -> Sha
     return shard_from_env(os.environ if env is None else env) or Shard(0, 1)
 
 
-@dataclass(frozen=True)
-class Invocation:
-    exit_code: int
-    error: str | None  # the last `error: ...` line the command printed, if any
-
-    def failure(self) -> str | None:
-        """None when the command succeeded, else its one-line error."""
-        if self.exit_code == INTERRUPTED:
-            raise KeyboardInterrupt
-        return None if self.exit_code in (0, None) else (self.error or f"exited with code {self.exit_code}")
-
-
 @dataclass
 class BatchResult:
     shard: Shard
@@ -210,115 +188,6 @@ def run_one(run: Run, run_dir: Path, cli: CliGroup, progress: bool = False) -> s
     return None
 
 
-def invoke_command(cli: CliGroup, args: list[str], quiet: bool = False) -> Invocation:
-    """Call the `fsd` group in-process (standalone_mode=False) and keep its last `error:` line
-    (with `quiet`, nothing it prints is shown)."""
-    tail = StderrTail(io.StringIO() if quiet else sys.stderr)
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(contextlib.redirect_stderr(tail))
-        if quiet:
-            stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
-        code = cli.main(args, prog_name="fsd", standalone_mode=False)
-    return Invocation(code if isinstance(code, int) else 0, tail.last_error())
-
-
-def usage_error(e: Exception) -> str | None:
-    """The one line of a click usage error (e.g. --steps abc); None for any other exception."""
-    return first_line(e.format_message()) if hasattr(e, "format_message") else None
-
-
-class PriorReached(Exception):
-    """Raised in place of loading the prior: the command built and validated its whole configuration."""
-
-
-@contextlib.contextmanager
-def prior_loading_stopped(command: str):
-    """While inside, the command's prior loader raises PriorReached instead of loading anything."""
-    module_name, name = PRIOR_LOADERS.get(command, DEFAULT_PRIOR_LOADER)
-    module = importlib.import_module(module_name)
-    real = getattr(module, name)
-
-    def stop(*args, **kwargs):
-        raise PriorReached
-
-    setattr(module, name, stop)
-    try:
-        yield
-    finally:
-        setattr(module, name, real)
-
-
-def config_error(run: Run, run_dir: Path, cli: CliGroup) -> str | None:
-    """The one-line error the command gives for this run's options before it loads its prior, or None."""
-    try:
-        return invoke_command(cli, [run.command, *run.args, "--out", str(run_dir / RESULT), "--no-progress"],
-                              quiet=True).failure()
-    except PriorReached:
-        return None
-    except (KeyboardInterrupt, typer.Abort):
-        raise
-    except Exception as e:  # noqa: BLE001 - not an input error: the run itself will record it
-        return usage_error(e)
-
-
-def check_runs(sweep: Sweep, cli: CliGroup) -> None:
-    """InputError when every run of the sweep would be rejected by its command (steps: 0, beta: 2, an unknown
-    method): each run's configuration is built and validated in-process (about 1 ms), stopped before the prior
-    loads; the check ends at the first valid run. Runs that only some values break still run (and are recorded
-    as failed): the other runs of the grid are worth having."""
-    first = None
-    with prior_loading_stopped(sweep.command):
-        for run in sweep.runs:
-            error = config_error(run, sweep.out / run.folder, cli)
-            if error is None:
-                return
-            first = first or (run, error)
-    if first is not None:
-        run, error = first
-        label = ", ".join(f"{k}={short(v)}" for k, v in run.swept_values().items())
-        which = f"run {run.index} ({label})" if label else "the run"
-        raise InputError(f"{sweep.source}: every run would fail; {which}: {clip(error, 200)}")
-
-
-class StderrTail(io.TextIOBase):
-    """Passes everything through to `stream` and remembers the last lines (to find `error: ...`)."""
-
-    def __init__(self, stream):
-        self.stream = stream
-        self.lines: collections.deque[str] = collections.deque(maxlen=20)
-        self.partial = ""
-
-    def write(self, text) -> int:
-        if not isinstance(text, str):
-            raise TypeError("text stream")  # click probes with b"" to tell text from binary streams
-        *done, self.partial = (self.partial + text).split("\n")
-        self.lines.extend(done)
-        return self.stream.write(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def isatty(self) -> bool:
-        return self.stream.isatty()
-
-    def writable(self) -> bool:
-        return True
-
-    @property
-    def encoding(self):
-        return getattr(self.stream, "encoding", None) or "utf-8"
-
-    @property
-    def errors(self):
-        return getattr(self.stream, "errors", None) or "strict"
-
-    def last_error(self) -> str | None:
-        for line in reversed([*self.lines, self.partial]):
-            if line.startswith("error: "):
-                return line[len("error: "):].strip()
-        return None
-
-
 def remove_leftovers(run_dir: Path) -> None:
     """Temporary folders of an atomic --out left by a killed process (SIGKILL skips the cleanup).
     A run folder belongs to one runner at a time: shards never share runs."""
@@ -332,10 +201,6 @@ def release_memory() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
 
 
 def now() -> str:

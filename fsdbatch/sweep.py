@@ -18,7 +18,7 @@ runs never share a folder and the same run always finds its own folder again.
 
 Before anything is written, the grid is counted (more than `max_runs` runs is refused before it is built),
 the sweep folder is checked, and the runs' configurations are built and validated by the command itself
-(runner.check_runs): a sweep whose every run would be rejected fails with one line. YAML aliases are refused
+(check_runs): a sweep whose every run would be rejected fails with one line. YAML aliases are refused
 (a few nested ones expand into an exponentially large value: "billion laughs").
 """
 from __future__ import annotations
@@ -32,10 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import typer
+
 from fsd2d.errors import InputError
 from fsd2d.folders import BATCH, claim
 from fsd2d.io import check_output_dir, read_object
 from fsdbatch.checks import clip, describe, short
+from fsdbatch.invoke import CliGroup, PriorReached, invoke_command, prior_loading_stopped, usage_error
 
 SWEEPABLE_COMMANDS = ("compare-2d", "shuffle-noise", "consistency", "beta-sweep", "gen-3d")
 RUNNER_OWNED = ("out", "resume", "progress")  # set by the runner for every run, never by the sweep file
@@ -46,9 +49,9 @@ DEFAULT_ROOT = Path("outputs/batch")
 MAX_RUNS = 10_000  # runs a sweep may expand to unless the caller raises it (`fsd batch --max-runs`)
 
 Scalar = str | int | float | bool | None  # None: leave the option out (the command's default)
-# The click group of the `fsd` app, `typer.main.get_command(app)`: `.commands` maps names to commands whose
-# `.params` are click(-like) options (typer may vendor its own click, so only the attributes are relied on).
-CliGroup = Any
+RESULT = "result"  # a run's folder: the command's --out inside it (fsdbatch.runner)
+DONE = "done.json"  # written when the command succeeded
+FAILED = "failed.json"  # the last failure
 
 
 @dataclass(frozen=True)
@@ -119,8 +122,6 @@ def load_sweep(path: Path, cli: CliGroup, out: Path | None = None, overrides: di
         raise InputError(f"sweep file {path} is unreadable ({type(e).__name__})") from None
     sweep = parse_sweep(text, path, cli, out, overrides, max_runs)
     check_sweep_folder(sweep)
-    from fsdbatch.runner import check_runs  # the runner invokes commands (and imports this module)
-
     check_runs(sweep, cli)
     return sweep
 
@@ -319,3 +320,35 @@ def slug_value(value: Scalar) -> str:
         return "default"
     text = re.sub(r"[^A-Za-z0-9.-]+", "-", cli_text(value)).strip("-")
     return text[:VALUE_MAX].rstrip("-") or "x"
+
+
+def config_error(run: Run, run_dir: Path, cli: CliGroup) -> str | None:
+    """The one-line error the command gives for this run's options before it loads its prior, or None."""
+    try:
+        return invoke_command(cli, [run.command, *run.args, "--out", str(run_dir / RESULT), "--no-progress"],
+                              quiet=True).failure()
+    except PriorReached:
+        return None
+    except (KeyboardInterrupt, typer.Abort):
+        raise
+    except Exception as e:  # noqa: BLE001 - not an input error: the run itself will record it
+        return usage_error(e)
+
+
+def check_runs(sweep: Sweep, cli: CliGroup) -> None:
+    """InputError when every run of the sweep would be rejected by its command (steps: 0, beta: 2, an unknown
+    method): each run's configuration is built and validated in-process (about 1 ms), stopped before the prior
+    loads; the check ends at the first valid run. Runs that only some values break still run (and are recorded
+    as failed): the other runs of the grid are worth having."""
+    first = None
+    with prior_loading_stopped(sweep.command):
+        for run in sweep.runs:
+            error = config_error(run, sweep.out / run.folder, cli)
+            if error is None:
+                return
+            first = first or (run, error)
+    if first is not None:
+        run, error = first
+        label = ", ".join(f"{k}={short(v)}" for k, v in run.swept_values().items())
+        which = f"run {run.index} ({label})" if label else "the run"
+        raise InputError(f"{sweep.source}: every run would fail; {which}: {clip(error, 200)}")

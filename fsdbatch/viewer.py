@@ -32,7 +32,7 @@ from fsd3d.gaussians import SH_C0, GaussianScene
 from fsd3d.ply import load_ply
 from fsd3d.render import quat_to_rotmat
 from fsdbatch.checks import read_snapshot  # sweep.json and done.json as `fsd gather` checks them
-from fsdbatch.gather import read_done
+from fsdbatch.table import read_done
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "SIDE_BY_SIDE", "SplatEntry", "Viewer", "find_splats", "splat_arrays"]
 

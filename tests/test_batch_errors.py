@@ -131,7 +131,7 @@ def test_grid_size_is_checked_before_the_grid_is_built(tmp_path):
     ({"command": "gen-3d", "methods": None, "method": "[bogus, nope]"}, "unknown --method value 'bogus'"),
 ])
 def test_values_that_every_run_rejects_fail_before_any_run(tmp_path, monkeypatch, change, needle):
-    from fsdbatch import runner
+    from fsdbatch import invoke as invoke_module, runner
 
     doc = {"command": "compare-2d", "params": {"steps": "2", "seeds": "'0'", "methods": "fsd",
                                                "prompt": "[cat, coffee]"}}
@@ -145,13 +145,13 @@ def test_values_that_every_run_rejects_fail_before_any_run(tmp_path, monkeypatch
     text = f"command: {doc['command']}\nparams:\n" + "".join(f"  {k}: {v}\n" for k, v in doc["params"].items())
     (tmp_path / "bad.yaml").write_text(text)
     loaders = {name: getattr(__import__(mod, fromlist=[name]), name)
-               for mod, name in [runner.DEFAULT_PRIOR_LOADER, *runner.PRIOR_LOADERS.values()]}
+               for mod, name in [invoke_module.DEFAULT_PRIOR_LOADER, *invoke_module.PRIOR_LOADERS.values()]}
     ran = []
     monkeypatch.setattr(runner, "run_one", lambda *a, **k: ran.append(a))
     invoke(["batch", tmp_path / "bad.yaml", "--out", tmp_path / "out"], tmp_path, needle)
     assert ran == []
     assert all(getattr(__import__(m, fromlist=[n]), n) is loaders[n]  # the loaders are put back
-               for m, n in [runner.DEFAULT_PRIOR_LOADER, *runner.PRIOR_LOADERS.values()])
+               for m, n in [invoke_module.DEFAULT_PRIOR_LOADER, *invoke_module.PRIOR_LOADERS.values()])
 
 
 # 2. damaged or read-only sweep folders ----------------------------------------------------------------
@@ -238,9 +238,9 @@ def bad_destinations(tmp_path: Path) -> list[tuple[Path, str]]:
 
 @pytest.mark.parametrize("dry_run", [True, False])
 def test_batch_output_folder_is_checked_first(tmp_path, monkeypatch, dry_run):
-    from fsdbatch import runner
+    from fsdbatch import sweep
 
-    monkeypatch.setattr(runner, "check_runs", lambda *a: pytest.fail("the runs were checked before the folder"))
+    monkeypatch.setattr(sweep, "check_runs", lambda *a: pytest.fail("the runs were checked before the folder"))
     (tmp_path / "s.yaml").write_text(SMALL)
     for dest, needle in bad_destinations(tmp_path):
         invoke(["batch", tmp_path / "s.yaml", "--out", dest] + (["--dry-run"] if dry_run else []), tmp_path,

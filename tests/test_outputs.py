@@ -135,7 +135,8 @@ def test_export_seed_writes_the_requested_turntable(tmp_path):
     prior = load_scene_prior(config)
     scene = ball()
     rendered = render_scene(scene, config.train.cameras.evaluation_cameras(16), prior.background_tensor(torch.device("cpu")))
-    export_seed(tmp_path, scene, prior, config, rendered, {"agreement": 1.0})
+    export_seed(tmp_path, scene, rendered, {"agreement": 1.0}, config.train.cameras.evaluation_cameras(16, 4),
+                prior.background_tensor(torch.device("cpu")), config.turntable)
     assert {p.name for p in tmp_path.iterdir()} == {"gaussians.ply", "views", "views.png", "turntable.gif",
                                                     "metrics.json"}
     assert len(list((tmp_path / "views").glob("az_*.png"))) == config.eval_views
