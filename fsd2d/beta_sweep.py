@@ -48,8 +48,8 @@ def beta_sweep(prior: Prior, config: BetaSweepConfig, out: Path, progress: bool 
                                         progress=progress)).float().cpu()
     set_images = prior.set_images(config.prompt) if isinstance(prior, ImageSetPrior) else None
     images, rows = {}, []
-    for beta in config.betas:
-        cfg = Method.FSD.config(replace(config.distill_base(), beta=beta))
+    configs = {beta: Method.FSD.config(replace(config.distill_base(), beta=beta)) for beta in config.betas}
+    for beta, cfg in configs.items():
         z = distill(prior, guidance, cfg, config.seeds, progress=progress, desc=f"beta={beta:g}")
         with torch.no_grad():
             images[beta] = prior.decode(z).float().cpu()
@@ -69,7 +69,7 @@ def beta_sweep(prior: Prior, config: BetaSweepConfig, out: Path, progress: bool 
                 w.writerow([r.get(c, "") for c in COLUMNS])
         write_json(tmp / "metrics.json", summary)
         write_json(tmp / "run.json", run_record("beta-sweep", config, config.run_extras(
-            prior, {f"fsd beta={b:g}": Method.FSD.config(replace(config.resolved_base(), beta=b)) for b in config.betas})))
+            prior, {f"fsd beta={b:g}": c for b, c in configs.items()})))
     return summary
 
 

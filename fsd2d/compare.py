@@ -41,13 +41,13 @@ class Compare2DConfig(StudyConfig):
 
 def method_configs(config: Compare2DConfig) -> dict[str, DistillConfig]:
     """Each method's DistillConfig (DDIM's grid is the annealed one), as run.json records them."""
-    base = replace(config.resolved_base(), family=config.family)
+    base = replace(config.distill_base(), family=config.family)
     return {m.value: m.config(base) for m in config.ordered_methods() if m is not Method.DDIM}
 
 
 def run_methods(prior: Prior, config: Compare2DConfig, progress: bool = False) -> dict[Method, torch.Tensor]:
     """Final results in the prior's working space [B, C, h, w], per method (one batch of all seeds each)."""
-    base = replace(config.distill_base(), family=config.family)
+    configs = method_configs(config)
     guidance = config.guidance(prior)
     results = {}
     for method in config.ordered_methods():
@@ -56,7 +56,7 @@ def run_methods(prior: Prior, config: Compare2DConfig, progress: bool = False) -
             results[method] = ddim_sample(prior, guidance, noise, config.ddim_grid(), progress=progress)
         else:
             results[method] = distill(
-                prior, guidance, method.config(base), config.seeds, progress=progress, desc=method.value
+                prior, guidance, configs[method.value], config.seeds, progress=progress, desc=method.value
             )
     return results
 

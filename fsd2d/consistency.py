@@ -104,7 +104,7 @@ def x_gt_consistency(prior: Prior, config: ConsistencyConfig, out: Path, progres
         plot_curves(tmp / "curve.png", traces, window)
         write_json(tmp / "metrics.json", summary)
         write_json(tmp / "run.json", run_record("consistency", config, config.run_extras(
-            prior, {m.value: m.config(config.resolved_base()) for m in METHODS})))
+            prior, {m.value: m.config(config.distill_base()) for m in METHODS})))
     return summary
 
 

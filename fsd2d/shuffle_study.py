@@ -92,7 +92,7 @@ def shuffle_noise(prior: Prior, config: ShuffleConfig, out: Path, progress: bool
         )
         write_json(tmp / "metrics.json", summary)
         write_json(tmp / "run.json", run_record("shuffle-noise", config, config.run_extras(
-            prior, {"fsd": Method.FSD.config(config.resolved_base())})))
+            prior, {"fsd": Method.FSD.config(config.distill_base())})))
     return summary
 
 

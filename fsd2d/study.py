@@ -39,13 +39,11 @@ class StudyConfig:
         check_prompts(self.model, self.prompt, self.negative_prompt)
 
     def distill_base(self) -> DistillConfig:
-        return DistillConfig(
-            steps=self.steps, beta=self.beta, anneal=self.anneal, t_min=self.t_min, t_max=self.t_max, lr=self.lr
-        )
-
-    def resolved_base(self) -> DistillConfig:
-        """distill_base with Adam's learning rate written out (the same run: None means ADAM_TOTAL_LR / steps)."""
-        return replace(self.distill_base(), lr=self.distill_base().adam_lr)
+        """The DistillConfig every method of the study starts from (Method.config), Adam's learning rate written
+        out (None means ADAM_TOTAL_LR / steps): what runs is what run.json records."""
+        base = DistillConfig(steps=self.steps, beta=self.beta, anneal=self.anneal, t_min=self.t_min, t_max=self.t_max,
+                             lr=self.lr)
+        return replace(base, lr=base.adam_lr)
 
     def ddim_grid(self):
         """DDIM's decreasing grid [steps]: the same t(tau) as FSD's annealing (any decreasing grid is a
@@ -61,7 +59,7 @@ class StudyConfig:
     def resolved(self, prior: Prior) -> "StudyConfig":
         """This config with what it leaves to the prior filled in: the CFG scale, Adam's learning rate, the
         resolution (what run.json's `resolved` records: the values used)."""
-        return replace(self, cfg=self.cfg_for(prior), lr=self.distill_base().adam_lr, resolution=prior.resolution)
+        return replace(self, cfg=self.cfg_for(prior), lr=self.distill_base().lr, resolution=prior.resolution)
 
     def run_extras(self, prior: Prior, methods: dict[str, DistillConfig] | None = None) -> dict:
         """run.json's entries beside the config as given: the prior, the resolved config, the device and dtype used,

@@ -266,7 +266,15 @@ def gen_3d(scene_prior: ScenePrior, config: Gen3DConfig, out: Path, resume: bool
     device = scene_prior.prior.device
     views = [v.to(device) for v in train.cameras.evaluation_cameras(res, config.eval_views)]
     orbit = [v.to(device) for v in train.cameras.evaluation_cameras(res, config.turntable_frames)]  # turntables
+    mesh_views = train.cameras.evaluation_cameras(max(res, MESH_EVAL_PX), config.eval_views)  # silhouette IoU
+    background = scene_prior.background_tensor(device)
     refs = reference_renders(scene_prior, views)  # once for all seeds (None without references)
+
+    def evaluate(seed: int, scene: GaussianScene) -> None:  # the seed's renders at the views and its metrics
+        with torch.no_grad():
+            renders[seed] = render_scene(scene, views, background)
+        per_seed[seed] = scene_metrics(scene_prior, renders[seed], views, refs)
+
     renders: dict[int, RenderOutput] = {}
     per_seed = {}
     seeds = list(states)
@@ -279,27 +287,21 @@ def gen_3d(scene_prior: ScenePrior, config: Gen3DConfig, out: Path, resume: bool
                     {s: out / f"seed_{s}" / "checkpoint.pt" for s in chunk}, config.identity(), progress=progress)
         for seed in chunk:
             state = states[seed]
-            with torch.no_grad():
-                renders[seed] = render_scene(state.scene, views, scene_prior.background_tensor(device))
-            per_seed[seed] = scene_metrics(scene_prior, renders[seed], views, refs)
+            evaluate(seed, state.scene)
             mesh = {}  # with --mesh: written before export_seed, which writes the seed's metrics.json
             if config.mesh:
                 try:
-                    m = export_mesh(out / f"seed_{seed}", state.scene,
-                                    train.cameras.evaluation_cameras(max(res, MESH_EVAL_PX), config.eval_views),
-                                    formats=("glb",))
+                    m = export_mesh(out / f"seed_{seed}", state.scene, mesh_views, formats=("glb",))
                     mesh = {"mesh_iou": m["mean_iou"], "watertight": m["watertight"], "mesh_seconds": m["seconds"]}
                 except EmptyMeshError as e:  # a scene too faint for the level: the run goes on without its mesh
                     (out / f"seed_{seed}" / "mesh.glb").unlink(missing_ok=True)  # no earlier mesh beside the new scene
                     print(f"warning: seed {seed}: no mesh.glb: {e} (with `fsd export-mesh {out}/seed_{seed}`)",
                           file=sys.stderr, flush=True)
                     mesh = {"mesh": None, "mesh_error": str(e)}
-            export_seed(out / f"seed_{seed}", state.scene, renders[seed], per_seed[seed] | mesh, orbit,
-                        scene_prior.background_tensor(device), config.turntable)
+            export_seed(out / f"seed_{seed}", state.scene, renders[seed], per_seed[seed] | mesh, orbit, background,
+                        config.turntable)
     for seed, state in kept.items():  # earlier seeds: their files stay, they count in the run's metrics
-        with torch.no_grad():
-            renders[seed] = render_scene(state.scene, views, scene_prior.background_tensor(device))
-        per_seed[seed] = scene_metrics(scene_prior, renders[seed], views, refs)
+        evaluate(seed, state.scene)
     renders = {s: renders[s] for s in every}
     per_seed = {s: per_seed[s] for s in every}
     summary = summarize(scene_prior, config, renders, per_seed)

@@ -103,11 +103,8 @@ def test_compare_2d_quotes_a_view_suffixed_prompt_whole(tmp_path, typed):
 
 def test_prompt_accuracy_reads_the_prompt_as_the_prior_does():
     """'Cat' on tiny-sd is the prompt 'cat': its images' nearest picture counts as the prompt's."""
-    import torch
-
     from fsd2d.crop_match import picture_scores
     from fsd2d.priors.imageset import ImageSetPrior
 
     images = ImageSetPrior(32).set_images("cat")[:2]  # [2, 3, 32, 32] in [0, 1]: crops of the cat picture
     assert picture_scores(images, "Cat")["prompt_accuracy"] == picture_scores(images, "cat")["prompt_accuracy"] == 1.0
-    assert isinstance(images, torch.Tensor)
