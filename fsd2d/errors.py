@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+__all__ = ["InputError", "ModelError", "check_finite", "check_int_range"]
+
 
 class InputError(ValueError):
     """Input a user can fix (unknown prompt, model, method; out-of-range value). Message: one line."""
@@ -19,3 +21,7 @@ def check_int_range(name: str, value: int | None, lo: int, hi: int, why: str = "
     """`lo <= value <= hi` for an integer a user gives (None passes); `why` ends the message (e.g. the cap's reason)."""
     if value is not None and not lo <= value <= hi:
         raise InputError(f"{name} must be in [{lo}, {hi}]{f' ({why})' if why else ''}, got {value}")
+
+
+class ModelError(InputError):
+    """A model that cannot be used: unknown name, missing weights, unsupported size or dtype."""

@@ -14,16 +14,12 @@ from collections.abc import Sequence
 
 import torch
 
-from fsd2d.errors import InputError
+from fsd2d.errors import InputError, ModelError  # noqa: F401 (ModelError: re-exported)
 from fsd2d.schedule import NoiseSchedule
 
 
 class PromptError(InputError):
     """A prompt the prior does not know (the message lists the ones it does)."""
-
-
-class ModelError(InputError):
-    """A model that cannot be used: unknown name, missing weights, unsupported size or dtype."""
 
 
 def _prompt_key(text: str) -> str:

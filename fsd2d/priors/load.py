@@ -2,20 +2,13 @@
 conversion, recognised by its model_index.json / unet/config.json), or a hub id."""
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 
 import torch
 
+from fsd2d.models import BuiltinPrior, ModelKind, Source, find_prompt_list, model_info, model_names, models_summary
 from fsd2d.priors.base import ModelError, Prior, match_prompt
-from fsd2d.priors.trained import TrainedModel, card_captions, read_card, trained_folder
-
-class BuiltinPrior(str, enum.Enum):
-    """Priors embedded in the package: no download, exact ground truth."""
-
-    IMAGESET = "imageset"  # exact posterior mean of scikit-image picture sets (priors/imageset.py)
-    PATCHES = "patches"  # local patch posterior mean over the same pictures (priors/patches.py)
-
+from fsd2d.priors.trained import card_captions, read_card, trained_folder
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -46,31 +39,27 @@ def resolve_dtype(dtype: str) -> torch.dtype | None:
 
 def check_prompts(model: str, *prompts: str | None) -> None:
     """Refuse, without loading any weights, a prompt that a prior with a closed list of prompts would refuse when it
-    loads (the built-in imageset / patches, a trained model by name or folder: its card), by the one rule
-    (fsd2d.priors.base.match_prompt); other models take any text, None is "not given". So a sweep with a misspelt
-    prompt fails before its first run (fsdbatch.runner.check_runs stops where the prior would load)."""
-    if model in (BuiltinPrior.IMAGESET.value, BuiltinPrior.PATCHES.value):
-        from fsd2d.priors.imageset import PROMPTS
-
-        known, suffixes, label = list(PROMPTS), [], f"the built-in '{model}'"
-    else:
-        folder = trained_folder(model) or Path(model).expanduser()
-        card = read_card(folder) if folder.is_dir() else None
-        if card is None:
-            return
-        known, suffixes, label = card["prompts"], card.get("view_suffixes", []), f"the trained {model}"
+    loads (the built-in imageset / patches, a trained model by name or folder: its card; fsd2d.models), by the one
+    rule (fsd2d.priors.base.match_prompt); other models take any text, None is "not given". So a sweep with a
+    misspelt prompt fails before its first run (fsdbatch.runner.check_runs stops where the prior would load). The 3D
+    references are gen-3d's, which checks their prompts itself (fsd3d.reference_prior)."""
+    info = model_info(model)
+    listing = None if info is not None and info.kind is ModelKind.SCENE else find_prompt_list(model)
+    if listing is None:
+        return
     for prompt in prompts:
         if prompt is not None:
-            match_prompt(prompt, known, suffixes, known_by=label)
+            match_prompt(prompt, listing.names(), listing.suffixes, known_by=listing.known_by)
 
 
 def load_prior(model: str, device: str = "auto", dtype: str = "auto", resolution: int | None = None) -> Prior:
     dev, dt = resolve_device(device), resolve_dtype(dtype)
-    if model in (BuiltinPrior.IMAGESET.value, BuiltinPrior.PATCHES.value):
+    info = model_info(model)
+    if info is not None and info.source is Source.EMBEDDED and info.kind is ModelKind.IMAGE:  # imageset, patches
         from fsd2d.priors.imageset import DEFAULT_RESOLUTION, ImageSetPrior
         from fsd2d.priors.patches import PatchPrior
 
-        builtin = ImageSetPrior if model == BuiltinPrior.IMAGESET.value else PatchPrior
+        builtin = ImageSetPrior if model == BuiltinPrior.IMAGESET else PatchPrior
         res = DEFAULT_RESOLUTION if resolution is None else resolution  # 0 is an error, not the default
         return builtin(res, device=dev, dtype=dt or torch.float64)
     trained = trained_folder(model)  # a built-in trained model: a folder inside the package, loaded as any other
@@ -89,10 +78,12 @@ def load_prior(model: str, device: str = "auto", dtype: str = "auto", resolution
         from fsd2d.priors.diffusers_prior import load_stable_diffusion
 
         return attach_card(load_stable_diffusion(model, device=dev, dtype=dt, resolution=resolution), card, name)
-    raise ModelError(
-        f"unknown model {model!r}: use a built-in prior ({', '.join(b.value for b in BuiltinPrior)}), a trained "
-        f"one ({', '.join(m.value for m in TrainedModel)}), a local diffusers folder, or a hub id like 'org/name'"
-    )
+    if info is not None:  # the embedded 3D references: gen-3d builds them from the prompt (fsd3d.gen3d)
+        raise ModelError(f"'{model}' is a 3D prior: only `fsd gen-3d --model {model}` takes it; the 2D studies take "
+                         f"{', '.join(model_names(kinds=(ModelKind.IMAGE, ModelKind.MULTI_VIEW)))}, a local diffusers "
+                         "folder, or a hub id like 'org/name'")
+    raise ModelError(f"unknown model {model!r}: use a registered name ({models_summary()}), a local diffusers folder, "
+                     "or a hub id like 'org/name'")
 
 
 def attach_card(prior: Prior, card: dict | None, name: str) -> Prior:

@@ -1,4 +1,5 @@
-"""The trained tiny models shipped in the package, by name, and the model card every trained folder carries.
+"""The trained tiny models shipped in the package, by name (registered in fsd2d.models), and the model card every
+trained folder carries.
 
 `fsd train-prior` (fsdtrain) trains small Stable Diffusion and MVDream models here, on 2 CPU cores, on the
 embedded worlds, and writes them in the diffusers layout (Stable Diffusion) or MVDream's published layout, so
@@ -20,12 +21,13 @@ line (a ModelError) naming it, and nothing runs. The built-in names are folders 
 """
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
 from pathlib import Path
 
-from fsd2d.priors.base import ModelError
+import enum
+
+from fsd2d.errors import ModelError
 
 CARD = "fsd_model.json"
 TRAINED_DIR = Path(__file__).parent / "trained"
@@ -40,7 +42,7 @@ class TrainedModel(str, enum.Enum):
 
 
 def trained_folder(name: str) -> Path | None:
-    """The package folder of a built-in trained model's name, None for other strings."""
+    """The package folder of a built-in trained model's name (fsd2d.models), None for other strings."""
     if name not in {m.value for m in TrainedModel}:
         return None
     folder = TRAINED_DIR / name
