@@ -7,6 +7,7 @@ import csv
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import matplotlib
 
@@ -15,25 +16,48 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from fsd2d import metrics  # noqa: E402
+from fsd2d.errors import check_finite  # noqa: E402
 from fsd2d.figures import image_grid, save_figure  # noqa: E402
+from fsd2d.flags import to_floats  # noqa: E402
 from fsd2d.io import atomic_output_dir, run_record, write_json  # noqa: E402
-from fsd2d.folders import BETA_SWEEP, claim  # noqa: E402
+from fsd2d.folders import BETA_SWEEP, Layout, claim  # noqa: E402
 from fsd2d.priors.base import Prior  # noqa: E402
 from fsd2d.priors.imageset import ImageSetPrior  # noqa: E402
-from fsd2d.sampling import Method, ddim_sample, distill, initial_noise  # noqa: E402
+from fsd2d.sampling import Method, distill, sample  # noqa: E402
 from fsd2d.study import StudyConfig  # noqa: E402
 from fsd2d.updates import check_beta  # noqa: E402
+
+__all__ = ["BetaSweepConfig", "beta_sweep"]
 
 COLUMNS = ("beta", "diversity", "mean_psnr_to_ddim", "mean_ssim_to_ddim", "modes_reached")
 
 
 @dataclass(frozen=True)
 class BetaSweepConfig(StudyConfig):
-    betas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    LAYOUT: ClassVar[Layout] = BETA_SWEEP
+
+    betas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # the sweep's noise blends (the field beta is unused)
+
+    @classmethod
+    def flag_names(cls) -> tuple[str, ...]:
+        """The shared options but beta (each run of the sweep has its own), and betas."""
+        return tuple(n for n in super().flag_names() if n != "beta")
+
+    @classmethod
+    def fields_from_flags(cls, flags: dict) -> dict:
+        """Besides the shared options: betas ('0,0.5,1' or numbers)."""
+        flags = super().fields_from_flags(flags)
+        if "betas" in flags:
+            flags["betas"] = to_floats(flags["betas"], "--betas")
+        return flags
+
+    def write_study(self, prior: Prior, out: Path, progress: bool = False) -> dict:
+        return beta_sweep(prior, self, out, progress=progress)
 
     def validate(self) -> None:
         super().validate()
         for b in self.betas:
+            check_finite("--betas", b)  # the message of the command's parser (fsd2d.flags.parse_floats)
             check_beta(b)
 
 
@@ -44,8 +68,8 @@ def beta_sweep(prior: Prior, config: BetaSweepConfig, out: Path, progress: bool 
     start = time.perf_counter()
     guidance = config.guidance(prior)
     with torch.no_grad():
-        ddim = prior.decode(ddim_sample(prior, guidance, initial_noise(prior, config.seeds), config.ddim_grid(),
-                                        progress=progress)).float().cpu()
+        ddim = prior.decode(sample(prior, guidance, Method.DDIM, config.seeds, config.distill_base(),
+                                   progress=progress)).float().cpu()
     set_images = prior.set_images(config.prompt) if isinstance(prior, ImageSetPrior) else None
     images, rows = {}, []
     configs = {beta: Method.FSD.config(replace(config.distill_base(), beta=beta)) for beta in config.betas}

@@ -2,32 +2,71 @@
 (ISM, SDI, CSD, NFSD: fsd2d.family) on the same seeds, all seeds of a method in one batch.
 
 DDIM always runs: it is the reference every method is measured against (same seed, same eps~).
+
+In memory (`compare_methods`, what `compare_2d` writes to the folder, so both give the same numbers):
+
+    result = compare_methods(load_prior("imageset"), Compare2DConfig.from_flags(methods="fsd,sds", seeds="0-3"))
+    result.images[Method.FSD]     # [4, 3, 32, 32] float32 in [0, 1], one row per seed
+    result.metrics["methods"]["fsd"]["mean_psnr_to_ddim"]
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 from fsd2d import metrics
 from fsd2d.figures import image_grid
-from fsd2d.family import FamilyOptions
+from fsd2d.family import FAMILY_FLAGS, FamilyOptions
+from fsd2d.flags import to_enum_tuple
 from fsd2d.io import atomic_output_dir, run_record, save_png, write_json
-from fsd2d.folders import COMPARE_2D, claim
+from fsd2d.folders import COMPARE_2D, Layout, claim
 from fsd2d.priors.base import Prior
 from fsd2d.priors.imageset import ImageSetPrior
-from fsd2d.sampling import DistillConfig, Method, ddim_sample, distill, initial_noise
+from fsd2d.sampling import DistillConfig, Method, sample
 from fsd2d.study import StudyConfig
 
+__all__ = ["Compare2DConfig", "Compare2D", "compare_methods", "run_methods", "evaluate", "compare_2d"]
+
 DEFAULT_METHODS = (Method.DDIM, Method.FSD, Method.FSD_EXACT, Method.SDS)
+FAMILY_OPTIONS = tuple(f.name for f in fields(FamilyOptions))  # options given flat (--ism-interval is ism_interval)
 
 
 @dataclass(frozen=True)
 class Compare2DConfig(StudyConfig):
+    LAYOUT: ClassVar[Layout] = COMPARE_2D
+
     methods: tuple[Method, ...] = DEFAULT_METHODS
     family: FamilyOptions = FamilyOptions()  # ISM / SDI / NFSD settings (fsd2d.family)
+
+    @classmethod
+    def flag_names(cls) -> tuple[str, ...]:
+        """The shared options, methods and the family's (flat, as --ism-interval)."""
+        return (*(n for n in super().flag_names() if n != "family"), *FAMILY_FLAGS)
+
+    @classmethod
+    def fields_from_flags(cls, flags: dict) -> dict:
+        """Besides the shared options: methods ('fsd,sds' or Method members) and the family's options, flat
+        (ism_interval=..., as the command's --ism-interval) or as `family` (FamilyOptions or run.json's dict)."""
+        flags = super().fields_from_flags(flags)
+        if "methods" in flags:
+            flags["methods"] = to_enum_tuple(flags["methods"], Method, "--methods")
+        flat = {name: flags.pop(name) for name in FAMILY_OPTIONS if name in flags}
+        family = flags.get("family", FamilyOptions())
+        family = FamilyOptions(**family) if isinstance(family, dict) else family
+        if flat or "family" in flags:
+            flags["family"] = replace(family, **flat)
+        return flags
+
+    def write_study(self, prior: Prior, out: Path, progress: bool = False) -> dict:
+        return compare_2d(prior, self, out, progress=progress)
+
+    def distill_base(self) -> DistillConfig:
+        """The shared base (StudyConfig.distill_base) with the family's options: every method starts from it."""
+        return replace(super().distill_base(), family=self.family)
 
     def validate(self) -> None:
         super().validate()
@@ -41,24 +80,34 @@ class Compare2DConfig(StudyConfig):
 
 def method_configs(config: Compare2DConfig) -> dict[str, DistillConfig]:
     """Each method's DistillConfig (DDIM's grid is the annealed one), as run.json records them."""
-    base = replace(config.distill_base(), family=config.family)
+    base = config.distill_base()
     return {m.value: m.config(base) for m in config.ordered_methods() if m is not Method.DDIM}
 
 
 def run_methods(prior: Prior, config: Compare2DConfig, progress: bool = False) -> dict[Method, torch.Tensor]:
-    """Final results in the prior's working space [B, C, h, w], per method (one batch of all seeds each)."""
-    configs = method_configs(config)
-    guidance = config.guidance(prior)
-    results = {}
-    for method in config.ordered_methods():
-        if method is Method.DDIM:
-            noise = initial_noise(prior, config.seeds)
-            results[method] = ddim_sample(prior, guidance, noise, config.ddim_grid(), progress=progress)
-        else:
-            results[method] = distill(
-                prior, guidance, configs[method.value], config.seeds, progress=progress, desc=method.value
-            )
-    return results
+    """Final results in the prior's working space [B, C, h, w], per method (one batch of all seeds each): every
+    method through `sampling.sample` with the same base settings, DDIM first (compare_methods decodes and scores)."""
+    guidance, base = config.guidance(prior), config.distill_base()
+    return {m: sample(prior, guidance, m, config.seeds, base, progress=progress) for m in config.ordered_methods()}
+
+
+@dataclass(frozen=True)
+class Compare2D:
+    """What `fsd compare-2d` computes, in memory: its config, the decoded images and metrics.json's numbers."""
+
+    config: Compare2DConfig
+    images: dict[Method, torch.Tensor]  # per method, DDIM first: [B, C, H, W] float32 on the CPU in [0, 1], B = seeds
+    metrics: dict  # metrics.json less "seconds" (evaluate): per method and seed the distance to DDIM, diversity, ...
+
+
+def compare_methods(prior: Prior, config: Compare2DConfig, progress: bool = False) -> Compare2D:
+    """Run every method of `config` (DDIM always) on `prior`, decode and score them: the images and the numbers
+    `fsd compare-2d` writes, without a folder. Validates `config` first (InputError, one line)."""
+    config.validate()
+    latents = run_methods(prior, config, progress=progress)
+    with torch.no_grad():
+        images = {m: prior.decode(z).float().cpu() for m, z in latents.items()}
+    return Compare2D(config, images, evaluate(prior, config, images))
 
 
 def evaluate(prior: Prior, config: Compare2DConfig, images: dict[Method, torch.Tensor]) -> dict:
@@ -114,11 +163,9 @@ def compare_2d(prior: Prior, config: Compare2DConfig, out: Path, progress: bool 
     """Run every method, write grid.png, images/, metrics.json and run.json to `out` atomically."""
     claim(out, COMPARE_2D)
     start = time.perf_counter()
-    results = run_methods(prior, config, progress=progress)
-    with torch.no_grad():
-        images = {m: prior.decode(z).float().cpu() for m, z in results.items()}
-    summary = evaluate(prior, config, images)
-    summary["seconds"] = time.perf_counter() - start
+    result = compare_methods(prior, config, progress=progress)
+    images = result.images
+    summary = {**result.metrics, "seconds": time.perf_counter() - start}
     with atomic_output_dir(out, COMPARE_2D) as tmp:
         (tmp / "images").mkdir()
         for method, ims in images.items():

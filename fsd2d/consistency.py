@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import matplotlib
 
@@ -20,18 +21,25 @@ from fsd2d import metrics  # noqa: E402
 from fsd2d.errors import InputError  # noqa: E402
 from fsd2d.figures import image_grid, save_figure  # noqa: E402
 from fsd2d.io import atomic_output_dir, run_record, write_json  # noqa: E402
-from fsd2d.folders import CONSISTENCY, claim  # noqa: E402
+from fsd2d.folders import CONSISTENCY, Layout, claim  # noqa: E402
 from fsd2d.priors.base import Prior  # noqa: E402
-from fsd2d.sampling import Method, StepInfo, distill  # noqa: E402
+from fsd2d.sampling import Method, StepInfo, sample  # noqa: E402
 from fsd2d.study import StudyConfig  # noqa: E402
+
+__all__ = ["ConsistencyConfig", "x_gt_consistency"]
 
 METHODS = (Method.FSD, Method.SDS_ANNEALED)  # same annealing, optimiser and CFG: only the noise differs
 
 
 @dataclass(frozen=True)
 class ConsistencyConfig(StudyConfig):
+    LAYOUT: ClassVar[Layout] = CONSISTENCY
+
     window: int = 6  # consecutive steps shown in the strip, centred on the middle of the run
     show_seed: int | None = None  # which seed the strip shows (default: the first)
+
+    def write_study(self, prior: Prior, out: Path, progress: bool = False) -> dict:
+        return x_gt_consistency(prior, self, out, progress=progress)
 
     def validate(self) -> None:
         super().validate()
@@ -66,8 +74,8 @@ def trace_method(prior: Prior, config: ConsistencyConfig, method: Method, progre
             trace.x_gt.append(s.x_gt.cpu())
             trace.theta.append(s.theta.cpu())
 
-    distill(prior, config.guidance(prior), method.config(config.distill_base()), config.seeds,
-            callback=record, progress=progress, desc=method.value)
+    sample(prior, config.guidance(prior), method, config.seeds, config.distill_base(), callback=record,
+           progress=progress)
     return trace
 
 

@@ -62,6 +62,11 @@ NFSD_T_THRESHOLD = 200
 MAX_INVERSION_STEPS = 1000  # one prior call per step: beyond T steps every stride is 0 or 1
 
 
+# the options of FamilyOptions that the commands take (--ism-interval ...): compare-2d's and gen-3d's
+FAMILY_FLAGS = ("ism_interval", "ism_stride", "ism_inversion_steps", "sdi_inversion_steps", "sdi_inversion_cfg",
+                "sdi_eta")
+
+
 @dataclass(frozen=True)
 class FamilyOptions:
     """The family's own settings (ignored by SDS/FSD/CSD)."""

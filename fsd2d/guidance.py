@@ -13,6 +13,8 @@ import torch
 from fsd2d.errors import InputError
 from fsd2d.priors.base import Prior
 
+__all__ = ["Guidance", "cfg_combine", "predict_eps", "check_cfg"]
+
 
 def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
     """Standard classifier-free guidance (Ho & Salimans): eps_u + s (eps_c - eps_u)."""

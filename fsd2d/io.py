@@ -24,6 +24,9 @@ from PIL import Image
 from fsd2d.errors import InputError
 from fsd2d.folders import Layout, claim
 
+__all__ = ["check_output_dir", "atomic_output_dir", "atomic_path", "jsonable", "read_object", "write_json",
+           "run_record", "save_png", "differences"]
+
 PACKAGES = ("fsd", "torch", "numpy", "scikit-image", "diffusers", "transformers", "matplotlib", "typer")
 
 

@@ -21,6 +21,9 @@ from fsd2d.guidance import Guidance, check_cfg, predict_eps
 from fsd2d.priors.base import Prior
 from fsd2d.schedule import Anneal, timesteps, uniform_timesteps
 
+__all__ = ["Method", "DistillConfig", "TimestepSampling", "Optimizer", "StepInfo", "Callback", "sample", "ddim_sample",
+           "distill", "initial_noise"]
+
 # The authors' 2D playground (REFERENCE.md): Adam betas (0, 0.99), eps 1e-15, lr 2.5e-3 over 1000 steps.
 ADAM_BETAS = (0.0, 0.99)
 ADAM_EPS = 1e-15  # also the authors' 3D optimisers (sd- and mvdream-stage1.yaml): every 3D profile uses it
@@ -174,6 +177,15 @@ def initial_noise(prior: Prior, seeds: Sequence[int]) -> torch.Tensor:
     return draw_noise(seed_generators(seeds), prior.latent_shape, work_dtype(prior), prior.device)
 
 
+def given_noise(drawn: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+    """`noise` (shape-checked, cast to `drawn`'s device and dtype) in place of the seeds' eps~ `drawn` [B, C, h, w]."""
+    if noise is None:
+        return drawn
+    if noise.shape != drawn.shape:
+        raise ValueError(f"noise must have shape {tuple(drawn.shape)}, got {tuple(noise.shape)}")
+    return noise.to(device=drawn.device, dtype=drawn.dtype)
+
+
 def ddim_sample(
     prior: Prior,
     guidance: Guidance,
@@ -234,11 +246,7 @@ def distill(
     gens = seed_generators(seeds)
     shape, dtype, device = prior.latent_shape, work_dtype(prior), prior.device
     b = len(seeds)
-    fixed = draw_noise(gens, shape, dtype, device)  # eps~, identical to initial_noise(prior, seeds)
-    if noise is not None:
-        if noise.shape != fixed.shape:
-            raise ValueError(f"noise must have shape {tuple(fixed.shape)}, got {tuple(noise.shape)}")
-        fixed = noise.to(device=device, dtype=dtype)
+    fixed = given_noise(draw_noise(gens, shape, dtype, device), noise)  # eps~ = initial_noise(prior, seeds), or `noise`
     theta = (torch.zeros(b, *shape, dtype=dtype, device=device) if theta0 is None else theta0.clone()).requires_grad_(
         config.optimizer is Optimizer.ADAM
     )
@@ -271,3 +279,31 @@ def distill(
             opt.step()
         bar.set_postfix(t=int(t[0]), refresh=False)
     return theta.detach()
+
+
+def sample(
+    prior: Prior,
+    guidance: Guidance,
+    method: Method,
+    seeds: Sequence[int],
+    base: DistillConfig,
+    *,
+    noise: torch.Tensor | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Every method behind one contract: the final clean image [B, C, h, w] (one row per seed, the prior's working
+    space: pixels in [-1, 1] for analytic priors, latents for Stable Diffusion; prior.decode gives [0, 1] images).
+
+    `base` carries the run's settings: steps, t range, anneal, Adam's lr, FSD's beta, the family's options.
+    Method.DDIM samples along `base`'s annealed grid t(tau) (ddim_sample; any decreasing grid is a valid DDIM
+    grid); every other method distils with `method.config(base)` (distill). So `Method.DDIM` and `Method.FSD` are
+    interchangeable in the same call, and fsd-exact equals DDIM for every anneal (Proposition 1).
+    `noise` [B, C, h, w] replaces eps~ (default: initial_noise(prior, seeds)) for DDIM and distillation alike.
+    """
+    if method is Method.DDIM:
+        eps = given_noise(initial_noise(prior, seeds), noise)
+        grid = timesteps(base.steps, base.t_min, base.t_max, base.anneal)
+        return ddim_sample(prior, guidance, eps, grid, callback=callback, progress=progress)
+    return distill(prior, guidance, method.config(base), seeds, callback=callback, progress=progress, desc=method.value,
+                   noise=noise)

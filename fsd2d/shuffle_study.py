@@ -10,20 +10,24 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import matplotlib.patches
 import torch
 import torch.nn.functional as F
 
 from fsd2d import metrics
-from fsd2d.errors import check_int_range
+from fsd2d.errors import InputError, check_int_range
 from fsd2d.figures import image_grid
+from fsd2d.flags import to_enum
 from fsd2d.io import atomic_output_dir, run_record, write_json
-from fsd2d.folders import SHUFFLE_NOISE, claim
+from fsd2d.folders import SHUFFLE_NOISE, Layout, claim
 from fsd2d.priors.base import Prior
 from fsd2d.sampling import SEED_LIMIT, Method, distill, initial_noise
 from fsd2d.shuffle import Permutation, check_grid, make_permutation, pearson, permute_patches
 from fsd2d.study import StudyConfig
+
+__all__ = ["ShuffleConfig", "shuffle_noise"]
 
 COLUMNS = ("noise eps~", "FSD(eps~)", "P(eps~)", "FSD(P(eps~))", "P(FSD(eps~))", "control FSD(eps_c)")
 FRAME_COLORS = ("#e41a1c", "#377eb8", "#4daf4a", "#ff7f00", "#984ea3", "#ffff33", "#a65628", "#f781bf")
@@ -31,6 +35,9 @@ FRAME_COLORS = ("#e41a1c", "#377eb8", "#4daf4a", "#ff7f00", "#984ea3", "#ffff33"
 
 @dataclass(frozen=True)
 class ShuffleConfig(StudyConfig):
+    LAYOUT: ClassVar[Layout] = SHUFFLE_NOISE
+
+    prompt: str = "brick"
     model: str = "patches"
     seeds: tuple[int, ...] = (0, 1, 2, 3)
     grid: int = 4  # g x g patches
@@ -39,9 +46,27 @@ class ShuffleConfig(StudyConfig):
     frames: int = 4  # how many corresponding patches get coloured frames in the figure (0 = none)
     control_offset: int = 1000  # the control noise is seed + control_offset
 
+    @classmethod
+    def flag_names(cls) -> tuple[str, ...]:
+        """The command's options: all fields but control_offset (the control's shift, fixed by the study)."""
+        return tuple(n for n in super().flag_names() if n != "control_offset")
+
+    @classmethod
+    def fields_from_flags(cls, flags: dict) -> dict:
+        """Besides the shared options: the permutation ('random', or a Permutation)."""
+        flags = super().fields_from_flags(flags)
+        if "permutation" in flags:
+            flags["permutation"] = to_enum(flags["permutation"], Permutation, "--permutation")
+        return flags
+
+    def write_study(self, prior: Prior, out: Path, progress: bool = False) -> dict:
+        return shuffle_noise(prior, self, out, progress=progress)
+
     def validate(self) -> None:
         super().validate()
         check_int_range("perm-seed", self.perm_seed, 0, SEED_LIMIT - 1)
+        if self.frames < 0:
+            raise InputError(f"--frames must be >= 0, got {self.frames}")
 
 
 def shuffle_noise(prior: Prior, config: ShuffleConfig, out: Path, progress: bool = False) -> dict:

@@ -36,7 +36,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from fsd2d.errors import InputError
+from fsd2d.errors import InputError, check_finite
 from fsd2d.folders import TRAIN_PRIOR, claim
 from fsd2d.io import atomic_output_dir, atomic_path, check_output_dir, jsonable, usual_mode, versions
 from fsd2d.priors.trained import CARD, folder_files
@@ -88,6 +88,9 @@ class TrainPriorConfig:
         return self.pool if self.pool is not None else DEFAULT_POOL.get(self.dataset, 0)
 
     def validate(self) -> None:
+        for flag, value in (("--lr", self.lr), ("--vae-lr", self.vae_lr), ("--prompt-dropout", self.prompt_dropout)):
+            if isinstance(value, float):  # inf / NaN first, named by the flag: what `fsd train-prior` has always said
+                check_finite(flag, value)
         caps = {"steps": MAX_TRAIN_STEPS, "vae_steps": MAX_TRAIN_STEPS, "checkpoint_every": MAX_TRAIN_STEPS,
                 "batch": MAX_BATCH, "vae_batch": MAX_BATCH, "threads": MAX_THREADS}
         for name, cap in caps.items():
