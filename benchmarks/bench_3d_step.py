@@ -28,8 +28,12 @@ from dataclasses import replace
 import torch
 
 from fsd3d.densify import Densify, DensifyConfig
-from fsd3d.gen3d import Gen3DConfig, load_scene_prior
-from fsd3d.train import NoiseKind, Train3DConfig, initial_state, resolve, train_seeds
+from fsd3d.config import Gen3DConfig
+from fsd3d.run import load_scene_prior
+from fsd3d.config import NoiseKind, Train3DConfig
+from fsd3d.checkpoint import initial_state
+from fsd3d.settings import resolve
+from fsd3d.train import train_seeds
 
 
 def sync(device: torch.device) -> None:
@@ -96,7 +100,7 @@ def main() -> None:
         config = Gen3DConfig(model=model, prompt="a hamburger" if sd else "mushroom", resolution=args.resolution,
                              device=args.device, train=train, compile=args.compile)
         prior = load_scene_prior(config)
-        train = resolve(train, prior)
+        train = resolve(config, prior).train
         device = prior.prior.device
         seeds = list(range(args.seeds))
 

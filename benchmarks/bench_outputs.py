@@ -21,11 +21,11 @@ import torch
 
 from fsd3d.cameras import CameraRanges
 from fsd3d.gaussians import GaussianScene, rgb_to_sh0
-from fsd3d.gen3d import Gen3DConfig
+from fsd3d.config import Gen3DConfig
 from fsd3d.outputs import (TURNTABLE_FPS, TurntableFormat, save_video, save_view_pngs, save_views_figure,
                            turntable_frames)
 from fsd3d.ply import save_ply
-from fsd3d.render import render_scene
+from fsd3d.renderer import render_scene
 
 
 def make_scene(n: int, device: torch.device, seed: int = 0) -> GaussianScene:

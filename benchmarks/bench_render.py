@@ -15,7 +15,7 @@ import time
 import torch
 
 from fsd3d.cameras import CameraRanges, sample_cameras, stack_cameras
-from fsd3d.render import render_gsplat, render_reference
+from fsd3d.renderer import render_gsplat, render_reference
 
 
 def make_scene(n: int, device: torch.device, seed: int = 0):

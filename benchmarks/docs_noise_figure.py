@@ -19,8 +19,9 @@ from PIL import Image  # noqa: E402
 from fsd3d.cameras import orbit_camera  # noqa: E402
 from fsd3d.metrics3d import warp_view  # noqa: E402
 from fsd3d.references import reference_scene  # noqa: E402
-from fsd3d.render import render_scene  # noqa: E402
-from fsd3d.train import NoiseKind, view_points  # noqa: E402
+from fsd3d.renderer import render_scene  # noqa: E402
+from fsd3d.config import NoiseKind# noqa: E402
+from fsd3d.train import view_points# noqa: E402
 
 KINDS = {"fsd": "world map", "constant": "constant", "sds-annealed": "fresh (SDS)", "surface": "surface"}
 RES = 32

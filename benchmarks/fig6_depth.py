@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 
 from fsd3d.cameras import CameraRanges
-from fsd3d.gen3d import reference_renders
+from fsd3d.run import reference_renders
 from fsd3d.metrics3d import score_scene, seed_spread
 from fsd3d.ply import load_ply
 from fsd3d.reference_prior import ReferencePrior
-from fsd3d.render import render_scene
+from fsd3d.renderer import render_scene
 
 
 def main() -> None:

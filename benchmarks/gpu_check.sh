@@ -18,7 +18,7 @@
 #                  its compute capability, MAX_JOBS=12), timed, then one tiny rasterization on CUDA;
 #   sd_build       at the same time: a random Stable Diffusion 2.1-base-sized model (4.7 GB) in a temp folder
 #   mvdream_build  at the same time: a random full-size MVDream (SD 2.1-base multi-view UNet, 256 px views)
-#   tests_cuda     pytest -m cuda tests;  tests_gsplat: pytest tests/test_render.py -k gsplat
+#   tests_cuda     pytest -m cuda tests;  tests_gsplat: pytest tests/fsd3d/test_renderer.py -k gsplat
 #   bench_render   benchmarks/bench_render.py
 #   bench3d_*      benchmarks/bench_3d_step.py --model SD21 --device cuda --resolution 512 --gaussians 20000
 #                  --cameras 1 --steps 30 --json, with 1 and 4 seeds, without and with --compile
@@ -250,10 +250,10 @@ if [[ -n $mv_pid ]]; then wait "$mv_pid" || true; fi
 # ------------------------------------------------------------------------------------------------ tests
 IGNORE=()
 if ! "$PY" -c 'import nbformat' 2>/dev/null; then
-    IGNORE=(--ignore=tests/test_notebooks.py)  # imports nbformat at module level; it has no CUDA tests
+    IGNORE=(--ignore=tests/e2e/test_notebooks.py)  # imports nbformat at module level; it has no CUDA tests
 fi
 run_step tests_cuda 240 "$PY" -m pytest -q -rs -p no:cacheprovider -m cuda ${IGNORE[@]+"${IGNORE[@]}"} tests
-run_step tests_gsplat 180 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_render.py -k gsplat
+run_step tests_gsplat 180 "$PY" -m pytest -q -rs -p no:cacheprovider tests/fsd3d/test_renderer.py -k gsplat
 
 # ----------------------------------------------------------------------------------------- benchmarks
 run_step bench_render 180 "$PY" benchmarks/bench_render.py "${RENDER_ARGS[@]}"

@@ -29,11 +29,14 @@ import torch.nn.functional as F
 from fsd2d.family import Rule, gradient
 from fsd2d.updates import one_step_estimate
 from fsd3d.cameras import CameraRanges, orbit_camera
-from fsd3d.gen3d import Gen3DConfig, load_scene_prior
+from fsd3d.config import Gen3DConfig
+from fsd3d.run import load_scene_prior
 from fsd3d.metrics3d import view_disagreement, warp_view
 from fsd3d.ply import load_ply
-from fsd3d.render import render_scene
-from fsd3d.train import NoiseKind, seed_for, view_points
+from fsd3d.renderer import render_scene
+from fsd3d.config import NoiseKind
+from fsd3d.checkpoint import seed_for
+from fsd3d.train import view_points
 
 T_PROBE = 500
 PAIRS = [(45.0 * k, 45.0 * k + 10.0) for k in range(8)]

@@ -49,7 +49,7 @@ def seeds_that_fit(free_bytes: int, per_seed_bytes: int, n_seeds: int) -> int:
 def view_bytes(scene_prior, scene, cameras, background: torch.Tensor, clamp: bool) -> int:
     """Autograd bytes of one view of `scene` rendered at `cameras[0]` and encoded by the scene prior's 2D prior:
     saved(two views) - saved(one view). `scene` is not changed (its parameters get no gradient: no backward)."""
-    from fsd3d.render import render_scene
+    from fsd3d.renderer import render_scene
 
     prior = scene_prior.prior
 

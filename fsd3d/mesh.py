@@ -2,7 +2,7 @@
 
 Steps:
     1. Density on a grid (`density_grid`): d(x) = sum_i o_i exp(-0.5 (x - mu_i)^T Sigma_i^-1 (x - mu_i)),
-       Sigma_i = R_i S_i^2 R_i^T (fsd3d.render's step 1), each Gaussian summed over the voxels of its cutoff
+       Sigma_i = R_i S_i^2 R_i^T (fsd3d.renderer's step 1), each Gaussian summed over the voxels of its cutoff
        ellipsoid (Mahalanobis distance <= CUTOFF_SIGMA); Gaussians are processed in chunks of at most CHUNK_ELEMENTS
        (Gaussian, voxel) pairs, so memory stays bounded whatever the grid and the scene.
     2. Surface: marching cubes (skimage, Lewiner) at `level` on that grid, its faces wound counter-clockwise seen
@@ -40,19 +40,19 @@ import numpy as np
 import torch
 import trimesh
 
-from fsd2d.errors import InputError
+from fsd2d.errors import InputError, check_finite
 from fsd2d.io import atomic_path
 from fsd3d.cameras import Camera, stack_cameras
 from fsd3d.gaussians import SH_C0, GaussianScene
 from fsd3d.metrics3d import ALPHA_SOLID
-from fsd3d.render import quat_to_rotmat, render_scene
+from fsd3d.renderer import quat_to_rotmat, render_scene
 
 __all__ = ["DEFAULT_GRID", "DEFAULT_LEVEL", "DEFAULT_MAX_FACES", "MESH_EVAL_PX", "WORLD_TO_GLTF", "EmptyMeshError",
            "density_grid", "export_mesh", "extract_mesh", "mesh_silhouette", "mesh_silhouette_iou", "scene_bounds",
            "simplify_mesh", "write_mesh"]
 
 DEFAULT_GRID = 96  # voxels per axis
-# Density level of the surface, chosen on the 9 reference objects (tests/test_mesh.py): at 0.3 the mesh's
+# Density level of the surface, chosen on the 9 reference objects (tests/fsd3d/test_mesh.py): at 0.3 the mesh's
 # silhouette matches the splat's alpha > 0.5 mask at the 8 evaluation cameras (rendered at MESH_EVAL_PX) with
 # IoU 0.977-0.989 on a 48^3 grid and 0.976-0.995 on 64^3 (0.94-0.976 at level 0.5); every mesh watertight.
 DEFAULT_LEVEL = 0.3
@@ -356,6 +356,17 @@ def _write_bytes(path: Path, data: bytes) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def check_mesh_options(resolution: int, level: float, max_faces: int | None) -> None:
+    """`fsd export-mesh`'s --grid, --level and --max-faces (None or 0: every face), one-line InputError each."""
+    check_finite("--level", level)
+    if not level > 0:
+        raise InputError(f"--level must be > 0, got {level}")
+    if not 2 <= resolution <= MAX_GRID:
+        raise InputError(f"--grid must be in [2, {MAX_GRID}], got {resolution}")
+    if max_faces not in (None, 0) and max_faces < 4:
+        raise InputError(f"--max-faces must be 0 (keep every face) or >= 4, got {max_faces}")
 
 
 def export_mesh(folder: Path, scene: GaussianScene, cameras: list[Camera], resolution: int = DEFAULT_GRID,

@@ -23,7 +23,7 @@ from fsd2d.errors import InputError
 from fsd2d.priors.base import Prior
 from fsd2d.priors.mvdream import MVDreamPrior, MVDreamViewPrior, viewmats_to_mvdream
 from fsd3d.cameras import Camera, orbit_camera
-from fsd3d.backbones import MVDREAM, Profile
+from fsd3d.backbones import MVDREAM
 from fsd3d.densify import Densify
 from fsd3d.priors3d import ScenePrior
 
@@ -43,7 +43,6 @@ class MVDreamScenePrior(ScenePrior):
     """MVDream in the 3D loop; working space: one view's VAE latent [4, R/8, R/8] (MVDreamViewPrior)."""
 
     default_cfg = MVDREAM.cfg  # the profile's (MVDream-threestudio's 50, our standard form)
-    profile = Profile.MVDREAM
     default_densify = Densify.MCMC  # as Stable Diffusion: no measured screen-gradient threshold for real weights
     cameras_per_step = 1  # one 4-view set per seed and step, as MVDream-threestudio's 4-view batches
 

@@ -33,7 +33,7 @@ from fsd2d.io import atomic_path, save_png, write_json
 from fsd3d.cameras import Camera
 from fsd3d.gaussians import GaussianScene
 from fsd3d.ply import save_ply
-from fsd3d.render import DENSE_LIMIT, RenderOutput, render_scene
+from fsd3d.renderer import DENSE_LIMIT, RenderOutput, render_scene
 
 TURNTABLE_FPS = 12.5  # 80 ms per frame: 36 frames turn once in 2.9 s
 TURNTABLE_MIN_PX = 256  # smaller renders are upscaled (nearest) by the integer factor that reaches this

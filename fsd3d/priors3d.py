@@ -17,7 +17,7 @@ import torch
 
 from fsd2d.guidance import Guidance, check_cfg
 from fsd2d.priors.base import Prior
-from fsd3d.backbones import STABLE_DIFFUSION, Defaults3D, Profile, defaults
+from fsd3d.backbones import STABLE_DIFFUSION
 from fsd3d.cameras import Camera
 from fsd3d.densify import Densify
 
@@ -41,16 +41,6 @@ class ScenePrior(abc.ABC):
     # the ground truth a scene is scored against (fsd3d.metrics3d): the embedded reference objects, for the
     # embedded priors and the models trained on their renders (fsd train-prior objects / objects-mv); else None
     references = None  # fsd3d.references.ReferenceSet | None
-    # whose defaults a run takes where the user gives none (fsd3d.backbones): the embedded priors' by default
-    profile: Profile = Profile.EMBEDDED
-    # what a trained model's world fixes whatever the profile: {field: value} over Defaults3D's cfg,
-    # negative_prompt, cameras and background (fsd3d.gen3d.load_scene_prior); empty for real backbones
-    world_defaults: dict = {}
-
-    def defaults_for(self, profile: Profile | None = None) -> Defaults3D:
-        """The defaults of `profile` (None: this prior's), with what the prior's world fixes."""
-        return defaults(profile or self.profile, self.world_defaults)
-
     @property
     def resolution(self) -> int:
         """Side of the rendered RGB images, in pixels."""
@@ -74,8 +64,7 @@ class ScenePrior(abc.ABC):
         """The 2D prior and guidance (conditioning [C, ...]) for these C cameras."""
 
     def describe(self) -> dict:
-        return {"class": type(self).__name__, "prior": self.prior.describe(), "profile": self.profile.value,
-                "world_defaults": dict(self.world_defaults)}
+        return {"class": type(self).__name__, "prior": self.prior.describe()}
 
 
 def view_suffix(azimuth_deg: float) -> str:
@@ -95,7 +84,6 @@ class StableDiffusionScenePrior(ScenePrior):
     """
 
     default_cfg = STABLE_DIFFUSION.cfg  # the profile's (71): what --defaults embedded keeps on this backbone
-    profile = Profile.STABLE_DIFFUSION
 
     def __init__(self, prior: Prior, prompt: str, negative_prompt: str = "", view_dependent: bool = True,
                  compile: bool = False):

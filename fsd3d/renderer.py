@@ -30,7 +30,7 @@ The maths of `render_reference` is gsplat's default ("classic", packed or not) r
        <= log 1e-4; the sum never increases, so that marks exactly the trigger and everything after it.)
        The stop can change a pixel a lot (two Gaussians of alpha 0.999: the second one's 1e-3 is dropped;
        alpha 0.95 then 0.999: the second one's 0.05), so the reference keeps it; the mask is not differentiated.
-Known differences from gsplat's CUDA kernels (tests/test_render.py compares the two where CUDA is present):
+Known differences from gsplat's CUDA kernels (tests/fsd3d/test_renderer.py compares the two where CUDA is present):
     * The stop test: gsplat multiplies T in float32 and compares to 1e-4f; the reference compares a float64
       sum of float32-or-float64 logs to log(1e-4). A pixel whose T lands within rounding of 1e-4 can stop one
       Gaussian earlier or later on one side (rare; it changes that pixel by up to the dropped weight).
