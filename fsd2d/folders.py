@@ -29,6 +29,15 @@ from fsd2d.errors import InputError
 
 REPORT = "report.html"  # `fsd report` may add it to any run or sweep folder (fsdbatch.report)
 RUN_RECORD = "run.json"
+METRICS = "metrics.json"  # a run's numbers; in a gen-3d seed folder, the seed's
+SEED_PREFIX = "seed_"  # gen-3d: one folder per seed, seed_<S>
+# the sweep folder of `fsd batch` (fsdbatch.layout joins these names into paths and reads them)
+SWEEP_RECORD = "sweep.json"  # the expanded grid
+SWEEP_RESULTS = "results.csv"  # fsd gather's table
+SUMMARY_PREFIX = "summary_"  # fsd gather's plots, summary_<metric>.png
+RUN_RESULT = "result"  # in a run's folder: the command's --out
+RUN_DONE = "done.json"  # in a run's folder: written when the command succeeded
+RUN_FAILED = "failed.json"  # in a run's folder: the last failure
 SHOWN = 3  # foreign entries named in a refusal
 
 
@@ -59,17 +68,17 @@ def _match(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
     return len(parts) == len(pattern) and all(fnmatch.fnmatchcase(a, p) for a, p in zip(parts, pattern))
 
 
-STUDY = (RUN_RECORD, "metrics.json")
+STUDY = (RUN_RECORD, METRICS)
+SEEDS = f"{SEED_PREFIX}*"
 COMPARE_2D = Layout("compare-2d", (*STUDY, "grid.png", "images/*.png"))
 SHUFFLE_NOISE = Layout("shuffle-noise", (*STUDY, "shuffle.png"))
 CONSISTENCY = Layout("consistency", (*STUDY, "strip.png", "curve.png"))
 BETA_SWEEP = Layout("beta-sweep", (*STUDY, "beta_sweep.png", "grid.png", "table.csv"))
-GEN_3D = Layout("gen-3d", (*STUDY, "summary.png", "seed_*/checkpoint.pt", "seed_*/gaussians.ply",
-                           "seed_*/turntable.mp4", "seed_*/turntable.gif", "seed_*/views.png", "seed_*/views/az_*.png",
-                           "seed_*/metrics.json", "seed_*/mesh.glb", "seed_*/mesh.obj", "seed_*/mesh.json"),
-                Mode.EXTEND)
-BATCH = Layout("batch", ("sweep.json", "results.csv", "summary_*.png", "*/done.json", "*/failed.json", "*/result/**"),
-               Mode.EXTEND, markers=("sweep.json",))
+GEN_3D = Layout("gen-3d", (*STUDY, "summary.png", *(f"{SEEDS}/{name}" for name in (
+    "checkpoint.pt", "gaussians.ply", "turntable.mp4", "turntable.gif", "views.png", "views/az_*.png", METRICS,
+    "mesh.glb", "mesh.obj", "mesh.json"))), Mode.EXTEND)
+BATCH = Layout("batch", (SWEEP_RECORD, SWEEP_RESULTS, f"{SUMMARY_PREFIX}*.png", f"*/{RUN_DONE}", f"*/{RUN_FAILED}",
+                         f"*/{RUN_RESULT}/**"), Mode.EXTEND, markers=(SWEEP_RECORD,))
 TABLE1 = Layout("table1", ("table1.md", "table1.csv", "table1_per_prompt.md", "table1_per_prompt.csv"),
                 markers=("table1.md",))
 TRAIN_PRIOR = Layout("train-prior", ("fsd_model.json", "model_index.json", "samples.png", "unet/*", "vae/*",

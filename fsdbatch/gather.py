@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from fsd2d.folders import BATCH, claim
 from fsd2d.io import atomic_path, check_output_dir
-from fsdbatch.checks import read_snapshot
+from fsdbatch.layout import RESULTS, SweepFolder, summary_plot_file, summary_plot_files
 from fsdbatch.report import write_report
 from fsdbatch.table import FIXED_COLUMNS, collect
 
@@ -42,11 +41,11 @@ class GatherResult:
 def gather(out: Path, plots: bool = True, report: bool = True) -> GatherResult:
     """Write `out`/results.csv (and summary plots, and report.html) from the finished runs in `out`/sweep.json."""
     out = Path(out)
-    read_snapshot(out)
+    sweep = SweepFolder.open(out)
     claim(out, BATCH, "sweep folder")  # results.csv and the plots go there
     check_output_dir(out, "sweep folder")
-    table = collect(out)
-    csv_path = out / "results.csv"
+    table = collect(sweep)
+    csv_path = out / RESULTS
     write_csv(csv_path, list(table.columns), list(table.rows))
     swept = list(table.snapshot["swept"])
     made = tuple(summary_plots(out, list(table.rows), list(table.columns), swept, list(table.item_keys))) \
@@ -99,10 +98,10 @@ def summary_plots(out: Path, rows: list[dict], columns: list[str], swept: list[s
         labels += [c for c in text_cols if c not in labels]
         x = next((k for k in labels if all(number(r.get(k)) is not None for r in rows)), None)
         for metric in metric_cols:
-            path = out / f"summary_{re.sub(r'[^A-Za-z0-9._-]+', '-', metric)}.png"
+            path = summary_plot_file(out, metric)
             plot_metric(path, rows, metric, x, [k for k in labels if k != x])
             made.append(path)
-    for stale in out.glob("summary_*.png"):
+    for stale in summary_plot_files(out):
         if stale not in made:
             stale.unlink(missing_ok=True)  # another shard may be gathering at the same time
     return made

@@ -1,21 +1,18 @@
 """Run a sweep's runs in this process, resumably, one shard at a time.
 
-Sweep folder layout (`out`):
-    sweep.json                      the expanded grid (written atomically by every runner)
-    <slug>-<hash8>/result/          the command's --out: its usual outputs (metrics.json, run.json, ...)
-    <slug>-<hash8>/done.json        written (atomically) only after the command succeeded: params, args,
-                                    seconds, output folder. A run is done exactly when this file exists.
-    <slug>-<hash8>/failed.json      the last failure: the one-line error (removed when the run succeeds)
-    results.csv, summary_*.png      from fsdbatch.gather
+The sweep folder (`out`, laid out as fsdbatch.layout says): every runner writes sweep.json (atomically); each run's
+command writes into <run>/result/ (its --out); done.json is written (atomically) only after the command succeeded
+(params, args, seconds, output folder), failed.json holds the last failure (the one-line error, removed when the run
+succeeds). A run is done exactly when its done.json exists.
 
 A run without done.json is run again: the 2D studies replace result/ atomically, so they start over;
-gen-3d gets --resume when result/ holds a checkpoint, so it continues from there. Runs call the click
-command in-process with `--out <run>/result` and `--no-progress` (or `--progress` on request), so the
-prior and CUDA are set up once per process. A KeyboardInterrupt stops the runner at once (nothing is
-recorded for the interrupted run); any other failure is recorded and the next run starts.
+gen-3d continues the seeds that have a checkpoint in result/. Each run is its config, built from its params, and
+the library call its command makes (fsdbatch.commands) with `out = <run>/result`, in this process, so the prior and
+CUDA are set up once per process. A KeyboardInterrupt stops the runner at once (nothing is recorded for the
+interrupted run); any other failure is recorded and the next run starts.
 
 Before that, `fsdbatch.sweep.check_runs` (called by load_sweep) builds and validates the runs' configurations
-with the command itself, stopped where it would load its prior: a sweep that every run would reject fails at once.
+(no prior loaded): a sweep that every run would reject fails at once.
 """
 from __future__ import annotations
 
@@ -31,13 +28,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import typer
-
 from fsd2d.errors import InputError
 from fsd2d.io import write_json
 from fsdbatch.checks import short
-from fsdbatch.invoke import CliGroup, first_line, invoke_command, usage_error
-from fsdbatch.sweep import DONE, FAILED, RESULT, Run, Sweep, check_sweep_folder
+from fsdbatch.commands import COMMANDS
+from fsdbatch.layout import DONE, FAILED, RESULT, SWEEP_RECORD, is_done
+from fsdbatch.sweep import Run, Sweep, check_sweep_folder
 
 
 
@@ -127,16 +123,16 @@ class BatchResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (folder, one-line error)
 
 
-def run_sweep(sweep: Sweep, cli: CliGroup, shard: Shard = Shard(0, 1), progress: bool = False) -> BatchResult:
+def run_sweep(sweep: Sweep, shard: Shard = Shard(0, 1), progress: bool = False) -> BatchResult:
     """Run this shard's runs that have no done.json, in grid order; failures are recorded, not raised."""
     from tqdm.auto import tqdm
 
     out = sweep.out
     check_sweep_folder(sweep)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "sweep.json", sweep.snapshot())
+    write_json(out / SWEEP_RECORD, sweep.snapshot())
     owned = [r for r in sweep.runs if shard.owns(r)]
-    todo = [r for r in owned if not (out / r.folder / DONE).exists()]
+    todo = [r for r in owned if not is_done(out / r.folder)]
     result = BatchResult(shard, len(sweep.runs), len(owned), len(owned) - len(todo))
     source = "" if shard.source == "default" else f" (from {shard.source})"
     print(f"shard {shard}{source}: {len(owned)} of {len(sweep.runs)} runs; skipping {result.skipped} done, "
@@ -145,7 +141,7 @@ def run_sweep(sweep: Sweep, cli: CliGroup, shard: Shard = Shard(0, 1), progress:
         for run in todo:
             label = ", ".join(f"{k}={v}" for k, v in run.swept_values().items()) or run.folder
             bar.write(f"[run {run.index}] {sweep.command} {label}")
-            error = run_one(run, out / run.folder, cli, progress)
+            error = run_one(run, out / run.folder, progress)
             if error is None:
                 result.finished.append(run.folder)
             else:
@@ -155,26 +151,25 @@ def run_sweep(sweep: Sweep, cli: CliGroup, shard: Shard = Shard(0, 1), progress:
     return result
 
 
-def run_one(run: Run, run_dir: Path, cli: CliGroup, progress: bool = False) -> str | None:
+def run_one(run: Run, run_dir: Path, progress: bool = False) -> str | None:
     """Run one grid point; write done.json on success (returns None) or failed.json (returns the error)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     remove_leftovers(run_dir)
-    result = run_dir / RESULT
-    args = [run.command, *run.args, "--out", str(result), "--progress" if progress else "--no-progress"]
-    if "resume" in {p.name for p in cli.commands[run.command].params} and any(result.rglob("checkpoint.pt")):
-        args.append("--resume")  # gen-3d: continue the interrupted seeds from their checkpoints
+    command = COMMANDS[run.command]
+    args = [run.command, *run.args, "--out", str(run_dir / RESULT)]  # the command line of this run, for the record
     start = time.perf_counter()
     trace = None
     try:
-        error = invoke_command(cli, args).failure()
-    except (KeyboardInterrupt, typer.Abort):
+        command.run(command.build(run.params), run_dir / RESULT, progress)
+        error = None
+    except KeyboardInterrupt:
         raise
+    except InputError as e:
+        error = str(e)
     except Exception as e:  # noqa: BLE001 - any failure of one run is recorded, the sweep goes on
-        error = usage_error(e)
-        if error is None:
-            error = f"{type(e).__name__}: {first_line(str(e))}"
-            trace = traceback.format_exc()
-            print(trace, file=sys.stderr, flush=True)
+        error = f"{type(e).__name__}: {first_line(str(e))}"
+        trace = traceback.format_exc()
+        print(trace, file=sys.stderr, flush=True)
     finally:
         release_memory()
     seconds = time.perf_counter() - start
@@ -186,6 +181,10 @@ def run_one(run: Run, run_dir: Path, cli: CliGroup, progress: bool = False) -> s
     write_json(run_dir / DONE, {**record, "output": RESULT, "finished": now()})
     (run_dir / FAILED).unlink(missing_ok=True)
     return None
+
+
+def first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
 
 
 def remove_leftovers(run_dir: Path) -> None:

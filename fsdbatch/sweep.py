@@ -18,7 +18,7 @@ runs never share a folder and the same run always finds its own folder again.
 
 Before anything is written, the grid is counted (more than `max_runs` runs is refused before it is built),
 the sweep folder is checked, and the runs' configurations are built and validated by the command itself
-(check_runs): a sweep whose every run would be rejected fails with one line. YAML aliases are refused
+(check_runs, fsdbatch.commands): a sweep whose every run would be rejected fails with one line. YAML aliases are refused
 (a few nested ones expand into an exponentially large value: "billion laughs").
 """
 from __future__ import annotations
@@ -30,17 +30,15 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import typer
 
 from fsd2d.errors import InputError
 from fsd2d.folders import BATCH, claim
 from fsd2d.io import check_output_dir, read_object
 from fsdbatch.checks import clip, describe, short
-from fsdbatch.invoke import CliGroup, PriorReached, invoke_command, prior_loading_stopped, usage_error
+from fsdbatch.commands import COMMANDS, Command
+from fsdbatch.layout import SWEEP_RECORD
 
-SWEEPABLE_COMMANDS = ("compare-2d", "shuffle-noise", "consistency", "beta-sweep", "gen-3d")
+SWEEPABLE_COMMANDS = tuple(COMMANDS)  # compare-2d, shuffle-noise, consistency, beta-sweep, gen-3d
 RUNNER_OWNED = ("out", "resume", "progress")  # set by the runner for every run, never by the sweep file
 TOP_LEVEL_KEYS = ("command", "params", "name", "out")
 SLUG_MAX = 100  # characters of the readable part of a run folder's name (the '-hash8' comes on top)
@@ -49,9 +47,6 @@ DEFAULT_ROOT = Path("outputs/batch")
 MAX_RUNS = 10_000  # runs a sweep may expand to unless the caller raises it (`fsd batch --max-runs`)
 
 Scalar = str | int | float | bool | None  # None: leave the option out (the command's default)
-RESULT = "result"  # a run's folder: the command's --out inside it (fsdbatch.runner)
-DONE = "done.json"  # written when the command succeeded
-FAILED = "failed.json"  # the last failure
 
 
 @dataclass(frozen=True)
@@ -74,13 +69,13 @@ class Sweep:
     name: str
     command: str
     source: Path  # the sweep file
-    out: Path  # the sweep folder: sweep.json, results.csv, one folder per run
+    out: Path  # the sweep folder (fsdbatch.layout): sweep.json, one folder per run, results.csv
     fixed: dict[str, Scalar]
     grid: dict[str, tuple[Scalar, ...]]  # swept name -> its values, in sweep-file order
     runs: tuple[Run, ...]
 
     def snapshot(self) -> dict:
-        """What sweep.json holds: enough for `gather` to know the grid without the sweep file."""
+        """What sweep.json holds: enough for `gather` to know the grid without the sweep file (fsdbatch.layout)."""
         return {
             "name": self.name,
             "command": self.command,
@@ -98,7 +93,7 @@ def check_sweep_folder(sweep: Sweep) -> None:
     is deleted); anything else is an InputError."""
     claim(sweep.out, BATCH, "sweep folder")
     check_output_dir(sweep.out, "sweep folder")
-    snapshot = sweep.out / "sweep.json"
+    snapshot = sweep.out / SWEEP_RECORD
     if snapshot.is_file():
         command = read_object(snapshot).get("command")
         if command != sweep.command:
@@ -106,9 +101,9 @@ def check_sweep_folder(sweep: Sweep) -> None:
                              "choose another --out")
 
 
-def load_sweep(path: Path, cli: CliGroup, out: Path | None = None, overrides: dict | None = None,
+def load_sweep(path: Path, out: Path | None = None, overrides: dict | None = None,
                max_runs: int = MAX_RUNS) -> Sweep:
-    """Read, validate and expand a sweep file against the commands of the `fsd` click group; check that its
+    """Read, validate and expand a sweep file against its command's options (fsdbatch.commands); check that its
     folder can be written and that not every run would be rejected by the command's own validation.
 
     Every problem is an InputError with one line naming the file; nothing is run or written.
@@ -120,22 +115,47 @@ def load_sweep(path: Path, cli: CliGroup, out: Path | None = None, overrides: di
         raise InputError(f"sweep file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"sweep file {path} is unreadable ({type(e).__name__})") from None
-    sweep = parse_sweep(text, path, cli, out, overrides, max_runs)
+    sweep = parse_sweep(text, path, out, overrides, max_runs)
     check_sweep_folder(sweep)
-    check_runs(sweep, cli)
+    check_runs(sweep)
     return sweep
 
 
-def parse_sweep(text: str, source: Path, cli: CliGroup, out: Path | None = None, overrides: dict | None = None,
+def parse_sweep(text: str, source: Path, out: Path | None = None, overrides: dict | None = None,
                 max_runs: int = MAX_RUNS) -> Sweep:
     """The sweep in `text` (YAML); `source` names it in messages and gives the default name.
 
     `overrides` (from `fsd batch --set key=value`) replace or add params before validation, e.g.
     {"model": "/path/to/sd"} to run a predefined sweep on Stable Diffusion.
     """
+    where = str(source)
+    doc = with_overrides(read_document(text, where), overrides)
+    command = doc.get("command")
+    if command not in COMMANDS:
+        got = "no 'command:'" if command is None else f"unknown command {short(command)}"
+        raise InputError(f"{where}: {got}; allowed: {', '.join(SWEEPABLE_COMMANDS)}")
+    options = COMMANDS[command].options()
+    name = sweep_name(doc, source, where)
+    if out is None:
+        raw_out = doc.get("out")
+        if raw_out is not None and not isinstance(raw_out, str):
+            raise InputError(f"{where}: out must be a path, got {describe(raw_out)}")
+        out = Path(raw_out) if raw_out else DEFAULT_ROOT / name
+    fixed, grid = split_params(doc.get("params") or {}, command, options, where)
+    count = math.prod(len(v) for v in grid.values())
+    if count > max_runs:
+        shape = " x ".join(str(len(v)) for v in grid.values())
+        raise InputError(f"{where}: the grid has {count:,} runs ({shape}), more than the limit of {max_runs:,} "
+                         "(--max-runs)")
+    runs = tuple(make_run(i, COMMANDS[command], params_of(fixed, grid, combo), tuple(grid))
+                 for i, combo in enumerate(itertools.product(*grid.values())))
+    return Sweep(name=name, command=command, source=Path(source), out=Path(out), fixed=fixed, grid=grid, runs=runs)
+
+
+def read_document(text: str, where: str) -> dict:
+    """The sweep file's YAML mapping, with only TOP_LEVEL_KEYS; aliases are refused (module docstring)."""
     import yaml
 
-    where = str(source)
     try:
         doc = load_yaml_without_aliases(text)
     except AliasRefused as e:
@@ -152,31 +172,35 @@ def parse_sweep(text: str, source: Path, cli: CliGroup, out: Path | None = None,
     unknown = [str(k) for k in doc if k not in TOP_LEVEL_KEYS]
     if unknown:
         raise InputError(f"{where}: unknown key {short(unknown[0])}; allowed: {', '.join(TOP_LEVEL_KEYS)}")
-    if overrides:
-        params = dict(doc.get("params") or {}) if isinstance(doc.get("params") or {}, dict) else doc.get("params")
-        if isinstance(params, dict):
-            norm = lambda k: str(k).replace("-", "_")  # noqa: E731
-            for key, value in overrides.items():
-                params = {k: v for k, v in params.items() if norm(k) != norm(key)}
-                params[key] = value
-            doc = {**doc, "params": params}
+    return doc
 
-    command = doc.get("command")
-    if command not in SWEEPABLE_COMMANDS or command not in cli.commands:
-        got = "no 'command:'" if command is None else f"unknown command {short(command)}"
-        raise InputError(f"{where}: {got}; allowed: {', '.join(SWEEPABLE_COMMANDS)}")
-    options = command_options(cli.commands[command])
 
+def with_overrides(doc: dict, overrides: dict | None) -> dict:
+    """`doc` with `overrides` ({name: value}) replacing or added to its params (dashes and underscores name the same
+    option); `doc` as it is when there are none or its params are not a mapping (split_params says so)."""
+    if not overrides:
+        return doc
+    params = dict(doc.get("params") or {}) if isinstance(doc.get("params") or {}, dict) else doc.get("params")
+    if not isinstance(params, dict):
+        return doc
+    norm = lambda k: str(k).replace("-", "_")  # noqa: E731
+    for key, value in overrides.items():
+        params = {k: v for k, v in params.items() if norm(k) != norm(key)}
+        params[key] = value
+    return {**doc, "params": params}
+
+
+def sweep_name(doc: dict, source: Path, where: str) -> str:
+    """The sweep's name: its `name:`, else the file's stem made a folder name."""
     name = doc.get("name", re.sub(r"[^A-Za-z0-9._-]+", "-", Path(source).stem).strip("-.") or "sweep")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", name):
         raise InputError(f"{where}: name must be a folder name of letters, digits, '.', '_' or '-', got {short(name)}")
-    if out is None:
-        raw_out = doc.get("out")
-        if raw_out is not None and not isinstance(raw_out, str):
-            raise InputError(f"{where}: out must be a path, got {describe(raw_out)}")
-        out = Path(raw_out) if raw_out else DEFAULT_ROOT / name
+    return name
 
-    params = doc.get("params") or {}
+
+def split_params(params, command: str, options: tuple[str, ...], where: str
+                 ) -> tuple[dict[str, Scalar], dict[str, tuple[Scalar, ...]]]:
+    """The sweep file's params -> (fixed values, swept values) by the command's option names, in file order."""
     if not isinstance(params, dict):
         raise InputError(f"{where}: params must be a mapping of option name to value or list, got {describe(params)}")
     fixed: dict[str, Scalar] = {}
@@ -196,18 +220,7 @@ def parse_sweep(text: str, source: Path, cli: CliGroup, out: Path | None = None,
             grid[pname] = values
         else:
             fixed[pname] = plain_value(value, key, where, inner=False)
-    for pname, values in {**{k: (v,) for k, v in fixed.items()}, **grid}.items():
-        for value in values:
-            check_flag(options[pname], value, where)
-
-    count = math.prod(len(v) for v in grid.values())
-    if count > max_runs:
-        shape = " x ".join(str(len(v)) for v in grid.values())
-        raise InputError(f"{where}: the grid has {count:,} runs ({shape}), more than the limit of {max_runs:,} "
-                         "(--max-runs)")
-    runs = tuple(make_run(i, command, params_of(fixed, grid, combo), tuple(grid), options)
-                 for i, combo in enumerate(itertools.product(*grid.values())))
-    return Sweep(name=name, command=command, source=Path(source), out=Path(out), fixed=fixed, grid=grid, runs=runs)
+    return fixed, grid
 
 
 class AliasRefused(Exception):
@@ -242,12 +255,7 @@ def first_repeat(items) -> str | None:
     return None
 
 
-def command_options(command) -> dict[str, Any]:
-    """The command's options by Python name (t_min), the runner-owned ones included."""
-    return {p.name: p for p in command.params if getattr(p, "param_type_name", None) == "option" and p.name}
-
-
-def option_name(key: str, command: str, options: dict[str, Any], where: str) -> str:
+def option_name(key: str, command: str, options: tuple[str, ...], where: str) -> str:
     pname = key.strip().replace("-", "_")
     if pname in RUNNER_OWNED:
         raise InputError(f"{where}: '{clip(key)}' cannot be set in a sweep: the runner sets --out (use the sweep's "
@@ -270,11 +278,6 @@ def plain_value(value, key: str, where: str, inner: bool) -> Scalar:
     raise InputError(f"{where}: params.{key} must be a value or a list of values, got {describe(value)}")
 
 
-def check_flag(option: Any, value: Scalar, where: str) -> None:
-    if option.is_flag and value is not None and not isinstance(value, bool):
-        raise InputError(f"{where}: params.{option.name.replace('_', '-')} is a flag: give true or false")
-
-
 def cli_text(value: Scalar) -> str:
     """How a value is written on the command line (floats in Python's shortest form: 0.5, 1e-05)."""
     return value if isinstance(value, str) else str(value)
@@ -284,20 +287,10 @@ def params_of(fixed: dict, grid: dict, combo: tuple) -> dict[str, Scalar]:
     return {**fixed, **dict(zip(grid, combo))}
 
 
-def make_run(index: int, command: str, params: dict[str, Scalar], swept: tuple[str, ...],
-             options: dict[str, Any]) -> Run:
-    args: list[str] = []
-    for pname, value in params.items():
-        opt = options[pname]
-        if value is None:
-            continue
-        if opt.is_flag:
-            flag = opt.opts[0] if value else (opt.secondary_opts[0] if opt.secondary_opts else None)
-            args += [flag] if flag else []
-        else:
-            args += [opt.opts[0], cli_text(value)]
-    folder = f"{slug(params, swept)}-{config_hash(command, params)}"
-    return Run(index=index, command=command, params=params, swept=swept, args=tuple(args), folder=folder)
+def make_run(index: int, command: Command, params: dict[str, Scalar], swept: tuple[str, ...]) -> Run:
+    folder = f"{slug(params, swept)}-{config_hash(command.name, params)}"
+    return Run(index=index, command=command.name, params=params, swept=swept, args=tuple(command.args(params)),
+               folder=folder)
 
 
 def config_hash(command: str, params: dict[str, Scalar]) -> str:
@@ -322,33 +315,44 @@ def slug_value(value: Scalar) -> str:
     return text[:VALUE_MAX].rstrip("-") or "x"
 
 
-def config_error(run: Run, run_dir: Path, cli: CliGroup) -> str | None:
-    """The one-line error the command gives for this run's options before it loads its prior, or None."""
+def config_error(run: Run) -> str | None:
+    """The one-line error the run's config gives (built from its params and validated, no prior loaded), or None."""
     try:
-        return invoke_command(cli, [run.command, *run.args, "--out", str(run_dir / RESULT), "--no-progress"],
-                              quiet=True).failure()
-    except PriorReached:
-        return None
-    except (KeyboardInterrupt, typer.Abort):
-        raise
-    except Exception as e:  # noqa: BLE001 - not an input error: the run itself will record it
-        return usage_error(e)
+        COMMANDS[run.command].build(run.params)
+    except InputError as e:
+        return str(e)
+    return None
 
 
-def check_runs(sweep: Sweep, cli: CliGroup) -> None:
+def check_runs(sweep: Sweep) -> None:
     """InputError when every run of the sweep would be rejected by its command (steps: 0, beta: 2, an unknown
-    method): each run's configuration is built and validated in-process (about 1 ms), stopped before the prior
-    loads; the check ends at the first valid run. Runs that only some values break still run (and are recorded
-    as failed): the other runs of the grid are worth having."""
+    method): each run's configuration is built and validated (fsdbatch.commands; no prior is loaded); the check
+    ends at the first valid run. Runs that only some values break still run (and are recorded as failed): the
+    other runs of the grid are worth having."""
     first = None
-    with prior_loading_stopped(sweep.command):
-        for run in sweep.runs:
-            error = config_error(run, sweep.out / run.folder, cli)
-            if error is None:
-                return
-            first = first or (run, error)
+    for run in sweep.runs:
+        error = config_error(run)
+        if error is None:
+            return
+        first = first or (run, error)
     if first is not None:
         run, error = first
         label = ", ".join(f"{k}={short(v)}" for k, v in run.swept_values().items())
         which = f"run {run.index} ({label})" if label else "the run"
         raise InputError(f"{sweep.source}: every run would fail; {which}: {clip(error, 200)}")
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """['model=/x', 'steps=10'] -> {'model': '/x', 'steps': 10} (values parsed as YAML scalars or lists)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"bad --set {item!r}: use KEY=VALUE, e.g. --set model=/path/to/sd")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            raise InputError(f"bad --set {item!r}: the value is not valid YAML") from None
+    return out

@@ -1,5 +1,5 @@
-"""What a sweep folder holds, read and flattened; nothing is written (fsdbatch.gather writes results.csv and the
-summary plots from it, fsdbatch.report the page).
+"""What a sweep folder holds (read through fsdbatch.layout), flattened into rows; nothing is written
+(fsdbatch.gather writes results.csv and the summary plots from it, fsdbatch.report the page).
 
 One row per finished run (done.json present) and per entry of its metrics.json:
     metrics["methods"] = {name: {...}}  -> one row per method, column `method`   (compare-2d, consistency)
@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fsd2d.errors import InputError
-from fsdbatch.checks import read_object, read_snapshot, short
+from fsd2d.folders import METRICS
+from fsd2d.io import read_object
+from fsdbatch.layout import Done, SweepFolder, SweepRun
 
 SKIPPED_TOP = ("seconds",)  # the command's own timer; `seconds` in the CSV is the run's time from done.json
 FIXED_COLUMNS = ("run", "index")
@@ -36,33 +38,31 @@ class SweepTable:
     finished: tuple[str, ...]  # run folders with done.json and metrics.json
     missing: tuple[str, ...]  # run folders not finished (no done.json, or no metrics.json)
     damaged: tuple[str, ...]  # run folders skipped: done.json or metrics.json unreadable or malformed
-    outputs: dict[str, str] = field(default_factory=dict)  # finished run folder -> its outputs' folder (done.json)
+    outputs: dict[str, Path] = field(default_factory=dict)  # finished run folder -> its outputs folder (done.json)
 
 
-def collect(out: Path) -> SweepTable:
-    """Read the finished runs listed in `out`/sweep.json into rows (module docstring); writes nothing.
+def collect(sweep: SweepFolder) -> SweepTable:
+    """Read the finished runs listed in the sweep's sweep.json into rows (module docstring); writes nothing.
     A damaged run is skipped with one `warning:` line on stderr."""
-    out = Path(out)
-    snapshot = read_snapshot(out)
-    swept = list(snapshot["swept"])
+    swept = list(sweep.snapshot["swept"])
     rows, finished, missing, damaged = [], [], [], []
-    outputs: dict[str, str] = {}
+    outputs: dict[str, Path] = {}
     item_keys: list[str] = []
-    for run in snapshot["runs"]:
+    for run in sweep.runs:
         try:
-            record = finished_run(out / run["folder"])
+            record = finished_run(run)
         except InputError as e:
-            print(f"warning: skipping run {run['folder']}: {e}", file=sys.stderr, flush=True)
-            damaged.append(run["folder"])
+            print(f"warning: skipping run {run.folder}: {e}", file=sys.stderr, flush=True)
+            damaged.append(run.folder)
             continue
         if record is None:
-            missing.append(run["folder"])
+            missing.append(run.folder)
             continue
         done, entries = record
-        finished.append(run["folder"])
-        outputs[run["folder"]] = done.get("output", "result")  # checked by finished_run
-        head = {"run": run["folder"], "index": run["index"], **{k: run["params"].get(k) for k in swept},
-                "seconds": done.get("seconds")}
+        finished.append(run.folder)
+        outputs[run.folder] = done.outputs
+        head = {"run": run.folder, "index": run.index, **{k: run.params.get(k) for k in swept},
+                "seconds": done.record.get("seconds")}
         for key, entry in entries:
             if key is not None and key not in item_keys:
                 item_keys.append(key)
@@ -70,37 +70,20 @@ def collect(out: Path) -> SweepTable:
     columns = list(FIXED_COLUMNS) + swept + ["seconds"]
     for row in rows:
         columns += [k for k in row if k not in columns]
-    return SweepTable(snapshot, tuple(columns), tuple(rows), tuple(item_keys), tuple(finished), tuple(missing),
+    return SweepTable(sweep.snapshot, tuple(columns), tuple(rows), tuple(item_keys), tuple(finished), tuple(missing),
                       tuple(damaged), outputs)
 
 
-def finished_run(run_dir: Path) -> tuple[dict, list[tuple[str | None, dict]]] | None:
-    """(done.json, the rows of metrics.json) of a finished run; None when it is not finished yet.
-    InputError (naming the file) when either file is damaged."""
-    record = read_done(run_dir)
-    if record is None:
+def finished_run(run: SweepRun) -> tuple[Done, list[tuple[str | None, dict]]] | None:
+    """(done.json, the rows of metrics.json) of a finished run; None when it is not finished yet (no done.json, or
+    no metrics.json). InputError (naming the file) when either file is damaged."""
+    done = run.done()
+    if done is None or not done.metrics.exists():
         return None
-    done, output = record
-    metrics_file = run_dir / output / "metrics.json"
-    if not metrics_file.exists():
-        return None
-    return done, flatten(read_object(metrics_file), metrics_file)
+    return done, flatten(read_object(done.metrics), done.metrics)
 
 
-def read_done(run_dir: Path) -> tuple[dict, str] | None:
-    """(done.json, the folder inside the run its outputs are in); None when the run has no done.json.
-    InputError (naming the file) when done.json is damaged or its 'output' leaves the run."""
-    done_file = run_dir / "done.json"
-    if not done_file.exists():
-        return None
-    done = read_object(done_file)
-    output = done.get("output", "result")
-    if not isinstance(output, str) or output.startswith("/") or ".." in output.split("/"):
-        raise InputError(f"{done_file}: 'output' should name a folder inside the run, got {short(output)}")
-    return done, output
-
-
-def flatten(metrics: dict, source: Path | str = "metrics.json") -> list[tuple[str | None, dict]]:
+def flatten(metrics: dict, source: Path | str = METRICS) -> list[tuple[str | None, dict]]:
     """metrics.json -> [(entry label column or None, {column: scalar})] as described in the module doc."""
     top = {k: v for k, v in scalars(metrics).items() if k not in SKIPPED_TOP}
     if isinstance(metrics.get("methods"), dict):

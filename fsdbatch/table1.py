@@ -15,6 +15,8 @@ diversity, the latter recomputed from the saved evaluation views): `table1_per_p
 
 Unlike `fsd gather`, a damaged run (a file missing, truncated or lacking a field) is an InputError naming
 the file, not skipped: a Table 1 row averaged over fewer prompts than the sweep has would be misleading.
+
+This module computes the rows; fsdbatch.table1_files writes them (table1.md, table1.csv and the per-prompt pair).
 """
 from __future__ import annotations
 
@@ -30,13 +32,15 @@ from PIL import Image
 from fsd2d import backbone_metrics as bm
 from fsd2d.errors import InputError
 from fsd2d.folders import TABLE1, claim
+from fsd2d.io import check_output_dir, read_object
 from fsd2d.metrics import PSNR_CAP_DB
-from fsd2d.io import atomic_output_dir, check_output_dir
-from fsdbatch.checks import clip, read_object, read_snapshot
+from fsdbatch.checks import clip
+from fsdbatch.layout import Done, SweepFolder, SweepRun, seed_dir
+from fsdbatch.table1_files import to_markdown, write_table  # noqa: F401 (re-exported: `fsd table1` writes)
 
-
-COLUMNS = ("space", "method", "prompts", "coverage", "nearest_psnr", "agreement", "holes", "diversity",
-           "clip", "inception_score", "cross_fid")
+COMMANDS = ("compare-2d", "gen-3d")  # the sweeps Table 1 reads
+VIEWS = "views"  # a gen-3d seed's evaluation views (fsd3d.outputs)
+IMAGES = "images"  # compare-2d's final images, <method>_seed<S>.png (fsd2d.compare)
 
 
 @dataclass
@@ -92,64 +96,68 @@ def collect(outs: list[Path]) -> dict[tuple[str, str], dict[str, PromptResult]]:
     are an InputError, never silently averaged together.
     """
     groups: dict[tuple[str, str], dict[str, PromptResult]] = defaultdict(dict)
-
-    def put(key: tuple[str, str], prompt: str, result: PromptResult) -> None:
-        if prompt in groups[key]:
-            raise InputError(f"two runs give {key[0]} {key[1]} on '{prompt}': {groups[key][prompt].run} and "
-                             f"{result.run}; table1 takes one run per prompt and method")
-        groups[key][prompt] = result
-
     for out in outs:
-        snapshot = read_snapshot(Path(out), ("command", "runs"), ("folder",))
-        if snapshot["command"] not in ("compare-2d", "gen-3d"):
+        sweep = SweepFolder.open(Path(out), ("command", "runs"), ("folder",))
+        if sweep.command not in COMMANDS:
             continue
-        for entry in snapshot["runs"]:
-            run_dir = Path(out) / entry["folder"]
-            if not (run_dir / "done.json").exists():
-                continue
-            result = run_dir / "result"
-            run = read_json(result / "run.json")
-            m = read_json(result / "metrics.json")
-            try:
-                prompt, command = str(run["config"]["prompt"]), run["command"]
-            except MALFORMED as e:
-                raise malformed(result / "run.json", e) from None
-            try:
-                results = prompt_results(command, m, run_dir, result)
-            except MALFORMED as e:
-                raise malformed(result / "metrics.json", e) from None
-            for key, r in results:
-                put(key, prompt, r)
+        for run, done in sweep.finished():
+            prompt, results = run_results(run, done)
+            for key, result in results:
+                if prompt in groups[key]:
+                    raise InputError(f"two runs give {key[0]} {key[1]} on '{prompt}': {groups[key][prompt].run} and "
+                                     f"{result.run}; table1 takes one run per prompt and method")
+                groups[key][prompt] = result
     return groups
+
+
+def run_results(run: SweepRun, done: Done) -> tuple[str, list[tuple[tuple[str, str], PromptResult]]]:
+    """(the prompt, ((space, method), its PromptResult) for each method) of one finished run."""
+    record = read_json(done.run_record)
+    m = read_json(done.metrics)
+    try:
+        prompt, command = str(record["config"]["prompt"]), record["command"]
+    except MALFORMED as e:
+        raise malformed(done.run_record, e) from None
+    try:
+        return prompt, prompt_results(command, m, run.path, done.outputs)
+    except MALFORMED as e:
+        raise malformed(done.metrics, e) from None
 
 
 def prompt_results(command: str, m: dict, run_dir: Path, result: Path) -> list[tuple[tuple[str, str], PromptResult]]:
     """((space, method), its PromptResult) for each method of one finished run, from its metrics.json `m`."""
     if command == "compare-2d":
-        out = []
-        for method, e in m["methods"].items():
-            seeds = [p["seed"] for p in e["per_seed"]]
-            truth = "modes_reached" in e
-            out.append((("2D", method), PromptResult(
-                str(run_dir),
-                e["modes_reached"] / len(seeds) if truth else None,
-                float(np.mean([capped(p["nearest_psnr"]) for p in e["per_seed"]])) if truth else None,
-                None, None, defined(e["diversity"]),
-                {s: [result / "images" / f"{method}_seed{s}.png"] for s in seeds})))
-        return out
+        return [(("2D", method), result_2d(method, e, run_dir, result)) for method, e in m["methods"].items()]
     per, method = m["per_seed"], m["method"]
     if not isinstance(method, str):
         raise TypeError(f"'method' should be a name, got a {type(method).__name__}")
+    return [(("3D", method), result_3d(m, per, run_dir, result))]
+
+
+def result_2d(method: str, e: dict, run_dir: Path, result: Path) -> PromptResult:
+    """One method of a compare-2d run (`e`: its entry of metrics.json's methods)."""
+    seeds = [p["seed"] for p in e["per_seed"]]
+    truth = "modes_reached" in e
+    return PromptResult(
+        str(run_dir),
+        e["modes_reached"] / len(seeds) if truth else None,
+        float(np.mean([capped(p["nearest_psnr"]) for p in e["per_seed"]])) if truth else None,
+        None, None, defined(e["diversity"]),
+        {s: [result / IMAGES / f"{method}_seed{s}.png"] for s in seeds})
+
+
+def result_3d(m: dict, per: dict, run_dir: Path, result: Path) -> PromptResult:
+    """A gen-3d run (`m`: its metrics.json, `per`: its per_seed entry); its images are each seed's evaluation views."""
     truth = "references_reached" in m
-    images = {int(s): sorted((result / f"seed_{s}" / "views").glob("*.png")) for s in per}
-    return [(("3D", method), PromptResult(
+    images = {int(s): sorted((seed_dir(result, s) / VIEWS).glob("*.png")) for s in per}
+    return PromptResult(
         str(run_dir),
         m["references_reached"] / len(per) if truth else None,
         float(np.mean([capped(v["majority_psnr"]) for v in per.values()])) if truth else None,
         float(np.mean([v["agreement"] for v in per.values()])) if truth else None,
         float(np.mean([v["holes"] for v in per.values()])) if truth else None,
         defined(m["diversity"]),
-        images, spread_3d(per, images) if truth else None))]
+        images, spread_3d(per, images) if truth else None)
 
 
 def spread_3d(per: dict, images: dict[int, list[Path]]) -> dict:
@@ -208,12 +216,17 @@ def table1(outs: list[Path], clip_model: str | None = None, inception_weights: s
            out: Path | None = None) -> tuple[list[dict], str | None]:
     """Rows of Table 1 (each value averaged over prompts) and, when the backbone columns are skipped,
     the one line that says why and how to enable them. `out` (where write_table will write) is checked
-    first, so that nothing is computed for a table that cannot be written."""
+    first, so that nothing is computed for a table that cannot be written. No finished run: InputError."""
     if out is not None:
         claim(out, TABLE1)
         check_output_dir(out)
+    for folder in outs:
+        if not Path(folder).is_dir():
+            raise InputError(f"{folder} is not a folder (give the out folders of `fsd batch` runs)")
     why = bm.missing(clip_model, inception_weights)
     groups = collect(outs)
+    if not groups:
+        raise InputError(f"no finished compare-2d or gen-3d runs under {', '.join(map(str, outs))}")
     rows = []
     for (space, method), by_prompt in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "ddim", kv[0][1])):
         rs = list(by_prompt.values())
@@ -226,10 +239,6 @@ def table1(outs: list[Path], clip_model: str | None = None, inception_weights: s
         rows.append(row)
     note = None if not why else f"CLIP, IS and CROSS-FID skipped ({'; '.join(why)}): {bm.ENABLE_HINT}"
     return rows, note
-
-
-PER_PROMPT_COLUMNS = ("space", "method", "prompt", "seeds", "reached", "reached_ci", "psnr", "psnr_std",
-                      "agreement", "agreement_std", "holes", "holes_std", "diversity", "diversity_ci")
 
 
 def per_prompt_rows(space: str, method: str, by_prompt: dict[str, PromptResult]) -> list[dict]:
@@ -247,44 +256,3 @@ def per_prompt_rows(space: str, method: str, by_prompt: dict[str, PromptResult])
                          "holes": sp["holes"], "holes_std": sp["holes_std"],
                          "diversity": sp.get("diversity"), "diversity_ci": sp.get("diversity_ci")})
     return rows
-
-
-def _cell(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_cell(x) for x in v) + "]"
-    return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-
-def per_prompt_markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(PER_PROMPT_COLUMNS) + " |", "|" + "---|" * len(PER_PROMPT_COLUMNS)]
-    lines += ["| " + " | ".join(_cell(r[c]) for c in PER_PROMPT_COLUMNS) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def to_markdown(rows: list[dict]) -> str:
-    cell = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(r[c]) for c in COLUMNS) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def write_table(out: Path, rows: list[dict], note: str | None) -> None:
-    """table1.md, table1.csv (and the per-prompt pair for 3D rows) in `out`, which a new folder replaces in one rename
-    (`out`: new, or an earlier table1 output holding only its files: fsd2d.folders)."""
-    with atomic_output_dir(out, TABLE1) as folder:
-        write_files(folder, rows, note)
-
-
-def write_files(folder: Path, rows: list[dict], note: str | None) -> None:
-    """The table's files in `folder` (a fresh temporary one: write_table)."""
-    (folder / "table1.md").write_text(to_markdown(rows) + (f"\n{note}\n" if note else ""))
-    (folder / "table1.csv").write_text(",".join(COLUMNS) + "\n" + "".join(
-        ",".join("" if r[c] is None else str(r[c]) for c in COLUMNS) + "\n" for r in rows))
-    per_prompt = [p for r in rows for p in r.get("per_prompt", [])]
-    if per_prompt:
-        (folder / "table1_per_prompt.md").write_text(per_prompt_markdown(per_prompt))
-        csv = lambda v: "" if v is None else (" ".join(map(str, v)) if isinstance(v, list) else str(v))  # noqa: E731
-        (folder / "table1_per_prompt.csv").write_text(",".join(PER_PROMPT_COLUMNS) + "\n" + "".join(
-            ",".join(csv(r[c]) for c in PER_PROMPT_COLUMNS) + "\n" for r in per_prompt))

@@ -7,7 +7,7 @@ RUN is a gen-3d run folder (run.json, seed_S/gaussians.ply) or a sweep folder of
     the run's evaluation cameras as frustums and its turntable orbit as a line (a sweep's first run's), and a
     button that flies the browser's camera along that orbit.
 Conventions: fsd3d.cameras (world +z up, OpenCV world-to-camera viewmats); viser's cameras are OpenCV too, so a
-camera-to-world pose is the inverse viewmat as is. Splats: covariance Sigma = R S^2 R^T (fsd3d.render, step 1),
+camera-to-world pose is the inverse viewmat as is. Splats: covariance Sigma = R S^2 R^T (fsd3d.renderer, step 1),
 colour the degree-0 SH colour clipped to [0, 1] (viser takes no SH), opacity sigmoid(logit).
 The server binds 127.0.0.1 unless told otherwise and prints one line with the URL.
 """
@@ -25,14 +25,14 @@ import numpy as np
 import torch
 
 from fsd2d.errors import InputError
+from fsd2d.folders import RUN_RECORD, SEEDS, SWEEP_RECORD
 from fsd2d.io import read_object
 from fsd3d.cameras import Camera
 from fsd3d.gen3d import run_config
 from fsd3d.gaussians import SH_C0, GaussianScene
 from fsd3d.ply import load_ply
-from fsd3d.render import quat_to_rotmat
-from fsdbatch.checks import read_snapshot  # sweep.json and done.json as `fsd gather` checks them
-from fsdbatch.table import read_done
+from fsd3d.renderer import quat_to_rotmat
+from fsdbatch.layout import SweepFolder, is_sweep, seed_dirs  # sweep.json and done.json as `fsd gather` checks them
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "SIDE_BY_SIDE", "SplatEntry", "Viewer", "find_splats", "splat_arrays"]
 
@@ -40,6 +40,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 SIDE_BY_SIDE = "side by side"
 ORBIT_FPS = 12.5  # the turntable's frame rate (fsd3d.outputs.TURNTABLE_FPS)
+PLY = "gaussians.ply"  # a seed's scene (fsd3d.outputs)
 GAP = 0.25  # world units between two scenes shown side by side
 VIEW_BACKOFF = 2.0  # the browser's first camera: the run's first orbit camera moved this many times as far out
 
@@ -57,15 +58,11 @@ class SplatEntry:
 
 def _run_entries(run_dir: Path, settings: str) -> list[SplatEntry]:
     method = "?"
-    if (run_dir / "run.json").is_file():
-        train = read_object(run_dir / "run.json").get("config", {}).get("train", {})
+    if (run_dir / RUN_RECORD).is_file():
+        train = read_object(run_dir / RUN_RECORD).get("config", {}).get("train", {})
         method = str(train.get("method", "?")) if isinstance(train, dict) else "?"
-    found = []
-    for p in run_dir.glob("seed_*/gaussians.ply"):
-        suffix = p.parent.name[len("seed_"):]
-        if suffix.isdigit():
-            found.append(SplatEntry(p, int(suffix), method, settings, run_dir))
-    return sorted(found, key=lambda e: e.seed)
+    return [SplatEntry(d / PLY, seed, method, settings, run_dir) for seed, d in seed_dirs(run_dir)
+            if (d / PLY).is_file()]
 
 
 def find_splats(folder: Path) -> list[SplatEntry]:
@@ -73,22 +70,20 @@ def find_splats(folder: Path) -> list[SplatEntry]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder; give a gen-3d run folder or a sweep folder")
-    if (folder / "sweep.json").is_file():
-        snap = read_snapshot(folder)
-        if snap["command"] != "gen-3d":
-            raise InputError(f"{folder}/sweep.json: not a sweep of gen-3d runs (command {snap['command']!r}); "
+    if is_sweep(folder):
+        sweep = SweepFolder.open(folder)
+        if sweep.command != "gen-3d":
+            raise InputError(f"{sweep.path / SWEEP_RECORD}: not a sweep of gen-3d runs (command {sweep.command!r}); "
                              "only 3D runs have splats to view")
-        others = [k for k in snap["swept"] if k != "method"]
+        others = [k for k in sweep.snapshot["swept"] if k != "method"]
         entries = []
-        for run in snap["runs"]:
-            run_dir = folder / run["folder"]
-            done = read_done(run_dir)  # (done.json, outputs folder); None while the run has not finished
-            settings = ", ".join(f"{k}={run['params'].get(k)}" for k in others)
-            entries += _run_entries(run_dir / ("result" if done is None else done[1]), settings)
+        for run in sweep.runs:
+            settings = ", ".join(f"{k}={run.params.get(k)}" for k in others)
+            entries += _run_entries(run.outputs(), settings)  # a run not finished yet: what it has written so far
     else:
         entries = _run_entries(folder, "")
     if not entries:
-        raise InputError(f"{folder} holds no seed_*/gaussians.ply: give a gen-3d run folder (--out of gen-3d) "
+        raise InputError(f"{folder} holds no {SEEDS}/{PLY}: give a gen-3d run folder (--out of gen-3d) "
                          "or a sweep folder of gen-3d runs")
     return entries
 
@@ -129,7 +124,7 @@ class Viewer:
         self.seeds = sorted({e.seed for e in entries})
         self.methods = list(dict.fromkeys(e.method for e in entries))
         self.settings = list(dict.fromkeys(e.settings for e in entries))
-        config, res = run_config(entries[0].run_dir / "run.json")
+        config, res = run_config(entries[0].run_dir / RUN_RECORD)
         self.eval_cameras = config.train.cameras.evaluation_cameras(res, config.eval_views)
         self.orbit = config.train.cameras.evaluation_cameras(res, config.turntable_frames)
         with contextlib.redirect_stdout(io.StringIO()):  # viser prints a panel of its own; serve() prints one line
@@ -238,7 +233,9 @@ def check_host(host: str) -> None:
 
 
 def serve(folder: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
-    """Serve `folder`'s splats until Ctrl-C; one line on stdout says where."""
+    """Serve `folder`'s splats until Ctrl-C; one line on stdout says where. A bad port or host: InputError."""
+    if not 0 <= port <= 65535:
+        raise InputError(f"--port must be in [0, 65535], got {port}")
     entries = find_splats(folder)
     check_host(host)
     viewer = Viewer(entries, host, port, label=f"fsd: {Path(folder).name}")
