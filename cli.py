@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -11,7 +10,9 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from fsd2d.errors import InputError, check_finite
+from fsd2d.errors import InputError
+from fsd2d.flags import parse_enum
+from fsd2d.models import models_summary
 
 app = typer.Typer(
     help="Flow Score Distillation toolkit: DDIM vs FSD vs SDS in 2D, FSD/SDS on 3D Gaussian Splatting; "
@@ -60,87 +61,16 @@ def resume_hint(command: str, checkpoints: Callable[[], list[Path]], cadence: st
         raise typer.Exit(130) from None
 
 
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """'0-3' -> (0, 1, 2, 3); '0,2,5' -> (0, 2, 5); mixes like '0-3,8' too. Order kept, repeats dropped.
-    Seeds lie in [0, 2**31) and a run takes at most MAX_SEEDS of them (checked before expanding a range)."""
-    from fsd2d.sampling import MAX_SEEDS, SEED_LIMIT, check_seeds
-
-    seeds: dict[int, None] = {}
-    for part in text.split(","):
-        part = part.strip()
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if not m:
-            raise InputError(f"bad --seeds {text!r}: use non-negative integers like '0-3', '0,2,5' or '0-3,8'")
-        if m.group(2) is not None and int(m.group(2)) < int(m.group(1)):
-            raise InputError(f"bad --seeds {text!r}: the range {part} is reversed; write it "
-                             f"'{int(m.group(2))}-{int(m.group(1))}'")
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if hi >= SEED_LIMIT or hi - lo >= MAX_SEEDS:
-            raise InputError(f"bad --seeds {text!r}: seeds must be below {SEED_LIMIT} (2**31), "
-                             f"at most {MAX_SEEDS} of them")
-        seeds.update(dict.fromkeys(range(lo, hi + 1)))
-    check_seeds(tuple(seeds))
-    return tuple(seeds)
-
-
-def parse_enum(text: str, enum_cls, flag: str):
-    """One value of a str Enum, or an InputError listing the allowed values."""
-    allowed = [e.value for e in enum_cls]
-    if text.strip() not in allowed:
-        raise InputError(f"unknown {flag} value {text.strip()!r}; allowed: {', '.join(allowed)}")
-    return enum_cls(text.strip())
-
-
-def parse_enum_list(text: str, enum_cls, flag: str) -> tuple:
-    return tuple(parse_enum(part, enum_cls, flag) for part in text.split(","))
-
-
 @app.command()
 @user_errors
-def prompts(model: str = typer.Option("imageset", help="Built-in prior: imageset, patches (2D), references or "
-                                                        "references-local (3D), a trained one: tiny-sd (2D), "
-                                                        "tiny-sd-objects, tiny-mvdream (3D), or a folder made by "
-                                                        "`fsd train-prior`.")):
+def prompts(model: str = typer.Option("imageset", help=f"A registered model ({models_summary()}), or a folder made "
+                                                        "by `fsd train-prior`.")):
     """List the prompts of a built-in prior or a trained model (Stable Diffusion takes any text). Prompts match
     ignoring case and surrounding spaces ('Cat ' is 'cat')."""
-    from fsd2d.priors.load import BuiltinPrior
+    from fsd2d.models import prompt_list
 
-    if model in ("references", "references-local"):
-        from fsd3d.references import REFERENCE_PROMPTS
-
-        typer.echo(f"prompts of the built-in 3D '{model}' prior (each with several variants):")
-        for name, variants in REFERENCE_PROMPTS.items():
-            typer.echo(f"  {name}")
-            for variant, spec in variants.items():
-                typer.echo(f"    {variant:<12} {spec.description}")
-        return
-    from fsd2d.priors.trained import CARD, TrainedModel, read_card, trained_folder
-
-    folder = trained_folder(model)  # a built-in trained model's name, else None
-    builtin = model in [b.value for b in BuiltinPrior]
-    if folder is None and not builtin and Path(model).expanduser().is_dir():  # made by `fsd train-prior`: its card
-        folder = Path(model).expanduser()
-    card = read_card(folder) if folder is not None else None
-    if folder is not None and card is None:
-        raise InputError(f"--model {model}: this folder has no model card ({CARD}), so no prompt list: only "
-                         "built-in priors and folders made by `fsd train-prior` have one (Stable Diffusion takes "
-                         "any text)")
-    if card is not None:
-        suffixes = card.get("view_suffixes", [])
-        typer.echo(f"prompts of the trained '{model}' ({card['dataset']} world, {card['views']} view(s) per sample"
-                   + (f"; captions '<prompt>, {'|'.join(suffixes)}'" if suffixes else "") + "; '' = unconditional):")
-        for name in card["prompts"]:
-            typer.echo(f"  {name}")
-        return
-    if not builtin:
-        raise InputError(f"--model {model!r}: only built-in priors and trained models have a prompt list (imageset, "
-                         f"patches, references, references-local, {', '.join(m.value for m in TrainedModel)}, or a "
-                         "folder made by `fsd train-prior`)")
-    from fsd2d.priors.imageset import DEFAULT_CROPS, PROMPTS
-
-    typer.echo(f"prompts of the built-in '{model}' prior ({DEFAULT_CROPS} crops each; '' = all of them):")
-    for name, src in PROMPTS.items():
-        typer.echo(f"  {name:<10} {src.description}  [skimage.data.{src.loader}]")
+    for line in prompt_list(model).lines():
+        typer.echo(line)
 
 
 # Options shared by the 2D studies: declared once, used by every command below.
@@ -165,27 +95,11 @@ Dtype = Annotated[str, typer.Option(help="auto (float64 analytic; fp16 CUDA / fp
 Progress = Annotated[bool, typer.Option(help="Show progress bars.")]
 
 
-def study_fields(prompt, negative_prompt, seeds, steps, cfg, beta, t_min, t_max, anneal, lr, model, resolution,
-                 device, dtype) -> dict:
-    """The StudyConfig fields from the shared options (parsed and typed)."""
-    from fsd2d.schedule import Anneal
-
-    return dict(prompt=prompt, negative_prompt=negative_prompt, seeds=parse_seeds(seeds), steps=steps, cfg=cfg,
-                beta=beta, t_min=t_min, t_max=t_max, anneal=parse_enum(anneal, Anneal, "--anneal"), lr=lr,
-                model=model, resolution=resolution, device=device, dtype=dtype)
-
-
-def run_study(config, study, layout, out: Path, progress: bool) -> dict:
-    """Validate everything that needs no prior (settings, and `out`: new, or the command's own earlier output of
-    `layout`, fsd2d.folders), load the prior, run `study(prior, config, out, progress)`."""
-    from fsd2d.folders import claim
-    from fsd2d.io import check_output_dir
-
-    config.validate()
-    claim(out, layout)
-    check_output_dir(out)
-    prior = config.load_prior()
-    return study(prior, config, out, progress=progress)
+def config_options(values: dict) -> dict:
+    """A command's options by their Python names, less out, resume and progress: what its config's `from_flags`
+    takes (it parses and types them; the config validates them). Call as `config_options(locals())`, the command's
+    first statement."""
+    return {name: value for name, value in values.items() if name not in ("out", "resume", "progress")}
 
 
 # Options of the score-distillation family (fsd2d.family): compare-2d and gen-3d.
@@ -196,14 +110,6 @@ SdiInversionSteps = Annotated[int, typer.Option(help="SDI: DDIM inversion grid o
 SdiInversionCfg = Annotated[Optional[float], typer.Option(
     help="SDI: CFG of the inversion, standard form, may be negative (SDI paper: -7.5). Default: --cfg.")]
 SdiEta = Annotated[float, typer.Option(help="SDI: DDIM-eta noise per inversion step, in [0, 1] (threestudio: 0.3).")]
-
-
-def family_options(ism_interval, ism_stride, ism_inversion_steps, sdi_inversion_steps, sdi_inversion_cfg, sdi_eta):
-    """The family's FamilyOptions from the shared flags (validated where the config is)."""
-    from fsd2d.family import FamilyOptions
-
-    return FamilyOptions(ism_interval=ism_interval, ism_stride=ism_stride, ism_inversion_steps=ism_inversion_steps,
-                         sdi_inversion_steps=sdi_inversion_steps, sdi_inversion_cfg=sdi_inversion_cfg, sdi_eta=sdi_eta)
 
 
 @app.command("compare-2d")
@@ -225,18 +131,11 @@ def compare_2d(
     progress: Progress = True,
 ):
     """Same seeds through DDIM, FSD and SDS (paper Fig. 3), or ISM/SDI/CSD/NFSD: grid.png, images/, metrics.json."""
-    from fsd2d.compare import Compare2DConfig, compare_2d as study
-    from fsd2d.folders import COMPARE_2D
-    from fsd2d.sampling import Method
+    options = config_options(locals())
+    from fsd2d.compare import Compare2DConfig
+    from fsd2d.study import run_study
 
-    config = Compare2DConfig(
-        **study_fields(prompt, negative_prompt, seeds, steps, cfg, beta, t_min, t_max, anneal, lr, model, resolution,
-                       device, dtype),
-        methods=parse_enum_list(methods, Method, "--methods"),
-        family=family_options(ism_interval, ism_stride, ism_inversion_steps, sdi_inversion_steps, sdi_inversion_cfg,
-                              sdi_eta),
-    )
-    summary = run_study(config, study, COMPARE_2D, out, progress)
+    summary = run_study(Compare2DConfig.from_flags(**options), out, progress)
     print_summary(summary)
     typer.echo(f"wrote {out}/ (grid.png, images/, metrics.json, run.json) in {summary['seconds']:.1f} s")
 
@@ -259,19 +158,11 @@ def shuffle_noise(
     progress: Progress = True,
 ):
     """FSD from a noise and from a patch-shuffled copy (paper Fig. 5): shuffle.png, metrics.json, run.json."""
-    from fsd2d.shuffle import Permutation
-    from fsd2d.shuffle_study import ShuffleConfig, shuffle_noise as study
-    from fsd2d.folders import SHUFFLE_NOISE
+    options = config_options(locals())
+    from fsd2d.shuffle_study import ShuffleConfig
+    from fsd2d.study import run_study
 
-    if frames < 0:
-        raise InputError(f"--frames must be >= 0, got {frames}")
-    config = ShuffleConfig(
-        **study_fields(prompt, negative_prompt, seeds, steps, cfg, beta, t_min, t_max, anneal, lr, model, resolution,
-                       device, dtype),
-        grid=grid, permutation=parse_enum(permutation, Permutation, "--permutation"), perm_seed=perm_seed,
-        frames=frames,
-    )
-    s = run_study(config, study, SHUFFLE_NOISE, out, progress)
+    s = run_study(ShuffleConfig.from_flags(**options), out, progress)
     typer.echo(f"{'seed':>6}{'corr permuted':>15}{'corr control':>14}")
     for p in s["per_seed"]:
         typer.echo(f"{p['seed']:>6}{p['corr_permuted']:>15.3f}{p['corr_control']:>14.3f}")
@@ -295,15 +186,11 @@ def consistency(
     progress: Progress = True,
 ):
     """How much x_gt moves per step under FSD vs SDS (paper Fig. 4): strip.png, curve.png, metrics.json."""
-    from fsd2d.consistency import ConsistencyConfig, x_gt_consistency as study
-    from fsd2d.folders import CONSISTENCY
+    options = config_options(locals())
+    from fsd2d.consistency import ConsistencyConfig
+    from fsd2d.study import run_study
 
-    config = ConsistencyConfig(
-        **study_fields(prompt, negative_prompt, seeds, steps, cfg, beta, t_min, t_max, anneal, lr, model, resolution,
-                       device, dtype),
-        window=window, show_seed=show_seed,
-    )
-    s = run_study(config, study, CONSISTENCY, out, progress)
+    s = run_study(ConsistencyConfig.from_flags(**options), out, progress)
     typer.echo(f"{'method':<14}{'x_gt RMSE/step, window':>24}{'whole run':>12}")
     for name, m in s["methods"].items():
         typer.echo(f"{name:<14}{m['mean_consecutive_rmse_window']:>24.3g}{m['mean_consecutive_rmse_run']:>12.3g}")
@@ -325,15 +212,11 @@ def beta_sweep(
     progress: Progress = True,
 ):
     """FSD with noise blend beta (paper Fig. 8 in 2D): beta_sweep.png, grid.png, table.csv, metrics.json."""
-    from fsd2d.beta_sweep import BetaSweepConfig, beta_sweep as study
-    from fsd2d.folders import BETA_SWEEP
+    options = config_options(locals())
+    from fsd2d.beta_sweep import BetaSweepConfig
+    from fsd2d.study import run_study
 
-    config = BetaSweepConfig(
-        **study_fields(prompt, negative_prompt, seeds, steps, cfg, 1.0, t_min, t_max, anneal, lr, model, resolution,
-                       device, dtype),
-        betas=parse_floats(betas, "--betas"),
-    )
-    s = run_study(config, study, BETA_SWEEP, out, progress)
+    s = run_study(BetaSweepConfig.from_flags(**options), out, progress)
     has_modes = "modes_reached" in s["rows"][0]
     typer.echo(f"{'beta':>6}{'diversity':>11}{'PSNR vs DDIM':>14}{'SSIM vs DDIM':>14}" + ("  modes" if has_modes else ""))
     for r in s["rows"]:
@@ -374,8 +257,6 @@ def train_prior(
     from fsdtrain.datasets import Dataset
     from fsdtrain.train import WORK, TrainPriorConfig, train_prior as train
 
-    for name, value in (("lr", lr), ("vae-lr", vae_lr), ("prompt-dropout", prompt_dropout)):
-        check_finite(f"--{name}", value)
     config = TrainPriorConfig(parse_enum(dataset, Dataset, "DATASET"), steps=steps, vae_steps=vae_steps, batch=batch,
                               vae_batch=vae_batch, lr=lr, vae_lr=vae_lr, prompt_dropout=prompt_dropout, pool=pool,
                               seed=seed, checkpoint_every=checkpoint_every, threads=threads)
@@ -479,51 +360,14 @@ def gen_3d(
     progress: Progress = True,
 ):
     """Text-to-3D Gaussian Splatting with FSD or SDS: per seed gaussians.ply, turntable.mp4, views.png."""
-    from fsd2d.sampling import TimestepSampling
-    from fsd2d.schedule import Anneal
-    from fsd3d.densify import Densify, DensifyConfig
-    from fsd2d.io import check_output_dir
-    from dataclasses import replace
+    options = config_options(locals())
+    from fsd3d.config import Gen3DConfig
+    from fsd3d.gen3d import gen_3d as run
 
-    from fsd3d.backbones import Background, Profile, Weighting
-    from fsd3d.backbones import defaults as profile_defaults
-    from fsd2d.folders import GEN_3D, claim
-    from fsd3d.gen3d import Gen3DConfig, gen_3d as run, load_scene_prior, model_profile
-    from fsd3d.outputs import TurntableFormat
-    from fsd3d.train import NoiseKind, Train3DConfig
-
-    kind = parse_enum(method, NoiseKind, "--method")
-    profile = None if defaults is None else parse_enum(defaults, Profile, "--defaults")
-    given = {k: parse_range(v, f"--{k}") for k, v in (("elevation", elevation), ("radius", radius), ("fov", fov))
-             if v is not None}
-    cameras = None
-    if given:  # the ranges given, the profile's for the others (read from the model's folder, no weights loaded)
-        cameras = replace(profile_defaults(*model_profile(model, profile)).cameras, **given)
-    train = Train3DConfig(
-        steps=steps, method=kind, beta=beta, theta=theta, alpha0=alpha0, cfg=cfg,
-        t_min=t_min, t_max=t_max, anneal=None if anneal is None else parse_enum(anneal, Anneal, "--anneal"),
-        weighting=None if weighting is None else parse_enum(weighting, Weighting, "--weighting"),
-        background=None if background is None else parse_enum(background, Background, "--background"),
-        profile=profile, init_radius=init_radius, init_opacity=init_opacity,
-        sampling=None if t_sampling is None else parse_enum(t_sampling, TimestepSampling, "--t-sampling"),
-        cameras_per_step=cameras_per_step,
-        cameras=cameras, num_gaussians=num_gaussians, checkpoint_every=checkpoint_every, shared_cameras=shared_cameras,
-        family=family_options(ism_interval, ism_stride, ism_inversion_steps, sdi_inversion_steps, sdi_inversion_cfg,
-                              sdi_eta),
-        densify=DensifyConfig(strategy=None if densify is None else parse_enum(densify, Densify, "--densify"),
-                              start=densify_from,
-                              stop=densify_until, every=densify_every, grad_threshold=densify_grad, cap=densify_cap),
-    )
-    config = Gen3DConfig(prompt=prompt, negative_prompt=negative_prompt, seeds=parse_seeds(seeds), model=model,
-                         resolution=resolution, device=device, dtype=dtype, train=train,
-                         init_ply=str(init) if init else None, seed_batch=seed_batch, compile=compile,
-                         turntable=parse_enum(turntable, TurntableFormat, "--turntable"), mesh=mesh)
-    config.validate()
-    claim(out, GEN_3D)
-    check_output_dir(out)
+    config = Gen3DConfig.from_flags(**options)
     with resume_hint("gen-3d", lambda: sorted(out.glob("seed_*/checkpoint.pt")),
                      f"every {config.train.checkpoint_every} steps"):
-        summary = run(load_scene_prior(config), config, out, resume=resume, progress=progress)
+        summary = run(config, out, resume=resume, progress=progress)
     print_3d_summary(summary)
     typer.echo(f"wrote {out}/ (seed_*/gaussians.ply, {config.turntable.filename}, views.png{', mesh.glb' if mesh else ''}; summary.png, "
                f"metrics.json) in {summary['seconds']:.1f} s")
@@ -541,41 +385,13 @@ def export_mesh(
     """Mesh of a generated scene: marching cubes on the Gaussians' density, decimation, vertex colours from the
     Gaussians; writes mesh.glb and mesh.obj (glTF's frame: +Y up, the front, azimuth 0, towards +Z) and mesh.json
     (counts, watertight, silhouette IoU against the splat). An empty surface is an error and writes nothing."""
-    from fsd2d.folders import GEN_3D, claim_files
-    from fsd2d.io import write_json
-    from fsd3d import mesh as meshing
-    from fsd3d.ply import load_ply
+    from fsd3d.gen3d import export_seed_mesh
 
-    check_finite("--level", level)
-    if not level > 0:
-        raise InputError(f"--level must be > 0, got {level}")
-    if not 2 <= grid <= meshing.MAX_GRID:
-        raise InputError(f"--grid must be in [2, {meshing.MAX_GRID}], got {grid}")
-    if max_faces != 0 and max_faces < 4:
-        raise InputError(f"--max-faces must be 0 (keep every face) or >= 4, got {max_faces}")
-    if not seed_dir.is_dir():
-        raise InputError(f"{seed_dir} is not a folder; give a gen-3d seed folder like outputs/gen-3d/seed_0")
-    if not (seed_dir / "gaussians.ply").is_file():
-        raise InputError(f"{seed_dir} holds no gaussians.ply; give a gen-3d seed folder like outputs/gen-3d/seed_0")
-    claim_files(seed_dir, ("mesh.glb", "mesh.obj", "mesh.json"), GEN_3D)  # a gen-3d run's own, or new files
-    scene = load_ply(seed_dir / "gaussians.ply")
-    cameras = run_eval_cameras(seed_dir.parent / "run.json")
-    m = meshing.export_mesh(seed_dir, scene, cameras, grid, level, max_faces=max_faces or None)
-    write_json(seed_dir / "mesh.json", m)
+    m = export_seed_mesh(seed_dir, grid, level, max_faces)
     typer.echo(f"wrote {seed_dir}/mesh.glb, mesh.obj, mesh.json: {m['vertices']} vertices, {m['faces']} faces "
                f"(of {m['marching_cubes_faces']} from marching cubes), "
                f"watertight {m['watertight']}, silhouette IoU mean {m['mean_iou']:.3f} "
-               f"(min {min(m['iou_per_view']):.3f}) over {len(cameras)} views at {m['eval_px']} px")
-
-
-def run_eval_cameras(run_json: Path) -> list:
-    """The evaluation cameras of a gen-3d run (its camera ranges, views and render size, at least
-    MESH_EVAL_PX pixels); gen-3d's defaults where run.json is absent."""
-    from fsd3d.mesh import MESH_EVAL_PX
-    from fsd3d.gen3d import run_config
-
-    config, res = run_config(run_json)
-    return config.train.cameras.evaluation_cameras(max(res, MESH_EVAL_PX), config.eval_views)
+               f"(min {min(m['iou_per_view']):.3f}) over {len(m['iou_per_view'])} views at {m['eval_px']} px")
 
 
 def print_3d_summary(summary: dict) -> None:
@@ -590,23 +406,6 @@ def print_3d_summary(summary: dict) -> None:
         line += (f", distinct references reached {summary['references_reached']} / {len(summary['seeds'])} seeds"
                  f" (PSNR >= {summary['threshold_db']:.0f} dB)")
     typer.echo(line)
-
-
-def parse_range(text: str, flag: str) -> tuple[float, float]:
-    values = parse_floats(text, flag)
-    if len(values) != 2:
-        raise InputError(f"bad {flag} {text!r}: give 'lo,hi'")
-    return values
-
-
-def parse_floats(text: str, flag: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise InputError(f"bad {flag} {text!r}: use a comma list of numbers like '0,0.5,1'") from None
-    for v in values:
-        check_finite(flag, v)
-    return values
 
 
 def print_summary(summary: dict) -> None:
@@ -646,10 +445,9 @@ def batch(
 ):
     """Run a grid of one fsd command from a YAML sweep: one folder per run, resumable, shardable."""
     from fsdbatch.runner import DONE, resolve_shard, run_sweep
-    from fsdbatch.sweep import load_sweep
+    from fsdbatch.sweep import load_sweep, parse_overrides
 
-    cli = typer.main.get_command(app)
-    spec = load_sweep(sweep, cli, out, parse_overrides(set_ or []), max_runs=max_runs)
+    spec = load_sweep(sweep, out, parse_overrides(set_ or []), max_runs=max_runs)
     part = resolve_shard(shard)
     if dry_run:
         owned = [r for r in spec.runs if part.owns(r)]
@@ -658,7 +456,7 @@ def batch(
             state = "done" if (spec.out / r.folder / DONE).exists() else "todo"
             typer.echo(f"  [{r.index}] {state}  {spec.out / r.folder}")
         return
-    result = run_sweep(spec, cli, part, progress=progress)
+    result = run_sweep(spec, part, progress=progress)
     if gather:
         print_gather(spec.out)
     line = (f"shard {part}: {len(result.finished)} run(s) finished, {result.skipped} skipped (done before), "
@@ -669,22 +467,6 @@ def batch(
         typer.echo(f"error: {line}", err=True)
         raise typer.Exit(1)
     typer.echo(line)
-
-
-def parse_overrides(items: list[str]) -> dict:
-    """['model=/x', 'steps=10'] -> {'model': '/x', 'steps': 10} (values parsed as YAML scalars or lists)."""
-    import yaml
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"bad --set {item!r}: use KEY=VALUE, e.g. --set model=/path/to/sd")
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            raise InputError(f"bad --set {item!r}: the value is not valid YAML") from None
-    return out
 
 
 @app.command("table1")
@@ -699,12 +481,7 @@ def table1(
     """Table 1: DDIM images vs SDS vs FSD over prompts x seeds, from finished batch runs."""
     from fsdbatch.table1 import table1 as build, to_markdown, write_table
 
-    for o in outs:
-        if not o.is_dir():
-            raise InputError(f"{o} is not a folder (give the out folders of `fsd batch` runs)")
     rows, note = build(outs, clip_model, inception_weights, out=out)
-    if not rows:
-        raise InputError(f"no finished compare-2d or gen-3d runs under {', '.join(map(str, outs))}")
     write_table(out, rows, note)
     typer.echo(to_markdown(rows), nl=False)
     if note:
@@ -765,8 +542,6 @@ def view(
     sweep, the run's camera orbit. Prints the URL on one line; Ctrl-C stops."""
     from fsdbatch.viewer import serve
 
-    if not 0 <= port <= 65535:
-        raise InputError(f"--port must be in [0, 65535], got {port}")
     serve(run, host, port)
 
 
