@@ -11,7 +11,7 @@ Policy (tests that compare two computations):
 - a tensor that feeds a comparison or a decision never comes from a kernel whose summation order follows thread
   timing, or even a rerun differs: on the CPU the backward of x[idx] (index_put_ with accumulate=True) adds float32
   values with atomics once it has >= 32768 elements and > 1 thread; gather with index_select (its backward,
-  index_add, sums in index order: fsd3d/render.py, "Gradients");
+  index_add, sums in index order: fsd3d/renderer.py, "Gradients");
 - tests whose comparison depends on the CPU's kernels carry `@pytest.mark.numerics`: CI runs them a second
   time under other instruction sets (ATEN_CPU_CAPABILITY=default / avx2, MKL_ENABLE_INSTRUCTIONS=AVX2: the
   BLAS path an AMD CPU takes) and thread counts (`.ci/run`).

@@ -1,4 +1,4 @@
-"""Cameras and Gaussian rendering: conventions, projection, compositing, gradients, gsplat parity.
+"""Gaussian rendering (fsd3d.renderer): projection, compositing, gradients, gsplat parity (cameras: test_cameras.py).
 
 CPU tests use the dense PyTorch reference; the gsplat comparison needs CUDA and gsplat and is
 skipped otherwise.
@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from fsd2d.errors import InputError
-from fsd3d.cameras import CameraRanges, intrinsics, orbit_camera, sample_cameras, stack_cameras
-from fsd3d.render import render, render_gsplat, render_reference
+from fsd3d.cameras import CameraRanges, orbit_camera, sample_cameras, stack_cameras
+from fsd3d.renderer import render, render_gsplat, render_reference
 
 F64 = torch.float64
 HAS_GSPLAT = importlib.util.find_spec("gsplat") is not None
@@ -35,96 +35,6 @@ def _render_one(cam, means, scales, opacities, colors, background=None, quats=No
 def _argmax_2d(img: torch.Tensor) -> tuple[int, int]:
     idx = int(torch.argmax(img))
     return idx // img.shape[1], idx % img.shape[1]  # (row, col)
-
-
-# ----------------------------------------------------------------------------------- cameras
-
-
-@pytest.mark.parametrize(
-    "elevation, azimuth, radius", [(0.0, 0.0, 2.0), (30.0, 45.0, 1.5), (-20.0, 200.0, 3.0), (90.0, 10.0, 1.0)]
-)
-def test_orbit_camera_position_and_rigidity(elevation, azimuth, radius):
-    cam = orbit_camera(elevation, azimuth, radius, 50.0, 32, 24, dtype=F64)
-    e, a = math.radians(elevation), math.radians(azimuth)
-    expected = radius * torch.tensor([math.cos(e) * math.cos(a), math.cos(e) * math.sin(a), math.sin(e)], dtype=F64)
-    torch.testing.assert_close(cam.position, expected, atol=1e-12, rtol=0)
-    R = cam.viewmat[:3, :3]
-    torch.testing.assert_close(R @ R.T, torch.eye(3, dtype=F64), atol=1e-12, rtol=0)
-    assert torch.linalg.det(R).item() == pytest.approx(1.0, abs=1e-12)
-    torch.testing.assert_close(cam.viewmat[3], torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=F64))
-    # The origin sits straight ahead of the camera at depth = radius.
-    origin_cam = cam.viewmat @ torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=F64)
-    torch.testing.assert_close(origin_cam[:3], torch.tensor([0.0, 0.0, radius], dtype=F64), atol=1e-12, rtol=0)
-    assert (cam.elevation, cam.azimuth, cam.radius, cam.fov) == (elevation, azimuth, radius, 50.0)
-
-
-def test_orbit_camera_pole_is_continuous():
-    at_pole = orbit_camera(90.0, 30.0, 2.0, 50.0, 16, 16, dtype=F64).viewmat
-    near_pole = orbit_camera(90.0 - 1e-7, 30.0, 2.0, 50.0, 16, 16, dtype=F64).viewmat
-    assert torch.isfinite(at_pole).all()
-    torch.testing.assert_close(at_pole, near_pole, atol=1e-7, rtol=0)
-
-
-def test_intrinsics():
-    K = intrinsics(60.0, 64, 48, dtype=F64)
-    f = 0.5 * 48 / math.tan(math.radians(30.0))
-    torch.testing.assert_close(K, torch.tensor([[f, 0, 32.0], [0, f, 24.0], [0, 0, 1.0]], dtype=F64))
-
-
-def test_sample_cameras_deterministic_and_in_range():
-    ranges = CameraRanges(elevation=(-10.0, 40.0), azimuth=(-180.0, 180.0), radius=(1.5, 2.0), fov=(40.0, 65.0))
-    a = sample_cameras(16, ranges, torch.Generator().manual_seed(3), 32, 32)
-    b = sample_cameras(16, ranges, torch.Generator().manual_seed(3), 32, 32)
-    c = sample_cameras(16, ranges, torch.Generator().manual_seed(4), 32, 32)
-
-    def params(cams):
-        return [(x.elevation, x.azimuth, x.radius, x.fov) for x in cams]
-
-    assert params(a) == params(b)
-    for x, y in zip(a, b):
-        assert torch.equal(x.viewmat, y.viewmat) and torch.equal(x.K, y.K)
-    assert [x.azimuth for x in a] != [x.azimuth for x in c]
-    for cam in a:
-        assert -10.0 <= cam.elevation <= 40.0 and -180.0 <= cam.azimuth <= 180.0
-        assert 1.5 <= cam.radius <= 2.0 and 40.0 <= cam.fov <= 65.0
-        assert cam.viewmat.dtype == torch.float32 and (cam.width, cam.height) == (32, 32)
-    viewmats, Ks = stack_cameras(a)
-    assert viewmats.shape == (16, 4, 4) and Ks.shape == (16, 3, 3)
-    fixed = sample_cameras(2, CameraRanges(fov=(50.0, 50.0)), torch.Generator().manual_seed(0), 8, 8)
-    assert all(cam.fov == 50.0 for cam in fixed)
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"elevation": (40.0, 0.0)},  # inverted
-        {"azimuth": (0.0,)},  # not a pair
-        {"radius": (0.0, 1.0)},
-        {"radius": (-1.0, 1.0)},
-        {"fov": (0.0, 60.0)},
-        {"fov": (40.0, 180.0)},
-        {"elevation": (0.0, 91.0)},
-        {"fov": (float("nan"), 60.0)},
-    ],
-)
-def test_camera_ranges_reject_bad_values(kwargs):
-    with pytest.raises(InputError):
-        CameraRanges(**kwargs)
-
-
-def test_camera_input_errors():
-    with pytest.raises(InputError):
-        orbit_camera(0.0, 0.0, 0.0, 50.0, 8, 8)
-    with pytest.raises(InputError):
-        orbit_camera(0.0, 0.0, 2.0, 180.0, 8, 8)
-    with pytest.raises(InputError):
-        orbit_camera(95.0, 0.0, 2.0, 50.0, 8, 8)
-    with pytest.raises(InputError):
-        sample_cameras(-1, CameraRanges(), torch.Generator(), 8, 8)
-    with pytest.raises(InputError):
-        stack_cameras([])
-    with pytest.raises(InputError):
-        stack_cameras([orbit_camera(0, 0, 2, 50, 8, 8), orbit_camera(0, 0, 2, 50, 16, 8)])
 
 
 # ----------------------------------------------------------------------------- projection
@@ -283,8 +193,8 @@ def test_early_stop_matches_brute_force_loop(monkeypatch, seed):
     """A pile of nearly opaque Gaussians (opacities 0.85-0.9999, two of them on the axis): the box and dense
     compositing both equal a per-pixel loop written after gsplat's kernel. Without the stop, 8-10 pixels
     of these scenes differ by 1e-4 to 4e-4."""
-    import fsd3d.render as render_module
-    from fsd3d.render import _screen_space, _to_camera
+    import fsd3d.renderer as render_module
+    from fsd3d.renderer import _screen_space, _to_camera
 
     g = torch.Generator().manual_seed(seed)
     n, res = 14, 24
@@ -341,7 +251,7 @@ def test_gradcheck_reference():
 
 
 def test_reference_gradients_are_the_same_bits_on_every_run():
-    """With 2 threads, five backward passes of one scene give the same bits (fsd3d/render.py, "Gradients"): the
+    """With 2 threads, five backward passes of one scene give the same bits (fsd3d/renderer.py, "Gradients"): the
     densification strategy thresholds means2d.grad, so a rerun, a resumed run or a seed in a batch must see the same
     bits. Gathering with x[idx] (whose backward adds float32 values with atomics in thread order) made 19 of 19
     reruns of this scene differ (~5700 box entries x 11 columns per camera: above the 32768 where it goes parallel)."""
@@ -375,7 +285,7 @@ def test_reference_gradients_are_the_same_bits_on_every_run():
 def test_box_compositing_equals_dense(monkeypatch, scale, opacity_spread, res):
     """The default (box-culled) compositing gives the dense pass's images and gradients, to float32 rounding;
     scenes with small Gaussians (boxes of a few pixels) and some crossing the border or nearly opaque."""
-    import fsd3d.render as render_module
+    import fsd3d.renderer as render_module
     from fsd3d.gaussians import GaussianScene
 
     g = torch.Generator().manual_seed(0)

@@ -19,7 +19,7 @@ from PIL import Image
 from fsdbatch.report import Media, write_report
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # headless Chromium has no GPU: WebGL (viser's three.js) runs on SwiftShader
 CHROMIUM_ARGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--mute-audio"]
 # The one console error allowed in the viewer, from viser itself: its splat mesh is a quad whose "position"

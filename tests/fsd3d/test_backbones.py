@@ -11,10 +11,14 @@ from fsd3d.backbones import (MVDREAM, MVDREAM_NEGATIVE, SD_NEGATIVE, STABLE_DIFF
 from fsd3d.cameras import CameraRanges, sample_cameras
 from fsd3d.densify import Densify, DensifyConfig
 from fsd3d.gaussians import GaussianScene
-from fsd3d.gen3d import Gen3DConfig, load_scene_prior, model_profile
-from fsd3d.render import render_scene
-from fsd3d.train import (Train3DConfig, initial_state, means_lr, resolve, step_weights, train_seeds,
-                         view_backgrounds)
+from fsd3d.config import Gen3DConfig
+from fsd3d.run import load_scene_prior
+from fsd3d.settings import model_profile
+from fsd3d.renderer import render_scene
+from fsd3d.config import Train3DConfig
+from fsd3d.checkpoint import initial_state
+from fsd3d.train import means_lr, step_weights, train_seeds, view_backgrounds
+from fsd3d.settings import resolve
 from fsd2d.schedule import Anneal
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,6 +35,12 @@ def scene_prior_of(path, **kw):
     return load_scene_prior(Gen3DConfig(model=str(path), prompt="a cat", **kw))
 
 
+def resolved(model, train, prior):
+    """The resolved training settings of `train` on `model` (its profile, its world) with `prior` loaded."""
+    return resolve(Gen3DConfig(model=str(model), prompt="a cat" if model != "references" else "mushroom", train=train),
+                   prior).train
+
+
 def test_each_model_takes_its_backbones_profile(tiny_sd_path, tiny_mvdream_path):
     assert model_profile("references") == (Profile.EMBEDDED, {})
     assert model_profile(str(tiny_sd_path))[0] is Profile.STABLE_DIFFUSION
@@ -42,7 +52,7 @@ def test_each_model_takes_its_backbones_profile(tiny_sd_path, tiny_mvdream_path)
 
 def test_a_default_sd_run_resolves_to_the_authors_and_dreamgaussians_settings(tiny_sd_path):
     prior = scene_prior_of(tiny_sd_path)
-    train = resolve(Train3DConfig(), prior)
+    train = resolved(tiny_sd_path, Train3DConfig(), prior)
     assert (train.steps, train.num_gaussians, train.init_radius, train.init_opacity) == (500, 5000, 0.5, 0.1)
     assert train.init_scale == pytest.approx(0.0943, abs=1e-4)  # the mean spacing of 5000 points in a ball
     assert train.cfg == 71.0 and train.adam_betas == (0.9, 0.99) and train.weighting is Weighting.SIGMA_ALPHA
@@ -54,14 +64,14 @@ def test_a_default_sd_run_resolves_to_the_authors_and_dreamgaussians_settings(ti
     state = initial_state(train, 0)
     assert all(opt.defaults["betas"] == (0.9, 0.99) for opt in state.optimizers.values())
     # a flag given wins over the profile; --defaults embedded gives the old settings on the same model
-    assert resolve(Train3DConfig(steps=7, cfg=7.5), prior).steps == 7
-    old = resolve(Train3DConfig(profile=Profile.EMBEDDED), prior)
+    assert resolved(tiny_sd_path, Train3DConfig(steps=7, cfg=7.5), prior).steps == 7
+    old = resolved(tiny_sd_path, Train3DConfig(profile=Profile.EMBEDDED), prior)
     assert (old.steps, old.num_gaussians, old.adam_betas, old.cfg) == (150, 1000, (0.0, 0.99), 71.0)
 
 
 def test_a_default_mvdream_run_resolves_to_mvdream_threestudios_settings(tiny_mvdream_path):
     prior = scene_prior_of(tiny_mvdream_path)
-    train = resolve(Train3DConfig(), prior)
+    train = resolved(tiny_mvdream_path, Train3DConfig(), prior)
     assert train.cfg == 50.0 and train.weighting is Weighting.ONE and train.anneal is Anneal.AUTHORS_MVDREAM
     assert train.cameras.relative_radius and train.cameras.fov == (15.0, 60.0)
     assert train.cameras.elevation == (0.0, 30.0)
@@ -70,7 +80,7 @@ def test_a_default_mvdream_run_resolves_to_mvdream_threestudios_settings(tiny_mv
 
 def test_trained_models_keep_their_world_under_any_profile():
     prior = load_scene_prior(Gen3DConfig(model="tiny-sd-objects", train=Train3DConfig(profile=Profile.STABLE_DIFFUSION)))
-    train = resolve(Train3DConfig(profile=Profile.STABLE_DIFFUSION), prior)
+    train = resolved("tiny-sd-objects", Train3DConfig(profile=Profile.STABLE_DIFFUSION), prior)
     assert train.num_gaussians == 5000 and train.weighting is Weighting.SIGMA_ALPHA  # the profile's ...
     assert train.cfg == 7.5 and train.cameras == CameraRanges() and train.background is Background.WHITE  # the world's
     assert prior.negative_prompt == ""  # it never saw the authors' negative prompt's words
@@ -83,11 +93,12 @@ def test_a_default_run_starts_with_foreground_world_map_noise(tiny_sd_path, tiny
     28 % (MVDream's relative radius) of the frame at 64 and 256 px. The settings before the profiles (1000
     Gaussians of std 0.012 at opacity 0.1: peak alpha ~0.6) left every cell background: the constant noise of
     Fig. 6."""
-    prior = scene_prior_of(tiny_sd_path if model == "sd" else tiny_mvdream_path, resolution=64)
+    path = tiny_sd_path if model == "sd" else tiny_mvdream_path
+    prior = scene_prior_of(path, resolution=64)
     for profile, least in ((None, fraction), (Profile.EMBEDDED, None)):
-        train = resolve(Train3DConfig(profile=profile), prior)
+        train = resolved(path, Train3DConfig(profile=profile), prior)
         if profile is Profile.EMBEDDED:  # the old settings, on this backbone's cameras
-            train = replace(train, cameras=resolve(Train3DConfig(), prior).cameras)
+            train = replace(train, cameras=resolved(path, Train3DConfig(), prior).cameras)
         scene = initial_state(train, 0).scene
         cams = sample_cameras(8, train.cameras, torch.Generator().manual_seed(0), 64, 64)
         with torch.no_grad():
@@ -116,7 +127,7 @@ def test_sigma_alpha_weighting_scales_the_gradient_by_sigma_over_alpha(tiny_sd_p
                          densify=DensifyConfig(strategy=Densify.NONE), anneal=Anneal.LINEAR, t_min=500, t_max=500)
     moments = {}
     for w in Weighting:
-        train = resolve(replace(base, weighting=w), prior)
+        train = resolved(tiny_sd_path, replace(base, weighting=w), prior)
         state = train_seeds(prior, train, [initial_state(train, 0)])[0]
         moments[w] = {k: opt.state_dict()["state"][0]["exp_avg"] for k, opt in state.optimizers.items()}
     w = float(weights[500])
@@ -135,7 +146,8 @@ def test_the_means_learning_rate_decays_exponentially_to_its_final_fraction():
 
 def test_a_run_leaves_the_means_adam_at_the_last_steps_learning_rate():
     prior = load_scene_prior(Gen3DConfig(resolution=16))
-    train = resolve(Train3DConfig(steps=4, num_gaussians=50, means_lr_final=0.1, profile=Profile.EMBEDDED), prior)
+    train = resolved("references", Train3DConfig(steps=4, num_gaussians=50, means_lr_final=0.1,
+                                                 profile=Profile.EMBEDDED), prior)
     state = train_seeds(prior, train, [initial_state(train, 0)])[0]
     assert state.optimizers["means"].param_groups[0]["lr"] == pytest.approx(0.1 * train.lr.means, rel=1e-12)
     assert state.optimizers["sh0"].param_groups[0]["lr"] == train.lr.sh0  # the others stay constant
@@ -161,8 +173,8 @@ def test_renders_reach_the_encoder_clamped_when_the_profile_says_so(tiny_sd_path
             bright = GaussianScene.init_ball(100, 0.5, torch.Generator().manual_seed(0), scale=0.3, opacity=0.9)
             with torch.no_grad():
                 bright.sh0.fill_(5.0)  # colour 0.5 + 0.28 x 5 = 1.9 (SH degree 0)
-            train = resolve(Train3DConfig(steps=1, num_gaussians=100, clamp_renders=clamp, background=Background.WHITE,
-                                          densify=DensifyConfig(strategy=Densify.NONE)), prior)
+            train = resolved(tiny_sd_path, Train3DConfig(steps=1, num_gaussians=100, clamp_renders=clamp,
+                                                         background=Background.WHITE, densify=DensifyConfig(strategy=Densify.NONE)), prior)
             train_seeds(prior, train, [initial_state(train, 0, init=bright)])
     finally:
         prior.prior.encode = encode

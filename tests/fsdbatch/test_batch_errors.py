@@ -12,14 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
 from cli import app
 from fsd2d.errors import InputError
 from numerics import TEST_THREADS
 
-CLI = typer.main.get_command(app)
 SMALL = "command: compare-2d\nparams:\n  steps: 2\n  seeds: '0'\n  methods: fsd\n  prompt: [cat, coffee]\n"
 # billion laughs: 9 levels of 9 aliases; the last list holds 9**9 strings once expanded
 ANCHORS = ", ".join(["&a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"] + [
@@ -118,20 +116,20 @@ def test_grid_size_is_checked_before_the_grid_is_built(tmp_path):
 
     (tmp_path / "s.yaml").write_text(SMALL)
     with pytest.raises(InputError, match="the grid has 2 runs"):
-        load_sweep(tmp_path / "s.yaml", CLI, tmp_path / "out", max_runs=1)
-    assert len(load_sweep(tmp_path / "s.yaml", CLI, tmp_path / "out", max_runs=2).runs) == 2
+        load_sweep(tmp_path / "s.yaml", tmp_path / "out", max_runs=1)
+    assert len(load_sweep(tmp_path / "s.yaml", tmp_path / "out", max_runs=2).runs) == 2
 
 
 @pytest.mark.parametrize("change,needle", [
     ({"steps": "0"}, "every run would fail; run 0 (prompt='cat'): steps must be >= 1, got 0"),
     ({"beta": "2"}, "beta must be in [0, 1]"),
     ({"methods": "fsd,bogus"}, "unknown --methods value 'bogus'"),
-    ({"steps": "abc"}, "Invalid value for '--steps'"),
+    ({"steps": "abc"}, "params.steps: expected int, got 'abc'"),
     ({"prompt": "[cat, coffee]", "t-min": "[990, 995]"}, "run 0 (prompt='cat', t_min=990)"),
     ({"command": "gen-3d", "methods": None, "method": "[bogus, nope]"}, "unknown --method value 'bogus'"),
 ])
 def test_values_that_every_run_rejects_fail_before_any_run(tmp_path, monkeypatch, change, needle):
-    from fsdbatch import invoke as invoke_module, runner
+    from fsdbatch import runner
 
     doc = {"command": "compare-2d", "params": {"steps": "2", "seeds": "'0'", "methods": "fsd",
                                                "prompt": "[cat, coffee]"}}
@@ -144,14 +142,10 @@ def test_values_that_every_run_rejects_fail_before_any_run(tmp_path, monkeypatch
             doc["params"][key] = value
     text = f"command: {doc['command']}\nparams:\n" + "".join(f"  {k}: {v}\n" for k, v in doc["params"].items())
     (tmp_path / "bad.yaml").write_text(text)
-    loaders = {name: getattr(__import__(mod, fromlist=[name]), name)
-               for mod, name in [invoke_module.DEFAULT_PRIOR_LOADER, *invoke_module.PRIOR_LOADERS.values()]}
     ran = []
     monkeypatch.setattr(runner, "run_one", lambda *a, **k: ran.append(a))
     invoke(["batch", tmp_path / "bad.yaml", "--out", tmp_path / "out"], tmp_path, needle)
     assert ran == []
-    assert all(getattr(__import__(m, fromlist=[n]), n) is loaders[n]  # the loaders are put back
-               for m, n in [invoke_module.DEFAULT_PRIOR_LOADER, *invoke_module.PRIOR_LOADERS.values()])
 
 
 # 2. damaged or read-only sweep folders ----------------------------------------------------------------
@@ -282,3 +276,15 @@ def test_a_misspelt_prompt_stops_the_sweep_before_any_run(tmp_path, command, par
                                    str(tmp_path / "out")])
     assert "unknown prompt 'mushrom'" in res.stderr and res.stderr.count("error") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_sweep_takes_exactly_the_commands_options():
+    """fsdbatch.commands builds runs from the configs' own options: the same names as the command line's."""
+    import typer
+
+    from fsdbatch.commands import COMMANDS
+
+    group = typer.main.get_command(app)
+    for name, command in COMMANDS.items():
+        on_the_command_line = {p.name for p in group.commands[name].params} - {"out", "progress", "resume"}
+        assert set(command.options()) == on_the_command_line, name

@@ -9,9 +9,13 @@ from fsd2d.errors import InputError
 from fsd3d.cameras import orbit_camera, stack_cameras
 from fsd3d.densify import Densify, DensifyConfig, relocation_reference
 from fsd3d.gaussians import GaussianScene
-from fsd3d.gen3d import Gen3DConfig, load_scene_prior
-from fsd3d.render import render_reference
-from fsd3d.train import NoiseKind, Train3DConfig, initial_state, load_checkpoint, resolve, train_seeds
+from fsd3d.config import Gen3DConfig
+from fsd3d.run import load_scene_prior
+from fsd3d.renderer import render_reference
+from fsd3d.config import NoiseKind, Train3DConfig
+from fsd3d.checkpoint import initial_state, load_checkpoint
+from fsd3d.settings import resolve
+from fsd3d.train import train_seeds
 from numerics import RENDER_F32_ATOL
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -23,6 +27,11 @@ DENSE = DensifyConfig(start=2, stop=10, every=3, grad_threshold=0.2, cap=400)
 def small(strategy: Densify, method: NoiseKind = NoiseKind.FSD, steps: int = 12) -> Gen3DConfig:
     return Gen3DConfig(resolution=16, train=Train3DConfig(
         steps=steps, num_gaussians=200, method=method, checkpoint_every=4, densify=replace(DENSE, strategy=strategy)))
+
+
+def resolved(train: Train3DConfig, prior) -> Train3DConfig:
+    """`train` resolved on the embedded prior (its profile, the prior's own choices)."""
+    return resolve(Gen3DConfig(train=train), prior).train
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +79,14 @@ def test_batched_seeds_equal_seeds_run_alone(mushroom_prior, strategy, method):
     prior, any thread count): the same densification statistics, hence the same Gaussians and parameters.
 
     Exact by construction: each seed renders, back-propagates through its renderer (the same bits on every run,
-    tests/test_render.py), steps its Adams and runs its strategy on its own tensors; the prior is evaluated sample
+    tests/fsd3d/test_renderer.py), steps its Adams and runs its strategy on its own tensors; the prior is evaluated sample
     by sample (`RowByRow`), so the one product whose rounding depends on the batch size is out of the comparison.
     No tolerance would do: a screen gradient one ulp either side of grow_grad2d splits a Gaussian in one run only,
     and Adam's normalised steps grow ulps to ~1e-5 in 12 steps (measured with 2 threads while the renderer's
     backward added with atomics in thread order: 1.1e-5 apart on one quaternion, failing the atol 1e-5 this test
     had about once in 16 runs). A seed mix-up moves the parameters by > 0.1 (the seeds' difference, below)."""
     prior = RowByRow(mushroom_prior)
-    train = resolve(small(strategy, method).train, prior)
+    train = resolve(small(strategy, method), prior).train
     alone = {s: train_seeds(prior, train, [initial_state(train, s)])[0] for s in (0, 1, 2)}
     batched = train_seeds(prior, train, [initial_state(train, s) for s in (2, 0, 1)])
     for state in batched:
@@ -93,10 +102,10 @@ def test_batched_seeds_equal_seeds_run_alone(mushroom_prior, strategy, method):
 
 
 def test_per_seed_cameras_are_independent_streams(mushroom_prior):
-    train = resolve(replace(small(Densify.NONE).train, shared_cameras=False), mushroom_prior)
+    train = resolved(replace(small(Densify.NONE).train, shared_cameras=False), mushroom_prior)
     a, b = initial_state(train, 0), initial_state(train, 1)
     assert not torch.equal(a.camera_gen.get_state(), b.camera_gen.get_state())
-    shared = resolve(small(Densify.NONE).train, mushroom_prior)
+    shared = resolve(small(Densify.NONE), mushroom_prior).train
     assert shared.shared_cameras and torch.equal(initial_state(shared, 0).camera_gen.get_state(),
                                                  initial_state(shared, 1).camera_gen.get_state())
 
@@ -104,7 +113,7 @@ def test_per_seed_cameras_are_independent_streams(mushroom_prior):
 @pytest.mark.parametrize("strategy", [Densify.DEFAULT, Densify.MCMC])
 def test_resume_with_densification_is_exact(mushroom_prior, tmp_path, strategy):
     config = small(strategy)
-    train = resolve(config.train, mushroom_prior)
+    train = resolve(config, mushroom_prior).train
     full = train_seeds(mushroom_prior, train, [initial_state(train, s) for s in (0, 1)])
     ckpts = {s: tmp_path / f"{s}.pt" for s in (0, 1)}
 
@@ -127,7 +136,7 @@ def test_resume_with_densification_is_exact(mushroom_prior, tmp_path, strategy):
 
 
 def test_seeds_at_different_steps_join_when_the_loop_reaches_them(mushroom_prior):
-    train = resolve(small(Densify.DEFAULT).train, mushroom_prior)
+    train = resolve(small(Densify.DEFAULT), mushroom_prior).train
     full = {s: train_seeds(mushroom_prior, train, [initial_state(train, s)])[0] for s in (0, 1)}
     ahead = initial_state(train, 1)
 
@@ -143,7 +152,7 @@ def test_seeds_at_different_steps_join_when_the_loop_reaches_them(mushroom_prior
 
 
 def test_default_strategy_grows_prunes_and_respects_its_cap(mushroom_prior):
-    train = resolve(small(Densify.DEFAULT).train, mushroom_prior)
+    train = resolve(small(Densify.DEFAULT), mushroom_prior).train
     counts = []
     state = initial_state(train, 0)
     train_seeds(mushroom_prior, train, [state], callback=lambda s, log: counts.append(len(s.scene)))
@@ -151,7 +160,7 @@ def test_default_strategy_grows_prunes_and_respects_its_cap(mushroom_prior):
     assert max(counts) <= DENSE.cap  # ... within the cap
     changes = [k + 1 for k in range(1, len(counts)) if counts[k] != counts[k - 1]]
     assert set(changes) <= {3, 6, 9}  # only at refinement steps (start 2 < k < stop 10, k % 3 == 0)
-    capped = resolve(replace(train, densify=replace(train.densify, grad_threshold=1e-9, cap=230)), mushroom_prior)
+    capped = resolved(replace(train, densify=replace(train.densify, grad_threshold=1e-9, cap=230)), mushroom_prior)
     s = train_seeds(mushroom_prior, capped, [initial_state(capped, 0)])[0]
     assert len(s.scene) == 230  # everything wants to grow; the least opaque are pruned back to the cap
     for opt_name, opt in s.optimizers.items():  # Adam's state follows the parameters
@@ -159,15 +168,15 @@ def test_default_strategy_grows_prunes_and_respects_its_cap(mushroom_prior):
 
 
 def test_mcmc_strategy_adds_up_to_its_cap(mushroom_prior):
-    train = resolve(small(Densify.MCMC).train, mushroom_prior)
+    train = resolve(small(Densify.MCMC), mushroom_prior).train
     s = train_seeds(mushroom_prior, train, [initial_state(train, 0)])[0]
     assert len(s.scene) == math.floor(1.05 * math.floor(1.05 * math.floor(1.05 * 200)))  # +5 % at steps 3, 6, 9
-    capped = resolve(replace(train, densify=replace(train.densify, cap=205)), mushroom_prior)
+    capped = resolved(replace(train, densify=replace(train.densify, cap=205)), mushroom_prior)
     assert len(train_seeds(mushroom_prior, capped, [initial_state(capped, 0)])[0].scene) == 205
 
 
 def test_defaults_resolve_from_the_run(mushroom_prior):
-    train = resolve(Train3DConfig(), mushroom_prior)
+    train = resolved(Train3DConfig(), mushroom_prior)
     assert train.densify.strategy is Densify.DEFAULT and train.densify.grad_threshold == 0.3 and train.shared_cameras
     d = DensifyConfig().resolved(steps=150, num_gaussians=1000, grad_threshold=0.3, strategy=Densify.MCMC)
     assert (d.strategy, d.start, d.stop, d.every, d.grad_threshold, d.cap) == (Densify.MCMC, 15, 105, 10, 0.3, 4000)
@@ -258,14 +267,14 @@ def test_sh_degree_1_scenes_densify_too(mushroom_prior):
     """Degree-1 colours are per camera ([C, N, 3] in one render call), so the screen means the strategy reads
     lie on the loss's path and sh_rest follows every split."""
     config = replace(small(Densify.DEFAULT).train, sh_degree=1)
-    train = resolve(config, mushroom_prior)
+    train = resolved(config, mushroom_prior)
     state = train_seeds(mushroom_prior, train, [initial_state(train, 0)])[0]
     assert 200 < len(state.scene) <= DENSE.cap and state.scene.sh_rest.shape == (len(state.scene), 3, 3)
 
 
 @pytest.mark.numerics
 def test_per_camera_colours_render_as_camera_by_camera():
-    from fsd3d.render import render_scene
+    from fsd3d.renderer import render_scene
 
     g = torch.Generator().manual_seed(4)
     scene = GaussianScene.init_ball(200, 0.5, g, sh_degree=1, scale=0.1)

@@ -9,10 +9,14 @@ from typer.testing import CliRunner
 
 from cli import app
 from fsd2d.errors import InputError
-from fsd3d.gen3d import Gen3DConfig, load_scene_prior, scene_metrics
+from fsd3d.config import Gen3DConfig
+from fsd3d.run import load_scene_prior, scene_metrics
 from fsd3d.ply import load_ply
-from fsd3d.render import render_scene
-from fsd3d.train import NoiseKind, Train3DConfig, initial_state, load_checkpoint, resolve, train_seed
+from fsd3d.renderer import render_scene
+from fsd3d.config import NoiseKind, Train3DConfig
+from fsd3d.checkpoint import initial_state, load_checkpoint
+from fsd3d.settings import resolve
+from fsd3d.train import train_seed
 
 runner = CliRunner()
 TINY = ["--resolution", "16", "--num-gaussians", "300", "--no-progress"]
@@ -49,7 +53,7 @@ def test_gen_3d_writes_every_output(tmp_path):
 def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
     config = Gen3DConfig(resolution=16, train=Train3DConfig(steps=12, num_gaussians=200, checkpoint_every=4))
     prior = load_scene_prior(config)
-    train = resolve(config.train, prior)
+    train = resolve(config, prior).train
     full = train_seed(prior, train, 3, initial_state(train, 3))
 
     ckpt = tmp_path / "checkpoint.pt"
@@ -71,7 +75,8 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
 
 def test_fsd_reaches_at_least_as_many_references_as_sds():
     """16 px, 80 steps, 6 seeds advancing together (measured: FSD red x3 + blue x3, SDS red x5 + blue x1)."""
-    from fsd3d.train import resolve, train_seeds
+    from fsd3d.settings import resolve
+    from fsd3d.train import train_seeds
 
     seeds = (0, 1, 2, 3, 4, 5)
     reached = {}
@@ -79,7 +84,7 @@ def test_fsd_reaches_at_least_as_many_references_as_sds():
         config = Gen3DConfig(seeds=seeds, resolution=16, train=Train3DConfig(steps=80, num_gaussians=300,
                                                                              method=method))
         prior = load_scene_prior(config)
-        train = resolve(config.train, prior)
+        train = resolve(config, prior).train
         views = train.cameras.evaluation_cameras(16)
         scores = []
         for state in train_seeds(prior, train, [initial_state(train, s) for s in seeds]):
@@ -152,14 +157,15 @@ def test_gen_3d_on_tiny_stable_diffusion(tiny_sd_path, tmp_path):
 def test_compiled_stable_diffusion_matches_eager(tiny_sd_path):
     """--compile (torch.compile of the UNet and the VAE encoder; inductor's C++ backend here) changes rounding only."""
     from fsd3d.densify import Densify, DensifyConfig
-    from fsd3d.train import resolve, train_seeds
+    from fsd3d.settings import resolve
+    from fsd3d.train import train_seeds
 
     scenes = {}
     for compile in (False, True):
         config = Gen3DConfig(model=str(tiny_sd_path), prompt="a hamburger", resolution=16, compile=compile,
                              train=Train3DConfig(steps=2, num_gaussians=100, densify=DensifyConfig(strategy=Densify.NONE)))
         prior = load_scene_prior(config)
-        train = resolve(config.train, prior)
+        train = resolve(config, prior).train
         assert prior.compiled is compile and prior.describe()["compiled"] is compile
         scenes[compile] = [s.scene for s in train_seeds(prior, train, [initial_state(train, s) for s in (0, 1)])]
     for eager, compiled in zip(scenes[False], scenes[True]):
@@ -171,12 +177,13 @@ def test_compiled_stable_diffusion_matches_eager(tiny_sd_path):
 def test_batched_seeds_on_stable_diffusion_match_seeds_alone(tiny_sd_path):
     """On SD the UNet and VAE convolutions round differently at another batch size: a seed batched with others
     matches the seed alone to 1e-4 after 4 steps (measured on the CPU: <= 1e-5), not bit for bit."""
-    from fsd3d.train import resolve, train_seeds
+    from fsd3d.settings import resolve
+    from fsd3d.train import train_seeds
 
     config = Gen3DConfig(model=str(tiny_sd_path), prompt="a hamburger", resolution=16,
                          train=Train3DConfig(steps=4, num_gaussians=100))
     prior = load_scene_prior(config)
-    train = resolve(config.train, prior)
+    train = resolve(config, prior).train
     alone = {s: train_seeds(prior, train, [initial_state(train, s)])[0].scene for s in (0, 1, 2)}
     for state in train_seeds(prior, train, [initial_state(train, s) for s in (0, 1, 2)]):
         assert len(state.scene) == len(alone[state.seed])

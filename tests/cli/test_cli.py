@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cli import app, parse_seeds
+from cli import app
+from fsd2d.flags import parse_seeds
 from fsd2d.errors import InputError
 
 runner = CliRunner()
@@ -34,7 +35,7 @@ def test_pyproject_names_modules_that_exist():
     import re
     from pathlib import Path
 
-    text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    text = (Path(__file__).parents[2] / "pyproject.toml").read_text()
     named = set(re.findall(r"\b(?:fsd2d|fsd3d|fsdbatch|fsdtrain)(?:\.\w+)+", text))
     assert named and all(importlib.util.find_spec(m) is not None for m in named), named
 
@@ -151,7 +152,7 @@ def test_ctrl_c_in_gen_3d_says_where_the_checkpoints_are_and_how_to_continue(tmp
 
     out = tmp_path / "run"
 
-    def interrupted(scene_prior, config, out, resume=False, progress=False):
+    def interrupted(config, out, resume=False, progress=False):
         for s in config.seeds:
             (out / f"seed_{s}").mkdir(parents=True, exist_ok=True)
             (out / f"seed_{s}" / "checkpoint.pt").write_bytes(b"")

@@ -12,11 +12,12 @@ from fsd2d.figures import image_grid
 from fsd3d import outputs
 from fsd3d.cameras import CameraRanges
 from fsd3d.gaussians import GaussianScene
-from fsd3d.gen3d import Gen3DConfig, load_scene_prior
-from fsd3d.train import Train3DConfig
+from fsd3d.config import Gen3DConfig
+from fsd3d.run import load_scene_prior
+from fsd3d.config import Train3DConfig
 from fsd3d.outputs import (GRID_MAX_PX, TURNTABLE_FPS, TurntableFormat, depth_to_rgb, export_seed, save_video,
                            save_views_figure, turntable_frames)
-from fsd3d.render import RenderOutput, render_scene
+from fsd3d.renderer import RenderOutput, render_scene
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -402,7 +402,7 @@ def test_nothing_in_the_package_unpickles():
     """Weights and caches are read with safetensors, checkpoints with torch.load(weights_only=True)."""
     import re
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[3]
     sources = [p for d in ("fsd2d", "fsd3d", "fsdbatch", "fsdtrain") for p in (root / d).rglob("*.py")]
     sources.append(root / "cli.py")
     for path in sources:

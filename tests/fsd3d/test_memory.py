@@ -3,9 +3,12 @@ import pytest
 import torch
 
 from fsd3d.cameras import CameraRanges, sample_cameras
-from fsd3d.gen3d import Gen3DConfig, load_scene_prior, seed_batch
+from fsd3d.config import Gen3DConfig
+from fsd3d.run import load_scene_prior, seed_batch
 from fsd3d.memory import GIB, saved_bytes, seeds_that_fit, view_bytes
-from fsd3d.train import Train3DConfig, initial_state, resolve
+from fsd3d.config import Train3DConfig
+from fsd3d.checkpoint import initial_state
+from fsd3d.settings import resolve
 
 
 def test_saved_bytes_counts_each_saved_storage_once():
@@ -28,13 +31,14 @@ def test_seeds_that_fit_keeps_the_reserve_and_stays_in_range():
 
 def test_a_views_bytes_add_up_and_leave_the_scene_untouched(tiny_sd_path):
     prior = load_scene_prior(Gen3DConfig(model=str(tiny_sd_path), prompt="a cat", resolution=32))
-    train = resolve(Train3DConfig(num_gaussians=200), prior)
+    train = resolve(Gen3DConfig(model=str(tiny_sd_path), prompt="a cat", train=Train3DConfig(num_gaussians=200)),
+                    prior).train
     scene = initial_state(train, 0).scene
     cams = sample_cameras(1, CameraRanges(), torch.Generator().manual_seed(0), 32, 32)
     bg = torch.ones(3)
     per_view = view_bytes(prior, scene, cams, bg, clamp=True)
     assert per_view > 32 * 32 * 3 * 4  # at least the render itself, in float32
-    from fsd3d.render import render_scene
+    from fsd3d.renderer import render_scene
 
     def views(k):
         return prior.prior.encode(render_scene(scene, cams * k, bg).rgb.clamp(0, 1))
@@ -47,7 +51,7 @@ def test_a_views_bytes_add_up_and_leave_the_scene_untouched(tiny_sd_path):
 def test_the_cpu_runs_every_seed_together_unless_told(tiny_sd_path):
     prior = load_scene_prior(Gen3DConfig(model=str(tiny_sd_path), prompt="a cat", resolution=16))
     config = Gen3DConfig(seeds=(0, 1, 2), train=Train3DConfig(num_gaussians=50))
-    train = resolve(config.train, prior)
+    train = resolve(config, prior).train
     states = {s: initial_state(train, s) for s in config.seeds}
     assert seed_batch(prior, config, train, states) == 3
     assert seed_batch(prior, Gen3DConfig(seeds=(0, 1, 2), seed_batch=2), train, states) == 2

@@ -131,7 +131,7 @@ def test_surface_noise_needs_points_and_matching_shapes():
 def test_warping_a_view_onto_itself_is_the_identity_and_a_rendered_scene_agrees_across_views():
     from fsd3d.gaussians import GaussianScene
     from fsd3d.metrics3d import view_disagreement, warp_view
-    from fsd3d.render import render_scene
+    from fsd3d.renderer import render_scene
 
     scene = GaussianScene.init_ball(400, 0.35, torch.Generator().manual_seed(0), scale=0.15, opacity=0.9)
     with torch.no_grad():
@@ -161,15 +161,19 @@ def test_gen_3d_runs_surface_noise_on_every_prior(model, tiny_sd_path, tiny_mvdr
     sees x_t of its latent's shape, the scene stays finite, and the noise of the object's cells really comes from
     the textures (cells that see texels, at the prior's latent size), not only from the background eps_b."""
     import fsd3d.noise
-    from fsd3d.gen3d import Gen3DConfig, load_scene_prior
-    from fsd3d.train import NoiseKind, Train3DConfig, initial_state, resolve, train_seeds
+    from fsd3d.config import Gen3DConfig
+    from fsd3d.run import load_scene_prior
+    from fsd3d.config import NoiseKind, Train3DConfig
+    from fsd3d.checkpoint import initial_state
+    from fsd3d.settings import resolve
+    from fsd3d.train import train_seeds
 
     name = {"sd": str(tiny_sd_path), "mvdream": str(tiny_mvdream_path)}.get(model, model)
     config = Gen3DConfig(model=name, prompt="a cat" if model in ("sd", "mvdream") else "mushroom", resolution=32,
                          train=Train3DConfig(method=NoiseKind.SURFACE, steps=2, num_gaussians=300, init_opacity=0.6,
                                              cameras_per_step=1))
     prior = load_scene_prior(config)
-    train = resolve(config.train, prior)
+    train = resolve(config, prior).train
     seen = []
     calls = prior.view_batch
 

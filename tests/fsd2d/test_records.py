@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from cli import app
 from fsd2d.errors import InputError
 from fsd2d.sampling import Method, TimestepSampling
-from fsd3d.train import NoiseKind, Train3DConfig
+from fsd3d.config import NoiseKind, Train3DConfig
 
 runner = CliRunner()
 TINY_2D = ["--steps", "4", "--resolution", "16", "--no-progress"]

@@ -1,6 +1,7 @@
 """Nothing of a user's is lost (fsd2d.folders): every writer replaces or extends only its own earlier output, and
 refuses anything else at --out with one `error:` line and exit code 2, touching nothing."""
 import json
+from dataclasses import replace
 import os
 from pathlib import Path
 
@@ -127,14 +128,17 @@ def test_gen_3d_refuses_to_mix_settings_and_names_them(tmp_path):
 
 def test_a_refused_resume_names_the_settings_that_differ(tmp_path):
     """The checkpoint carries its settings: a resume under others says which (library call, no run.json check)."""
-    from fsd3d.gen3d import Gen3DConfig, load_scene_prior
-    from fsd3d.train import Train3DConfig, initial_state, load_checkpoint, resolve, save_checkpoint
+    from fsd3d.config import Gen3DConfig
+    from fsd3d.run import load_scene_prior
+    from fsd3d.config import Train3DConfig
+    from fsd3d.checkpoint import initial_state, load_checkpoint, save_checkpoint
+    from fsd3d.settings import resolve
 
     config = Gen3DConfig(resolution=16, train=Train3DConfig(steps=4, num_gaussians=20))
     prior = load_scene_prior(config)
-    train = resolve(config.train, prior)
+    train = resolve(config, prior).train
     save_checkpoint(tmp_path / "c.pt", initial_state(train, 0), train, config.identity())
-    other = resolve(Train3DConfig(steps=5, num_gaussians=20), prior)
+    other = resolve(replace(config, train=Train3DConfig(steps=5, num_gaussians=20)), prior).train
     with pytest.raises(InputError, match="steps: 4 there, 5 here"):
         load_checkpoint(tmp_path / "c.pt", other, torch.device("cpu"), config.identity())
 

@@ -17,7 +17,7 @@ from fsd2d.errors import InputError
 from fsd3d.gaussians import GaussianScene
 from fsdbatch.viewer import SIDE_BY_SIDE, Viewer, find_splats, splat_arrays
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -144,7 +144,7 @@ def test_third_party_warnings_are_silenced(tiny_sd_path, tmp_path):
     for args in (["--resolution", "10"], ["--resolution", "4097"]):
         res = subprocess.run([sys.executable, "-m", "cli", "compare-2d", "--model", str(tiny_sd_path), *TINY_2D[:2],
                               *args, "--seeds", "0", "--no-progress", "--out", str(out)],
-                             capture_output=True, text=True, cwd=Path(__file__).parents[1])
+                             capture_output=True, text=True, cwd=Path(__file__).parents[2])
         lines = res.stderr.strip().splitlines()
         assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.stderr
         assert "resolution" in lines[0] and res.stdout == ""

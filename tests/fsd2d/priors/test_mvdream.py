@@ -229,7 +229,7 @@ def test_set_prior_is_the_view_prior_on_its_views(prior):
 # ----------------------------------------------------------------------------------------------------- 2D
 @pytest.mark.slow
 def test_fsd_exact_equals_ddim_on_tiny_mvdream(prior):
-    """Proposition 1 on the 4-view set (float32, as tests/test_proposition1.py does for tiny SD)."""
+    """Proposition 1 on the 4-view set (float32, as tests/fsd2d/test_proposition1.py does for tiny SD)."""
     from fsd2d.sampling import DistillConfig, Method, ddim_sample, distill, initial_noise
     from fsd2d.schedule import timesteps
 
@@ -259,16 +259,19 @@ def test_compare_2d_end_to_end(tiny_mvdream_path, tmp_path):
 # ----------------------------------------------------------------------------------------------------- 3D
 def test_expand_cameras_and_view_batch(tiny_mvdream_path):
     from fsd3d.cameras import orbit_camera
-    from fsd3d.gen3d import Gen3DConfig, load_scene_prior
+    from fsd3d.config import Gen3DConfig
+    from fsd3d.run import load_scene_prior
     from fsd3d.mvdream_prior import MVDreamScenePrior
 
     scene_prior = load_scene_prior(Gen3DConfig(model=str(tiny_mvdream_path), prompt="a cat", device="cpu"))
     assert isinstance(scene_prior, MVDreamScenePrior) and scene_prior.resolution == 16
     assert scene_prior.default_cfg == 50.0 and scene_prior.views_per_camera == 4
-    from fsd3d.train import Train3DConfig, resolve
+    from fsd3d.config import Train3DConfig
+    from fsd3d.settings import resolve
 
-    assert resolve(Train3DConfig(), scene_prior).cameras_per_step == 1  # by default one 4-view set per step
-    assert resolve(Train3DConfig(cameras_per_step=3), scene_prior).cameras_per_step == 3
+    run = lambda train: Gen3DConfig(model=str(tiny_mvdream_path), prompt="a cat", train=train)  # noqa: E731
+    assert resolve(run(Train3DConfig()), scene_prior).train.cameras_per_step == 1  # one 4-view set per step
+    assert resolve(run(Train3DConfig(cameras_per_step=3)), scene_prior).train.cameras_per_step == 3
     cams = [orbit_camera(20.0, 170.0, 1.8, 50.0, 16, 16), orbit_camera(5.0, -30.0, 1.6, 45.0, 16, 16)]
     views = scene_prior.expand_cameras(cams)
     assert [round(v.azimuth, 6) for v in views] == [170.0, -100.0, -10.0, 80.0, -30.0, 60.0, 150.0, -120.0]
@@ -291,9 +294,13 @@ def test_expand_cameras_and_view_batch(tiny_mvdream_path):
 
 def test_the_views_of_a_camera_share_t_and_seeds_share_one_call(tiny_mvdream_path):
     """Uniform t: one draw per camera, shared by its 4 views; 2 seeds x 2 cameras x 4 views in ONE guided call."""
-    from fsd3d.gen3d import Gen3DConfig, load_scene_prior
+    from fsd3d.config import Gen3DConfig
+    from fsd3d.run import load_scene_prior
     from fsd3d.mvdream_prior import MVDreamScenePrior
-    from fsd3d.train import NoiseKind, Train3DConfig, initial_state, resolve, train_seeds
+    from fsd3d.config import NoiseKind, Train3DConfig
+    from fsd3d.checkpoint import initial_state
+    from fsd3d.settings import resolve
+    from fsd3d.train import train_seeds
 
     config = Gen3DConfig(model=str(tiny_mvdream_path), prompt="a cat", device="cpu",
                          train=Train3DConfig(steps=2, num_gaussians=100, cameras_per_step=2,
@@ -312,7 +319,7 @@ def test_the_views_of_a_camera_share_t_and_seeds_share_one_call(tiny_mvdream_pat
         return bound, guidance
 
     scene_prior.view_batch = spy
-    train = resolve(config.train, scene_prior)
+    train = resolve(config, scene_prior).train
     train_seeds(scene_prior, train, [initial_state(train, s) for s in (0, 1)])
     assert len(calls) == 2  # one prior call per step
     for n_cameras, t in calls:
@@ -344,13 +351,17 @@ def test_gen_3d_end_to_end(tiny_mvdream_path, tmp_path):
 
 
 def test_resume_continues_bit_for_bit(tiny_mvdream_path, tmp_path):
-    from fsd3d.gen3d import Gen3DConfig, load_scene_prior
-    from fsd3d.train import Train3DConfig, initial_state, load_checkpoint, resolve, train_seed
+    from fsd3d.config import Gen3DConfig
+    from fsd3d.run import load_scene_prior
+    from fsd3d.config import Train3DConfig
+    from fsd3d.checkpoint import initial_state, load_checkpoint
+    from fsd3d.settings import resolve
+    from fsd3d.train import train_seed
 
     config = Gen3DConfig(model=str(tiny_mvdream_path), prompt="a cat", device="cpu",
                          train=Train3DConfig(steps=6, num_gaussians=150, checkpoint_every=3, cameras_per_step=1))
     prior = load_scene_prior(config)
-    train = resolve(config.train, prior)
+    train = resolve(config, prior).train
     full = train_seed(prior, train, 2, initial_state(train, 2))
     ckpt = tmp_path / "checkpoint.pt"
 

@@ -5,22 +5,21 @@ import csv
 import json
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
 from cli import app
 from fsd2d.errors import InputError
-from fsdbatch import runner as batch_runner
+from fsdbatch import commands as batch_commands
 from fsdbatch.gather import gather
 from fsdbatch.runner import Shard, parse_shard, resolve_shard, run_sweep
-from fsdbatch.sweep import SLUG_MAX, load_sweep
+from fsdbatch.sweep import SLUG_MAX, Run, load_sweep
 from numerics import TEST_THREADS
 
-CLI = typer.main.get_command(app)
 SHARD_ENV = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX",
              "SLURM_ARRAY_TASK_STEP", "RANK", "WORLD_SIZE")
 
@@ -63,20 +62,25 @@ def sweep_file(folder: Path, text: str, name: str = "sweep") -> Path:
 
 
 def load(folder: Path, text: str, out: Path | None = None):
-    return load_sweep(sweep_file(folder, text), CLI, out or folder / "out")
+    return load_sweep(sweep_file(folder, text), out or folder / "out")
 
 
 @pytest.fixture
 def calls(monkeypatch):
-    """The argument lists of every command the runner invokes."""
-    seen: list[list[str]] = []
-    real = batch_runner.invoke_command
+    """The output folder of every run the runner starts (each command's library call, fsdbatch.commands)."""
+    return spy_runs(monkeypatch, lambda out: None)
 
-    def spy(cli, args):
-        seen.append(list(args))
-        return real(cli, args)
 
-    monkeypatch.setattr(batch_runner, "invoke_command", spy)
+def spy_runs(monkeypatch, before) -> list[Path]:
+    """Wrap every command's run: `before(out)` is called first, then the real run; returns the outs seen."""
+    seen: list[Path] = []
+    for name, command in list(batch_commands.COMMANDS.items()):
+        def spy(config, out, progress, real=command.run):
+            seen.append(Path(out))
+            before(Path(out))
+            return real(config, out, progress)
+
+        monkeypatch.setitem(batch_commands.COMMANDS, name, replace(command, run=spy))
     return seen
 
 
@@ -91,7 +95,7 @@ def finished(tmp_path_factory):
     torch.set_num_threads(TEST_THREADS)
     folder = tmp_path_factory.mktemp("finished")
     sweep = load(folder, TINY_2D)
-    result = run_sweep(sweep, CLI)
+    result = run_sweep(sweep)
     torch.set_num_threads(threads)
     assert result.failed == [] and len(result.finished) == 4
     return sweep
@@ -113,7 +117,7 @@ def test_sweep_expands_the_grid_in_order(finished, tmp_path):
     for r in runs:
         done = json.loads((finished.out / r.folder / "done.json").read_text())
         assert done["params"] == r.params and done["output"] == "result" and done["seconds"] > 0
-        assert "--no-progress" in done["args"] and out_of(done["args"]) == finished.out / r.folder / "result"
+        assert done["args"][0] == "compare-2d" and out_of(done["args"]) == finished.out / r.folder / "result"
         assert (finished.out / r.folder / "result" / "metrics.json").exists()
     by_hand = tmp_path / "by-hand"  # a run of the batch is exactly the command run by hand
     res = CliRunner().invoke(app, ["compare-2d", *runs[0].args, "--out", str(by_hand), "--no-progress"])
@@ -128,7 +132,7 @@ def test_sweep_expands_the_grid_in_order(finished, tmp_path):
 def test_second_run_does_nothing(finished, tmp_path, calls, capsys):
     sweep = copy_of(finished, tmp_path)
     stamps = {r.folder: (sweep.out / r.folder / "done.json").stat().st_mtime_ns for r in sweep.runs}
-    result = run_sweep(sweep, CLI)
+    result = run_sweep(sweep)
     assert calls == [] and result.skipped == 4 and result.finished == []
     assert "skipping 4 done" in capsys.readouterr().out
     assert stamps == {r.folder: (sweep.out / r.folder / "done.json").stat().st_mtime_ns for r in sweep.runs}
@@ -140,8 +144,8 @@ def test_deleting_done_json_or_folder_reruns_only_that_run(finished, tmp_path, c
     (sweep.out / a.folder / "done.json").unlink()
     shutil.rmtree(sweep.out / b.folder)
     untouched = {r.folder: (sweep.out / r.folder / "done.json").stat().st_mtime_ns for r in (sweep.runs[0], sweep.runs[2])}
-    result = run_sweep(sweep, CLI)
-    assert [out_of(c).parent.name for c in calls] == [a.folder, b.folder]
+    result = run_sweep(sweep)
+    assert [c.parent.name for c in calls] == [a.folder, b.folder]
     assert result.finished == [a.folder, b.folder] and result.skipped == 2
     assert all((sweep.out / r.folder / "done.json").exists() for r in sweep.runs)
     assert untouched == {f: (sweep.out / f / "done.json").stat().st_mtime_ns for f in untouched}
@@ -150,28 +154,24 @@ def test_deleting_done_json_or_folder_reruns_only_that_run(finished, tmp_path, c
 def test_interrupted_sweep_loses_and_repeats_nothing(tmp_path, monkeypatch):
     sweep = load(tmp_path, TINY_2D.replace("beta: [0.5, 1]", "beta: [0.5, 0.75, 1]").replace(
         "prompt: [cat, coffee]", "prompt: cat"))
-    seen: list[str] = []
-    real = batch_runner.invoke_command
     kill = [True]
 
-    def killed_on_second(cli, args):
-        seen.append(out_of(args).parent.name)
-        if len(seen) == 2 and kill[0]:
+    def killed_on_second(out):
+        if len(started) == 2 and kill[0]:
             raise KeyboardInterrupt  # Ctrl-C (or a job time limit) while the second run is working
-        return real(cli, args)
 
-    monkeypatch.setattr(batch_runner, "invoke_command", killed_on_second)
+    started = spy_runs(monkeypatch, killed_on_second)
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(sweep, CLI)
+        run_sweep(sweep)
     first, second, third = (sweep.out / r.folder for r in sweep.runs)
     assert (first / "done.json").exists()
     assert not (second / "done.json").exists() and not (second / "failed.json").exists()
     assert not third.exists()
 
-    seen.clear()
+    started.clear()
     kill[0] = False
-    result = run_sweep(sweep, CLI)
-    assert seen == [second.name, third.name] and result.skipped == 1 and result.failed == []
+    result = run_sweep(sweep)
+    assert [s.parent.name for s in started] == [second.name, third.name] and result.skipped == 1 and result.failed == []
     assert all((sweep.out / r.folder / "done.json").exists() for r in sweep.runs)
 
 
@@ -191,14 +191,14 @@ def test_gen3d_interrupted_after_a_checkpoint_resumes_from_it(tmp_path, monkeypa
     monkeypatch.setattr(fsd3d.train, "save_checkpoint", save)
     kill = True
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(sweep, CLI)
+        run_sweep(sweep)
     fsd_run, sds_run = (sweep.out / r.folder for r in sweep.runs)
     assert (fsd_run / "result" / "seed_0" / "checkpoint.pt").exists() and not (fsd_run / "done.json").exists()
 
     kill, saved[:] = False, []
-    result = run_sweep(sweep, CLI)
+    result = run_sweep(sweep)
     assert result.failed == [] and len(result.finished) == 2
-    assert "--resume" in calls[1] and "--resume" not in calls[2]  # only the interrupted run resumes
+    # the interrupted run went on from its checkpoint (step 1), the other started at step 0
     assert saved == [(fsd_run.name, 2), (fsd_run.name, 3), (sds_run.name, 1), (sds_run.name, 2), (sds_run.name, 3)]
     ckpt = torch.load(fsd_run / "result" / "seed_0" / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 3
@@ -248,7 +248,7 @@ def test_bad_shards(monkeypatch):
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
     res = CliRunner().invoke(app, ["batch", "nothing.yaml", "--shard", "2/2"])
     assert res.exit_code == 2 and res.stderr.strip().splitlines() == ["error: sweep file nothing.yaml does not exist"]
-    assert Shard(1, 2).owns(batch_runner.Run(3, "x", {}, (), (), "f"))
+    assert Shard(1, 2).owns(Run(3, "x", {}, (), (), "f"))
 
 
 def test_long_prompts_give_safe_distinct_folders(tmp_path):
@@ -306,6 +306,33 @@ def test_gather_one_row_per_run_and_method(finished, tmp_path):
         assert [r["prompt"] for r in csv.DictReader(f)] == ["cat"] * 4
 
 
+def test_layout_reads_what_the_runner_wrote(finished, tmp_path):
+    """fsdbatch.layout, the one reader of a sweep folder: the runs of sweep.json in grid order, the finished ones with
+    their done.json and outputs; every path it names is one the batch layout (fsd2d.folders.BATCH) lets `claim` keep."""
+    from pathlib import PurePosixPath
+
+    from fsd2d.folders import BATCH
+    from fsdbatch.layout import RESULTS, SweepFolder, summary_plot_file
+
+    sweep = copy_of(finished, tmp_path)
+    folder = SweepFolder.open(sweep.out)
+    assert folder.command == "compare-2d"
+    assert [(r.index, r.folder, r.params) for r in folder.runs] == [(r.index, r.folder, r.params) for r in sweep.runs]
+    (folder.runs[1].path / "done.json").unlink()
+    done = list(folder.finished())
+    assert [r.folder for r, _ in done] == [sweep.runs[i].folder for i in (0, 2, 3)]
+    assert folder.runs[1].done() is None and folder.runs[1].outputs() == sweep.out / sweep.runs[1].folder / "result"
+    kept = lambda p: BATCH.holds(PurePosixPath(p.relative_to(sweep.out).as_posix()))  # noqa: E731
+    for run, record in done:
+        assert record.outputs == run.outputs() == sweep.out / run.folder / "result"
+        assert record.record["params"] == run.params and record.metrics.is_file() and record.run_record.is_file()
+        assert kept(record.metrics) and kept(record.run_record) and kept(run.path / "done.json")
+    assert kept(sweep.out / RESULTS) and kept(summary_plot_file(sweep.out, "psnr (dB)"))
+    (folder.runs[0].path / "done.json").write_text('{"output": "../elsewhere"}')
+    with pytest.raises(InputError, match="'output' should name a folder inside the run"):
+        folder.runs[0].done()
+
+
 def test_failed_runs_are_recorded_and_the_sweep_goes_on(tmp_path):
     path = sweep_file(tmp_path, TINY_2D.replace("beta: [0.5, 1]", "beta: [1.5, 1]").replace(
         "prompt: [cat, coffee]", "prompt: cat"))
@@ -323,7 +350,7 @@ def test_failed_runs_are_recorded_and_the_sweep_goes_on(tmp_path):
 
 @pytest.mark.parametrize("text,message", [
     ("command: compare-2d\nparams: {prompt: cat, bogus: [1, 2]}\n",
-     "unknown parameter 'bogus' for compare-2d; allowed: prompt, negative-prompt, seeds, methods, steps"),
+     "unknown parameter 'bogus' for compare-2d; allowed: prompt, negative-prompt, seeds, steps, cfg"),
     ("command: render\nparams: {prompt: cat}\n",
      "unknown command 'render'; allowed: compare-2d, shuffle-noise, consistency, beta-sweep, gen-3d"),
     ("params: {prompt: cat}\n", "no 'command:'; allowed: compare-2d"),
@@ -363,11 +390,9 @@ def test_set_overrides_params_before_validation(tmp_path):
                                    "--set", "steps=5", "--set", "t-min=30"])
     assert res.exit_code == 0, res.output
     assert len([r for r in res.stdout.splitlines() if "todo" in r]) == 2
-    import typer
-
     from fsdbatch.sweep import load_sweep
 
-    spec = load_sweep(sweep, typer.main.get_command(app), tmp_path / "o", {"steps": 5, "t-min": 30})
+    spec = load_sweep(sweep, tmp_path / "o", {"steps": 5, "t-min": 30})
     assert [(r.params["steps"], r.params["t_min"]) for r in spec.runs] == [(5, 30), (5, 30)]
     assert "300" not in " ".join(spec.runs[0].args)
     res = CliRunner().invoke(app, ["batch", str(sweep), "--dry-run", "--set", "nonsense=1"])

@@ -18,7 +18,7 @@ from fsd3d.metrics3d import (
 )
 from fsd3d.reference_prior import ReferencePrior
 from fsd3d.references import MAX_RADIUS, REFERENCE_PROMPTS, ReferenceSet, reference_scene
-from fsd3d.render import render
+from fsd3d.renderer import render
 from numerics import RENDER_F32_ATOL, TEST_THREADS, gamma, reorder_atol
 
 torch.set_num_threads(TEST_THREADS)

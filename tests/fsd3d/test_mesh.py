@@ -15,8 +15,8 @@ from fsd2d.errors import InputError
 from fsd3d import mesh as meshing
 from fsd2d.io import run_record, write_json
 from fsd3d.cameras import CameraRanges, orbit_camera
-from fsd3d.gen3d import Gen3DConfig
-from fsd3d.train import Train3DConfig
+from fsd3d.config import Gen3DConfig
+from fsd3d.config import Train3DConfig
 from fsd3d.gaussians import GaussianScene
 from fsd3d.mesh import (
     MESH_EVAL_PX,
@@ -30,7 +30,7 @@ from fsd3d.mesh import (
 )
 from fsd3d.ply import save_ply
 from fsd3d.references import REFERENCE_PROMPTS, reference_scene
-from fsd3d.render import quat_to_rotmat
+from fsd3d.renderer import quat_to_rotmat
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
