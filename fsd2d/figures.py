@@ -87,3 +87,52 @@ def save_figure(fig, path: Path, dpi: int = FIGURE_DPI) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
+
+
+# In a notebook: the same figures, shown inline (IPython.display) instead of saved; what notebooks/ share.
+
+
+def show_grid(
+    rows: Sequence[np.ndarray],
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    captions: Sequence[Sequence[str]] | None = None,
+    title: str = "",
+    cell_inches: float = 1.4,
+    overlay: Callable | None = None,
+) -> None:
+    """`image_grid` (one row per entry of `rows`, [N, H, W, 3] in [0, 1]), shown in a notebook: the figure the
+    commands save, drawn to a temporary PNG (nothing is left in the working directory) and displayed."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "grid.png"
+        image_grid(path, rows, row_labels, col_labels, captions, title, cell_inches, overlay)
+        show_png(path)
+
+
+def show_png(path: Path, title: str = "") -> None:
+    """Show a PNG file (e.g. a figure a study wrote) in a notebook; `title`, if given, in bold above it."""
+    from IPython.display import Image, Markdown, display
+
+    if title:
+        display(Markdown(f"**{title}**"))
+    display(Image(data=Path(path).read_bytes(), format="png"))
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence], digits: int = 3) -> str:
+    """A markdown table: one line per row; floats with `digits` decimals, anything else as str()."""
+    def cell(v) -> str:
+        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
+
+
+def show_table(header: Sequence[str], rows: Sequence[Sequence], digits: int = 3) -> None:
+    """Show `markdown_table(header, rows, digits)` in a notebook: rendered, with the same text as its plain-text
+    form (so an executed notebook read as text, or a terminal, keeps the numbers)."""
+    from IPython.display import display
+
+    table = markdown_table(header, rows, digits)
+    display({"text/markdown": table, "text/plain": table}, raw=True)
