@@ -72,7 +72,11 @@ def to_seeds(value) -> tuple[int, ...]:
     """Seeds as text ('0-3', parse_seeds), one int, or a sequence of ints (checked where the config is)."""
     if isinstance(value, str):
         return parse_seeds(value)
-    return (value,) if isinstance(value, int) else tuple(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value,)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return tuple(value)
+    raise InputError(f"bad --seeds {value!r}: use non-negative integers like '0-3', '0,2,5' or '0-3,8'")
 
 
 def to_enum(value, enum_cls, flag: str):
@@ -84,6 +88,8 @@ def to_enum_tuple(value, enum_cls, flag: str) -> tuple:
     """Members of `enum_cls` from a comma list ('fsd,sds') or a sequence of members or values."""
     if isinstance(value, str):
         return parse_enum_list(value, enum_cls, flag)
+    if not isinstance(value, (list, tuple)):
+        return parse_enum_list(str(value), enum_cls, flag)
     return tuple(to_enum(v, enum_cls, flag) for v in value)
 
 
@@ -91,4 +97,8 @@ def to_floats(value, flag: str) -> tuple[float, ...]:
     """Numbers from a comma list ('0,0.5,1', parse_floats), one number, or a sequence of numbers."""
     if isinstance(value, str):
         return parse_floats(value, flag)
-    return (value,) if isinstance(value, (int, float)) else tuple(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (value,)
+    if isinstance(value, (list, tuple)):
+        return parse_floats(",".join(str(v) for v in value), flag)
+    raise InputError(f"bad {flag} {value!r}: use a comma list of numbers like '0,0.5,1'")

@@ -23,8 +23,10 @@ T = TypeVar("T")
 __all__ = ["from_jsonable"]
 
 
-def from_jsonable(cls: type[T], value: Any, where: str = "config") -> T:
-    """`value` (plain JSON: dicts, lists, str, numbers, None) as an instance of `cls` (a type annotation)."""
+def from_jsonable(cls: type[T], value: Any, where: str = "config", text: bool = False) -> T:
+    """`value` (plain JSON: dicts, lists, str, numbers, None) as an instance of `cls` (a type annotation). With
+    `text`, values as a command line or a sweep file gives them are taken too: a number as text for a number
+    ('5', '0.5'), a number for a text (a prompt 123)."""
     origin = typing.get_origin(cls)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(cls)
@@ -33,7 +35,7 @@ def from_jsonable(cls: type[T], value: Any, where: str = "config") -> T:
         errors = []
         for option in (o for o in options if o is not type(None)):
             try:
-                return from_jsonable(option, value, where)
+                return from_jsonable(option, value, where, text)
             except InputError as e:
                 errors.append(str(e))
         raise InputError(errors[0] if errors else f"{where}: {value!r} does not fit {cls}")
@@ -42,10 +44,10 @@ def from_jsonable(cls: type[T], value: Any, where: str = "config") -> T:
         if not isinstance(value, (list, tuple)):
             raise InputError(f"{where}: expected a list, got {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(from_jsonable(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+            return tuple(from_jsonable(args[0], v, f"{where}[{i}]", text) for i, v in enumerate(value))
         if len(args) != len(value):
             raise InputError(f"{where}: expected {len(args)} values, got {len(value)}")
-        return tuple(from_jsonable(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(from_jsonable(a, v, f"{where}[{i}]", text) for i, (a, v) in enumerate(zip(args, value)))
     if origin in (list, dict):
         return value
     if cls is typing.Any:
@@ -58,7 +60,7 @@ def from_jsonable(cls: type[T], value: Any, where: str = "config") -> T:
         unknown = sorted(set(value) - set(fields))
         if unknown:
             raise InputError(f"{where}: unknown field(s) {', '.join(unknown)} for {cls.__name__}")
-        return cls(**{k: from_jsonable(hints[k], v, f"{where}.{k}") for k, v in value.items()})
+        return cls(**{k: from_jsonable(hints[k], v, f"{where}.{k}", text) for k, v in value.items()})
     if isinstance(cls, type) and issubclass(cls, enum.Enum):
         try:
             return cls(value)
@@ -66,6 +68,13 @@ def from_jsonable(cls: type[T], value: Any, where: str = "config") -> T:
             raise InputError(f"{where}: {value!r} is not one of {', '.join(str(e.value) for e in cls)}") from None
     if cls is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if text and cls in (int, float) and isinstance(value, str):
+        try:
+            return cls(value.strip())
+        except ValueError:
+            pass
+    if text and cls is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
     if cls is Path and isinstance(value, str):
         return Path(value)
     if cls in (int, str, bool) and type(value) is cls:

@@ -17,7 +17,7 @@ from fsd2d.errors import InputError
 from fsd2d.flags import to_enum, to_seeds
 from fsd2d.folders import Layout, claim
 from fsd2d.guidance import Guidance
-from fsd2d.io import check_output_dir
+from fsd2d.io import check_output_dir, jsonable
 from fsd2d.records import from_jsonable
 from fsd2d.priors.base import Prior
 from fsd2d.sampling import DistillConfig, check_guidance_scale, check_seeds
@@ -55,10 +55,16 @@ class StudyConfig:
     def from_flags(cls: type[C], **flags) -> C:
         """This config from its command's options by their Python names (`--t-min 20` is t_min=20; not out and
         progress), each typed or as the command line's text: seeds '0-3' or '0,2,5', enum values ('sqrt'), comma
-        lists ('fsd,sds', '0,0.5,1'). Options not given take the field defaults, which are the command's.
+        lists ('fsd,sds', '0,0.5,1'), numbers as text ('5'). Options not given, or None, take the field defaults,
+        which are the command's; an unknown option is an InputError.
         Text that does not parse: the command's one-line InputError (fsd2d.flags). Nothing is validated yet
         (`validate`, or run_study, does that)."""
-        return cls(**cls.fields_from_flags(dict(flags)))
+        given = {k: v for k, v in flags.items() if v is not None}
+        unknown = sorted(set(given) - set(cls.flag_names()) - {f.name for f in fields(cls)})
+        if unknown:
+            raise InputError(f"{cls.LAYOUT.command} has no option {', '.join('--' + k.replace('_', '-') for k in unknown)}")
+        config = cls(**cls.fields_from_flags(given))
+        return from_jsonable(cls, jsonable(config), "option", text=True)  # each value of its field's type
 
     @classmethod
     def fields_from_flags(cls, flags: dict) -> dict:

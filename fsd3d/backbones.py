@@ -12,7 +12,7 @@ Profiles (`--defaults`, otherwise the prior's own, `ScenePrior.defaults`):
 - MVDREAM: MVDream at 256 px: DreamGaussian's configs/text_mv.yaml for the Gaussians, the authors'
   configs/cfd/mvdream-stage1.yaml (= MVDream-threestudio's cameras, guidance 50 and negative prompt) for the rest.
 What a profile cannot take from a model that was trained here (their CFG, negative prompt, cameras and background
-belong to the trained world) the trained models' scene priors keep as their own (fsd3d.gen3d.load_scene_prior).
+belong to the trained world) the trained models' scene priors keep as their own (fsd3d.settings.TRAINED_WORLD).
 """
 from __future__ import annotations
 

@@ -156,7 +156,7 @@ class CameraRanges:
     def evaluation_cameras(self, resolution: int, n: int = 8) -> list["Camera"]:
         """The one definition of a run's evaluation views (metrics, views.png, turntable, mesh IoU, viewer): n
         cameras at azimuths 0, 360/n, ... at the middle of these ranges' elevation, radius (as a distance) and fov,
-        resolution x resolution pixels. Give the run's resolved ranges (fsd3d.train.resolve, run.json's
+        resolution x resolution pixels. Give the run's resolved ranges (fsd3d.settings.resolve, run.json's
         train_resolved.cameras): the defaults here are the embedded prior's, not a backbone's."""
         mid = lambda rng: 0.5 * (rng[0] + rng[1])  # noqa: E731
         fov = mid(self.fov)

@@ -289,7 +289,8 @@ class Gen3DConfig:
             parts[part][key] = parse(value, "--" + name.replace("_", "-")) if parse else value
         train = Train3DConfig(**parts["train"], densify=DensifyConfig(**parts["densify"]),
                               family=FamilyOptions(**parts["family"]))
-        return cls(**parts["run"], train=train)
+        # each value of its field's type: '5' for steps, 45 for theta (45.0: the command line's, and the same fingerprint)
+        return from_jsonable(cls, jsonable(cls(**parts["run"], train=train)), "option", text=True)
 
     @classmethod
     def flag_names(cls) -> tuple[str, ...]:

@@ -13,7 +13,8 @@ Output folder layout:
     seed_S/metrics.json                       the seed's metrics
     seed_S/mesh.glb                           with --mesh: the surface as a vertex-coloured mesh (fsd3d.mesh)
 (the seed_S/ files other than the checkpoint are written by fsd3d.outputs.export_seed)
-Nothing already in the folder is lost: an existing checkpoint is only continued (--resume), never replaced.
+Nothing already in the folder is lost: gen-3d only continues an existing checkpoint (--resume), never replaces it;
+save_run replaces only the files of its own seeds in its own folder.
 
     save_run(run, out)                 a Run3D from `run_3d` as this folder (new, or the same run's own folder)
     gen_3d(config, out, resume=...)    what `fsd gen-3d` runs: prepare_run -> train with checkpoints -> save_run

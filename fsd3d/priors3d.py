@@ -36,6 +36,7 @@ class ScenePrior(abc.ABC):
     # threshold has not been measured (Stable Diffusion: random weights say nothing about real gradients)
     default_densify: Densify = Densify.MCMC
     compiled: bool = False  # the prior's networks run through torch.compile (CUDA graphs need step marks)
+    made_for: dict | None = None  # what fsd3d.run.load_scene_prior loaded it for (run_3d checks a config against it)
     views_per_camera: int = 1  # views `expand_cameras` makes of each sampled camera (MVDream: its 4-view set)
     cameras_per_step: int = 2  # default for Train3DConfig.cameras_per_step (cameras sampled per seed and step)
     # the ground truth a scene is scored against (fsd3d.metrics3d): the embedded reference objects, for the

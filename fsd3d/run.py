@@ -19,8 +19,8 @@ from typing import Callable
 import torch
 
 from fsd2d.errors import InputError
+from fsd2d.io import differences
 from fsd2d.models import REFERENCES, REFERENCES_WORLD
-from fsd3d.backbones import defaults
 from fsd3d.cameras import Camera
 from fsd3d.checkpoint import SeedState, initial_state
 from fsd3d.config import Gen3DConfig, check_noise_function
@@ -28,7 +28,7 @@ from fsd3d.gaussians import GaussianScene
 from fsd3d.metrics3d import mean_over_pairs, pairwise_dissimilarity_3d, references_reached, score_scene, seed_spread
 from fsd3d.priors3d import ScenePrior
 from fsd3d.renderer import RenderOutput, render_scene
-from fsd3d.settings import Resolved3D, ResolvedTrain3D, model_profile, resolve
+from fsd3d.settings import Resolved3D, ResolvedTrain3D, resolve, run_defaults
 from fsd3d.train import StepLog, train_seeds
 
 __all__ = ["Run3D", "run_3d", "load_scene_prior", "prepare_run", "execute", "start_state"]
@@ -78,6 +78,10 @@ def prepare_run(config: Gen3DConfig, prior: ScenePrior | None = None) -> tuple[S
     """The run's checks, its scene prior (loaded unless given) and its settings, resolved once."""
     config.validate()
     scene_prior = load_scene_prior(config) if prior is None else prior
+    if scene_prior.made_for is not None and scene_prior.made_for != made_for(config):
+        differ = differences(scene_prior.made_for, made_for(config))
+        raise InputError(f"the prior given was loaded for another run ({'; '.join(differ)}): load it with "
+                         "load_scene_prior(config) for this config")
     settings = resolve(config, scene_prior)
     check_noise_function(settings.train, scene_prior.prior.latent_shape)  # its own checks (e.g. --theta)
     return scene_prior, settings
@@ -136,13 +140,30 @@ def execute(scene_prior: ScenePrior, settings: Resolved3D, states: dict[int, See
     for seed, state in (finished or {}).items():
         score(seed, state)
     every = order or [*(finished or {}), *(s for s in seeds if s not in (finished or {}))]
+    if set(every) != set(run.states):
+        raise ValueError(f"order {every} does not list the run's seeds {sorted(run.states)}")
     run.states, run.renders = {s: run.states[s] for s in every}, {s: run.renders[s] for s in every}
     run.per_seed = {s: run.per_seed[s] for s in every}
     run.summary = summarize(scene_prior, config, run.renders, run.per_seed)
     return run
 
 
+def made_for(config: Gen3DConfig) -> dict:
+    """What a scene prior loaded for `config` depends on (a prior may serve every run that agrees on these)."""
+    return {"model": config.model, "prompt": config.prompt, "negative_prompt": config.negative_prompt,
+            "profile": None if config.train.profile is None else config.train.profile.value,
+            "resolution": config.resolution, "device": config.device, "dtype": config.dtype, "compile": config.compile}
+
+
 def load_scene_prior(config: Gen3DConfig) -> ScenePrior:
+    """The scene prior of `config.model` (see `load`), marked with what it was loaded for (`made_for`): run_3d
+    refuses it for a config that disagrees (another prompt, model, negative prompt, ...)."""
+    scene_prior = load(config)
+    scene_prior.made_for = made_for(config)
+    return scene_prior
+
+
+def load(config: Gen3DConfig) -> ScenePrior:
     """The scene prior of `config.model`: the embedded references (exact, no weights), or a Stable Diffusion / MVDream
     folder or hub id lifted to 3D (fsd3d.priors3d), with the negative prompt of the run's profile when none is given."""
     from fsd2d.priors.load import load_prior, resolve_device, resolve_dtype
@@ -165,9 +186,7 @@ def load_scene_prior(config: Gen3DConfig) -> ScenePrior:
         raise InputError(f"'{config.model}' was trained on 2D {prior.card.get('world')} crops; gen-3d takes a model "
                          "trained on the references' renders (tiny-sd-objects, tiny-mvdream) or any other SD folder")
     cls = MVDreamScenePrior if isinstance(prior, MVDreamPrior) else StableDiffusionScenePrior  # MVDream: 4-view sets
-    negative = config.negative_prompt
-    if negative is None:
-        negative = defaults(*model_profile(config.model, config.train.profile)).negative_prompt
+    negative = run_defaults(config).negative_prompt if config.negative_prompt is None else config.negative_prompt
     scene_prior = cls(prior, config.prompt, negative, compile=config.compile)
     if prior.card is not None:  # trained here on the references' renders: scored against them
         from fsd3d.references import ReferenceSet

@@ -15,7 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from fsd2d.io import jsonable
 from fsd2d.models import REFERENCES, REFERENCES_LOCAL
+from fsd2d.records import from_jsonable
 from fsd3d.backbones import Background, Defaults3D, Profile, defaults
 from fsd3d.cameras import CameraRanges
 from fsd3d.config import CAMERA_OVERRIDES, FROM_PRIOR, Gen3DConfig, Train3DConfig
@@ -45,10 +47,11 @@ class Resolved3D:
     train: ResolvedTrain3D  # every training setting (run.json's "train_resolved")
     profile: Profile  # whose defaults filled the fields left None
     world: dict  # what a trained model's world fixed ({} for other models)
+    negative_prompt: str  # the one the prior uses: the config's, else the profile's (with the world's)
 
     def record(self) -> dict:
         """What run.json adds about the resolution besides train_resolved."""
-        return {"profile": self.profile.value, "world": sorted(self.world)}
+        return {"profile": self.profile.value, "world": jsonable(self.world), "negative_prompt": self.negative_prompt}
 
 
 def model_profile(model: str, profile: Profile | None = None) -> tuple[Profile, dict]:
@@ -76,7 +79,9 @@ def run_defaults(config: Gen3DConfig) -> Defaults3D:
 def resolve(config: Gen3DConfig, scene_prior: ScenePrior) -> Resolved3D:
     """All four steps for a run whose prior is loaded (`scene_prior`, made from `config`)."""
     profile, world = model_profile(config.model, config.train.profile)
-    return Resolved3D(config, resolve_train(config.train, scene_prior, defaults(profile, world)), profile, world)
+    base = defaults(profile, world)
+    negative = base.negative_prompt if config.negative_prompt is None else config.negative_prompt
+    return Resolved3D(config, resolve_train(config.train, scene_prior, base), profile, world, negative)
 
 
 def resolve_train(train: Train3DConfig, scene_prior: ScenePrior, base: Defaults3D) -> ResolvedTrain3D:
@@ -92,6 +97,7 @@ def resolve_train(train: Train3DConfig, scene_prior: ScenePrior, base: Defaults3
         "shared_cameras": scene_prior.shares_cameras if config.shared_cameras is None else config.shared_cameras,
         "cameras_per_step": scene_prior.cameras_per_step if config.cameras_per_step is None else config.cameras_per_step,
         "densify": densify, "sampling": config.method.sampling if config.sampling is None else config.sampling}
-    resolved = ResolvedTrain3D(**values)
+    # each value of its field's type (beta=1 is 1.0): the checkpoints' fingerprints do not depend on how it was typed
+    resolved = from_jsonable(ResolvedTrain3D, jsonable(ResolvedTrain3D(**values)), "settings")
     resolved.validate()
     return resolved

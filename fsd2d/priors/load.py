@@ -41,7 +41,7 @@ def check_prompts(model: str, *prompts: str | None) -> None:
     """Refuse, without loading any weights, a prompt that a prior with a closed list of prompts would refuse when it
     loads (the built-in imageset / patches, a trained model by name or folder: its card; fsd2d.models), by the one
     rule (fsd2d.priors.base.match_prompt); other models take any text, None is "not given". So a sweep with a
-    misspelt prompt fails before its first run (fsdbatch.runner.check_runs stops where the prior would load). The 3D
+    misspelt prompt fails before its first run (fsdbatch.sweep.check_runs builds and validates every run's config). The 3D
     references are gen-3d's, which checks their prompts itself (fsd3d.reference_prior)."""
     info = model_info(model)
     listing = None if info is not None and info.kind is ModelKind.SCENE else find_prompt_list(model)

@@ -126,3 +126,20 @@ def test_a_callback_sees_every_step_of_every_seed():
     seen = []
     run_3d(replace(SMALL, train=replace(SMALL.train, steps=3)), callback=lambda s, log: seen.append((s.seed, log.step)))
     assert sorted(seen) == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]
+
+
+def test_a_prior_serves_only_the_runs_it_was_loaded_for():
+    prior = fsd3d.load_scene_prior(SMALL)
+    with pytest.raises(InputError, match='prompt: "mushroom" there, "snowman" here'):
+        run_3d(replace(SMALL, prompt="snowman"), prior)
+
+
+def test_numbers_count_by_value_not_by_how_they_were_typed():
+    """theta 45 (a sweep's YAML int), '45' (text) and 45.0 (the command line) are one setting and one fingerprint."""
+    configs = [Gen3DConfig.from_flags(theta=v, beta=b) for v, b in ((45, 1), ("45", "1"), (45.0, 1.0))]
+    assert configs[0] == configs[1] == configs[2] and isinstance(configs[0].train.theta, float)
+    prior = fsd3d.load_scene_prior(SMALL)
+    direct = fsd3d.resolve(replace(SMALL, train=replace(SMALL.train, beta=1)), prior).train
+    assert direct.fingerprint() == fsd3d.resolve(SMALL, prior).train.fingerprint()
+    with pytest.raises(InputError, match="expected int, got 'abc'"):
+        Gen3DConfig.from_flags(steps="abc")

@@ -124,7 +124,9 @@ def test_grid_size_is_checked_before_the_grid_is_built(tmp_path):
     ({"steps": "0"}, "every run would fail; run 0 (prompt='cat'): steps must be >= 1, got 0"),
     ({"beta": "2"}, "beta must be in [0, 1]"),
     ({"methods": "fsd,bogus"}, "unknown --methods value 'bogus'"),
-    ({"steps": "abc"}, "params.steps: expected int, got 'abc'"),
+    ({"steps": "abc"}, "option.steps: expected int, got 'abc'"),
+    ({"seeds": "1.5"}, "bad --seeds 1.5"),
+    ({"methods": "5"}, "unknown --methods value '5'"),
     ({"prompt": "[cat, coffee]", "t-min": "[990, 995]"}, "run 0 (prompt='cat', t_min=990)"),
     ({"command": "gen-3d", "methods": None, "method": "[bogus, nope]"}, "unknown --method value 'bogus'"),
 ])
@@ -288,3 +290,14 @@ def test_a_sweep_takes_exactly_the_commands_options():
     for name, command in COMMANDS.items():
         on_the_command_line = {p.name for p in group.commands[name].params} - {"out", "progress", "resume"}
         assert set(command.options()) == on_the_command_line, name
+
+
+def test_numbers_given_as_text_run_as_on_the_command_line(tmp_path):
+    """steps: "5" and beta: "0.5" (quoted in YAML) build the config `--steps 5 --beta 0.5` builds."""
+    from fsd2d.compare import Compare2DConfig
+    from fsdbatch.commands import COMMANDS
+    from fsdbatch.sweep import load_sweep
+
+    (tmp_path / "s.yaml").write_text('command: compare-2d\nparams:\n  steps: "5"\n  beta: "0.5"\n  seeds: 0\n')
+    run = load_sweep(tmp_path / "s.yaml", tmp_path / "out").runs[0]
+    assert COMMANDS["compare-2d"].build(run.params) == Compare2DConfig.from_flags(steps=5, beta=0.5, seeds="0")
