@@ -20,7 +20,7 @@ from fsd2d.errors import InputError
 
 T = TypeVar("T")
 
-__all__ = ["from_jsonable"]
+__all__ = ["from_jsonable", "plain", "typed"]
 
 
 def from_jsonable(cls: type[T], value: Any, where: str = "config", text: bool = False) -> T:
@@ -82,3 +82,23 @@ def from_jsonable(cls: type[T], value: Any, where: str = "config", text: bool = 
     if cls is type(None) and value is None:
         return None
     raise InputError(f"{where}: expected {getattr(cls, '__name__', cls)}, got {value!r}")
+
+
+def plain(obj: Any) -> Any:
+    """A config as plain values (dicts, lists, enum values), every number as it is (inf and NaN kept, unlike
+    fsd2d.io.jsonable, which writes them as JSON's null): what `typed` reads back."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def typed(config: T, where: str = "option") -> T:
+    """`config` with each value of its field's type, from a command line's or a sweep's text where need be ('5' for
+    an int, 45 for a float: 45.0); a value that is not one is an InputError naming the field."""
+    return from_jsonable(type(config), plain(config), where, text=True)

@@ -17,8 +17,8 @@ from fsd2d.errors import InputError
 from fsd2d.flags import to_enum, to_seeds
 from fsd2d.folders import Layout, claim
 from fsd2d.guidance import Guidance
-from fsd2d.io import check_output_dir, jsonable
-from fsd2d.records import from_jsonable
+from fsd2d.io import check_output_dir
+from fsd2d.records import from_jsonable, typed
 from fsd2d.priors.base import Prior
 from fsd2d.sampling import DistillConfig, check_guidance_scale, check_seeds
 from fsd2d.schedule import Anneal
@@ -64,7 +64,7 @@ class StudyConfig:
         if unknown:
             raise InputError(f"{cls.LAYOUT.command} has no option {', '.join('--' + k.replace('_', '-') for k in unknown)}")
         config = cls(**cls.fields_from_flags(given))
-        return from_jsonable(cls, jsonable(config), "option", text=True)  # each value of its field's type
+        return typed(config)  # each value of its field's type
 
     @classmethod
     def fields_from_flags(cls, flags: dict) -> dict:

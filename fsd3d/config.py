@@ -24,7 +24,7 @@ from fsd2d.family import FAMILY_FLAGS, FamilyOptions, Rule
 from fsd2d.flags import parse_range, to_enum, to_floats, to_seeds
 from fsd2d.io import jsonable
 from fsd2d.models import IMAGESET, PATCHES, REFERENCES, REFERENCES_LOCAL
-from fsd2d.records import from_jsonable
+from fsd2d.records import from_jsonable, typed
 from fsd2d.sampling import Method, TimestepSampling, check_guidance_scale, check_seeds, check_steps
 from fsd2d.schedule import Anneal, timesteps
 from fsd2d.study import check_resolution
@@ -290,7 +290,7 @@ class Gen3DConfig:
         train = Train3DConfig(**parts["train"], densify=DensifyConfig(**parts["densify"]),
                               family=FamilyOptions(**parts["family"]))
         # each value of its field's type: '5' for steps, 45 for theta (45.0: the command line's, and the same fingerprint)
-        return from_jsonable(cls, jsonable(cls(**parts["run"], train=train)), "option", text=True)
+        return typed(cls(**parts["run"], train=train))
 
     @classmethod
     def flag_names(cls) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fsd2d.io import jsonable
 from fsd2d.models import REFERENCES, REFERENCES_LOCAL
-from fsd2d.records import from_jsonable
+from fsd2d.records import typed
 from fsd3d.backbones import Background, Defaults3D, Profile, defaults
 from fsd3d.cameras import CameraRanges
 from fsd3d.config import CAMERA_OVERRIDES, FROM_PRIOR, Gen3DConfig, Train3DConfig
@@ -98,6 +98,6 @@ def resolve_train(train: Train3DConfig, scene_prior: ScenePrior, base: Defaults3
         "cameras_per_step": scene_prior.cameras_per_step if config.cameras_per_step is None else config.cameras_per_step,
         "densify": densify, "sampling": config.method.sampling if config.sampling is None else config.sampling}
     # each value of its field's type (beta=1 is 1.0): the checkpoints' fingerprints do not depend on how it was typed
-    resolved = from_jsonable(ResolvedTrain3D, jsonable(ResolvedTrain3D(**values)), "settings")
+    resolved = typed(ResolvedTrain3D(**values), "settings")
     resolved.validate()
     return resolved

@@ -113,8 +113,9 @@ def test_flags_as_text_or_typed_give_one_config():
     assert ShuffleConfig.from_flags(permutation="reverse", seeds=5) == ShuffleConfig(
         permutation=Permutation.REVERSE, seeds=(5,))
     assert BetaSweepConfig.from_flags(betas="0,0.5") == BetaSweepConfig(betas=(0.0, 0.5))
-    with pytest.raises(TypeError):
+    with pytest.raises(InputError, match="consistency has no option --windw"):
         ConsistencyConfig.from_flags(windw=3)
+    assert Compare2DConfig.from_flags(steps="20", beta=1, cfg=None) == Compare2DConfig(steps=20, beta=1.0)
 
 
 ROUND_TRIPS = [
