@@ -35,13 +35,9 @@ COLUMNS = ("beta", "diversity", "mean_psnr_to_ddim", "mean_ssim_to_ddim", "modes
 @dataclass(frozen=True)
 class BetaSweepConfig(StudyConfig):
     LAYOUT: ClassVar[Layout] = BETA_SWEEP
+    NOT_OPTIONS: ClassVar[tuple[str, ...]] = ("beta",)  # each run of the sweep has its own beta
 
     betas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # the sweep's noise blends (the field beta is unused)
-
-    @classmethod
-    def flag_names(cls) -> tuple[str, ...]:
-        """The shared options but beta (each run of the sweep has its own), and betas."""
-        return tuple(n for n in super().flag_names() if n != "beta")
 
     @classmethod
     def fields_from_flags(cls, flags: dict) -> dict:

@@ -92,22 +92,15 @@ def save_figure(fig, path: Path, dpi: int = FIGURE_DPI) -> None:
 # In a notebook: the same figures, shown inline (IPython.display) instead of saved; what notebooks/ share.
 
 
-def show_grid(
-    rows: Sequence[np.ndarray],
-    row_labels: Sequence[str],
-    col_labels: Sequence[str],
-    captions: Sequence[Sequence[str]] | None = None,
-    title: str = "",
-    cell_inches: float = 1.4,
-    overlay: Callable | None = None,
-) -> None:
-    """`image_grid` (one row per entry of `rows`, [N, H, W, 3] in [0, 1]), shown in a notebook: the figure the
-    commands save, drawn to a temporary PNG (nothing is left in the working directory) and displayed."""
+def show_grid(rows: Sequence[np.ndarray], *args, **kwargs) -> None:
+    """`image_grid(path, rows, *args, **kwargs)` (one row per entry of `rows`, [N, H, W, 3] in [0, 1]: its labels,
+    captions, title, ...), shown in a notebook: the figure the commands save, drawn to a temporary PNG (nothing is
+    left in the working directory) and displayed."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "grid.png"
-        image_grid(path, rows, row_labels, col_labels, captions, title, cell_inches, overlay)
+        image_grid(path, rows, *args, **kwargs)
         show_png(path)
 
 

@@ -70,6 +70,11 @@ def _match(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
 
 STUDY = (RUN_RECORD, METRICS)
 SEEDS = f"{SEED_PREFIX}*"
+
+
+def seed_dir(run: Path, seed: int | str) -> Path:
+    """A gen-3d run's folder of one seed: run/seed_<S>."""
+    return Path(run) / f"{SEED_PREFIX}{seed}"
 COMPARE_2D = Layout("compare-2d", (*STUDY, "grid.png", "images/*.png"))
 SHUFFLE_NOISE = Layout("shuffle-noise", (*STUDY, "shuffle.png"))
 CONSISTENCY = Layout("consistency", (*STUDY, "strip.png", "curve.png"))

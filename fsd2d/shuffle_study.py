@@ -36,6 +36,7 @@ FRAME_COLORS = ("#e41a1c", "#377eb8", "#4daf4a", "#ff7f00", "#984ea3", "#ffff33"
 @dataclass(frozen=True)
 class ShuffleConfig(StudyConfig):
     LAYOUT: ClassVar[Layout] = SHUFFLE_NOISE
+    NOT_OPTIONS: ClassVar[tuple[str, ...]] = ("control_offset",)  # the control's shift: not an option of the command
 
     prompt: str = "brick"
     model: str = "patches"
@@ -45,11 +46,6 @@ class ShuffleConfig(StudyConfig):
     perm_seed: int = 0
     frames: int = 4  # how many corresponding patches get coloured frames in the figure (0 = none)
     control_offset: int = 1000  # the control noise is seed + control_offset
-
-    @classmethod
-    def flag_names(cls) -> tuple[str, ...]:
-        """The command's options: all fields but control_offset (the control's shift, fixed by the study)."""
-        return tuple(n for n in super().flag_names() if n != "control_offset")
 
     @classmethod
     def fields_from_flags(cls, flags: dict) -> dict:

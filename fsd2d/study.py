@@ -35,6 +35,7 @@ class StudyConfig:
     are the commands' defaults (tests/fsd2d/test_api_2d.py holds the CLI to them)."""
 
     LAYOUT: ClassVar[Layout]  # the study's output folder: its command's name and the files it writes
+    NOT_OPTIONS: ClassVar[tuple[str, ...]] = ()  # fields the study fixes itself: not options of its command
 
     prompt: str = "cat"
     negative_prompt: str = ""
@@ -91,7 +92,7 @@ class StudyConfig:
     @classmethod
     def flag_names(cls) -> tuple[str, ...]:
         """The options `from_flags` takes, by their Python names: the command's (what a sweep's params name)."""
-        return tuple(f.name for f in fields(cls))
+        return tuple(f.name for f in fields(cls) if f.name not in cls.NOT_OPTIONS)
 
     def write_study(self, prior: Prior, out: Path, progress: bool = False) -> dict:
         """Run this study with `prior` and write its folder `out` (LAYOUT); returns the summary (metrics.json).

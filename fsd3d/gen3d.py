@@ -30,7 +30,7 @@ from pathlib import Path
 from fsd2d import metrics
 from fsd2d.errors import InputError
 from fsd2d.figures import image_grid
-from fsd2d.folders import GEN_3D, claim
+from fsd2d.folders import GEN_3D, claim, seed_dir
 from fsd2d.models import REFERENCES, REFERENCES_LOCAL
 from fsd2d.io import check_output_dir, differences, jsonable, read_object, run_record, write_json
 from fsd3d.cameras import CameraRanges
@@ -47,10 +47,6 @@ from fsd3d.settings import Resolved3D
 __all__ = ["gen_3d", "save_run", "export_seed_mesh", "run_config"]
 
 CHECKPOINT = "checkpoint.pt"  # in seed_S/
-
-
-def seed_dir(out: Path, seed: int) -> Path:
-    return Path(out) / f"seed_{seed}"
 
 
 def save_run(run: Run3D, out: Path, *, mesh: bool | None = None) -> Path:

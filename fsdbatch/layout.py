@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fsd2d.errors import InputError
+from fsd2d.folders import seed_dir  # noqa: F401 (re-exported: the readers' seed folders)
 from fsd2d.folders import METRICS, RUN_DONE, RUN_FAILED, RUN_RECORD, RUN_RESULT, SEED_PREFIX, SUMMARY_PREFIX, \
     SWEEP_RECORD, SWEEP_RESULTS
 from fsd2d.io import read_object
@@ -68,11 +69,6 @@ def summary_plot_file(out: Path, metric: str) -> Path:
 def summary_plot_files(out: Path) -> list[Path]:
     """The summary plots in OUT now, sorted by name."""
     return sorted(Path(out).glob(f"{SUMMARY_PREFIX}*.png"))
-
-
-def seed_dir(outputs: Path, seed: int | str) -> Path:
-    """A gen-3d run's folder of one seed: outputs/seed_S."""
-    return Path(outputs) / f"{SEED_PREFIX}{seed}"
 
 
 def seed_dirs(outputs: Path) -> list[tuple[int, Path]]:
