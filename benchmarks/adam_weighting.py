@@ -7,7 +7,7 @@ the one with w = 1, per fifth of the run: 1 everywhere would be invariance.
     python benchmarks/adam_weighting.py [--steps 500] [--params 20000]
 
 With beta2 = 0.99, sqrt(v) remembers w over ~100 steps, and w falls by 10-100x over the run: late steps are made
-with a denominator still holding earlier, larger w, so they shrink (the README's "Conventions" quotes the figures).
+with a denominator still holding earlier, larger w, so they shrink (docs/concepts/conventions.md quotes the figures).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""docs/gen-3d-fsd-vs-sds.png: FSD above, SDS below, same seeds, from finished gen-3d runs (one block per run,
+"""docs/images/gen-3d-fsd-vs-sds.png: FSD above, SDS below, same seeds, from finished gen-3d runs (one block per run,
 top to bottom: e.g. FSD and SDS on Stable Diffusion, then on MVDream).
 
     python benchmarks/docs_gen3d_figure.py FSD_RUN/result SDS_RUN/result [MORE_RUNS ...] [--seeds 8] [--out FILE]
@@ -39,7 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="finished gen-3d result folders, one block each, top to bottom")
     parser.add_argument("--seeds", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=Path("docs/gen-3d-fsd-vs-sds.png"))
+    parser.add_argument("--out", type=Path, default=Path("docs/images/gen-3d-fsd-vs-sds.png"))
     parsed = parser.parse_args()
     args, seeds, out = parsed.runs, parsed.seeds, parsed.out
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,4 +1,4 @@
-"""docs/noise-designs.png: the noise each design gives two cameras 10 degrees apart on a reference object (the
+"""docs/images/noise-designs.png: the noise each design gives two cameras 10 degrees apart on a reference object (the
 parasol mushroom, 32 px), and the second view's noise warped onto the first by depth, with their correlation on
 the object; beneath, seed 0-3's scenes of a finished surface-noise sweep per design (front view), if given.
 
@@ -59,8 +59,8 @@ def main() -> None:
                  fontsize=8)
     fig.tight_layout()
     Path("docs").mkdir(exist_ok=True)
-    fig.savefig("docs/noise-designs.png", dpi=110)
-    print("wrote docs/noise-designs.png")
+    fig.savefig("docs/images/noise-designs.png", dpi=110)
+    print("wrote docs/images/noise-designs.png")
 
 
 if __name__ == "__main__":

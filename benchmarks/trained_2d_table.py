@@ -1,4 +1,4 @@
-"""The README's 2D table on the trained tiny-sd, from a finished `fsd batch experiments/trained_2d.yaml` sweep.
+"""The 2D table of docs/results/trained-world.md on the trained tiny-sd, from a finished `fsd batch experiments/trained_2d.yaml` sweep.
 
     python benchmarks/trained_2d_table.py [outputs/batch/trained_2d]
 

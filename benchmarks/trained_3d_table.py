@@ -1,4 +1,4 @@
-"""The README's 3D tables on the trained networks, from finished gen-3d sweeps (experiments/trained_3d_*.yaml).
+"""The 3D tables of docs/results/ (trained-world.md, noise-designs.md, gpu-profiles.md) on the trained networks, from finished gen-3d sweeps (experiments/trained_3d_*.yaml).
 
     python benchmarks/trained_3d_table.py outputs/batch/trained_3d_sd outputs/batch/trained_3d_mvdream
     python benchmarks/trained_3d_table.py outputs/batch/trained_defaults_sd outputs/batch/trained_defaults_mvdream

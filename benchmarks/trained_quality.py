@@ -1,4 +1,4 @@
-"""How good the trained tiny models are, measured on held-out data (numbers for the README).
+"""How good the trained tiny models are, measured on held-out data (the numbers of docs/results/trained-world.md).
 
     python benchmarks/trained_quality.py [--seeds 16] [--models tiny-sd,tiny-sd-objects,tiny-mvdream]
 

@@ -3,8 +3,8 @@ its source beside it.
 
 Profiles (`--defaults`, otherwise the prior's own, `ScenePrior.defaults`):
 - EMBEDDED: tuned on the embedded 32 px priors (references, references-local) and kept for the models trained on
-  their renders (tiny-sd-objects, tiny-mvdream), so that every number the README quotes for them stays the default
-  command's; measured here, sources in the README;
+  their renders (tiny-sd-objects, tiny-mvdream), so that every number the docs quote for them stays the default
+  command's; measured here, sources in docs/concepts/profiles.md;
 - STABLE_DIFFUSION: Stable Diffusion 2.1 base at 512 px: the 3DGS settings of DreamGaussian's text-to-3D stage 1
   (dreamgaussian/dreamgaussian configs/text.yaml and gs_renderer.py) and the authors' own 3D settings (their
   successor code base, runjie-yan/ConsistentFlowDistillation configs/cfd/sd-stage1.yaml: guidance, timesteps,
@@ -116,7 +116,7 @@ STABLE_DIFFUSION = Defaults3D(
     steps=500, num_gaussians=5000, init_radius=0.5, init_scale=spacing_scale(5000), init_opacity=0.1,
     lr=DREAMGAUSSIAN_LR, means_lr_final=0.02,
     adam_betas=(0.9, 0.99),  # the authors' 3D optimiser (sd-stage1.yaml: Adam, betas; eps 1e-15 = ADAM_EPS)
-    weighting=Weighting.SIGMA_ALPHA,  # the authors' w = sigma_t / alpha_t for SD (README, Conventions)
+    weighting=Weighting.SIGMA_ALPHA,  # the authors' w = sigma_t / alpha_t for SD (docs/concepts/conventions.md)
     anneal=Anneal.AUTHORS_SD,  # sd-stage1.yaml t_scheduler (fsd2d.schedule.KNOTS)
     cfg=71.0,  # sd-stage1.yaml guidance_scale 70 in the "+1" form (eps_c + s (eps_c - eps_u)) = 71 in ours
     negative_prompt=SD_NEGATIVE,

@@ -44,7 +44,7 @@ ALPHA_SOLID = 0.5  # silhouette / hole threshold on the accumulated opacity
 # than any other reference is.
 REACHED_PSNR_3D_DB = 22.0
 # The networks trained on the references' renders (tiny-sd-objects, tiny-mvdream) are scored with the same 22 dB:
-# checked rather than moved (README, "The trained world"): their scenes that are by eye clearly one variant score
+# checked rather than moved (docs/results/trained-world.md): their scenes that are by eye clearly one variant score
 # 22.7-25.6 dB to it (mushroom, CFG 7.5), those that are mixtures or noisy 16-21 dB.
 DEPTH_TOL = 0.1  # world units: ~ a tenth of an object's height, ~2 px at the default cameras and 32 px
 

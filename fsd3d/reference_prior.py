@@ -80,8 +80,8 @@ class ReferencePrior(ScenePrior):
                                          self.device, self.dtype, schedule)
 
     shares_cameras = True  # seeds of a run share one camera sequence, so the references render once per step
-    densify_grad_threshold = 0.3  # ~ the 90th percentile of the mean screen gradient at 32 px (README)
-    default_densify = Densify.DEFAULT  # measured: +0.7 to +2.7 dB from 300 Gaussians, MCMC +0.1 to +0.5 (README)
+    densify_grad_threshold = 0.3  # ~ the 90th percentile of the mean screen gradient at 32 px (docs/results/embedded.md, Densification)
+    default_densify = Densify.DEFAULT  # measured: +0.7 to +2.7 dB from 300 Gaussians, MCMC +0.1 to +0.5 (docs/results/embedded.md)
 
     def view_batch(self, cameras: list[Camera], scale: float) -> tuple[Prior, Guidance]:
         """ImageSetPrior over the references rendered at the U distinct cameras among these B, with conditioning

@@ -3,7 +3,7 @@
 All of them work at RESOLUTION = 32 px images, a VAE of scale factor 4 (three levels) and 4 x 8 x 8 latents, so
 that a trained model's default resolution is the embedded priors' 32 px (priors/diffusers_prior.py reads it
 from the configs: UNet sample_size 8 x VAE factor 4). Sizes and costs, measured on our 2-core machine with one
-thread, batch 64 (README, `fsd train-prior`):
+thread, batch 64 (docs/guides/train-prior.md):
 - VAE (AutoencoderKL, block_out_channels 32/64/64, one ResNet per level, 4 latent channels): 0.95 M parameters;
 - Stable Diffusion UNet (UNet2DConditionModel: 32/64 channels, cross-attention on the 4 x 4 level, CLIP width 32):
   0.99 M parameters, ~0.17 s per training step;

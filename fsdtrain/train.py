@@ -77,7 +77,7 @@ class TrainPriorConfig:
     pool: int | None = None  # objects: cameras per object (objects-mv: 4-view sets); None: DEFAULT_POOL
     seed: int = 0
     checkpoint_every: int = 250
-    threads: int = 1  # torch threads: the bits depend on it (README)
+    threads: int = 1  # torch threads: the bits depend on it (docs/guides/train-prior.md)
 
     @property
     def views(self) -> int:

@@ -48,7 +48,7 @@ def trained_folder(name: str) -> Path | None:
     folder = TRAINED_DIR / name
     if not (folder / CARD).is_file():
         raise ModelError(f"the built-in model '{name}' is missing from this installation ({folder}); reinstall the "
-                         f"package, or rebuild it with `fsd train-prior` (README)")
+                         f"package, or rebuild it with `fsd train-prior` (docs/guides/train-prior.md)")
     return folder
 
 

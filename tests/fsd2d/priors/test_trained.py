@@ -47,7 +47,7 @@ def first_caption(card: dict) -> str:
 
 
 def assert_runs_with_plain_diffusers(folder: Path) -> None:
-    """What the README promises a folder made by `fsd train-prior`: the pipeline class its model_index.json names,
+    """What the docs (guides/train-prior.md) promise a folder made by `fsd train-prior`: the pipeline class its model_index.json names,
     from_pretrained(DIR) with no dtype, then a call, on the CPU. MVDream's layout names MVDreamPipeline, which
     diffusers does not have: then its VAE, text encoder, tokenizer and scheduler load plainly, all float32."""
     import diffusers
@@ -58,7 +58,7 @@ def assert_runs_with_plain_diffusers(folder: Path) -> None:
     name = json.loads((folder / "model_index.json").read_text())["_class_name"]
     caption = first_caption(read_card(folder))
     if name == PIPELINE_CLASS:
-        assert not hasattr(diffusers, name)  # the README says so: if diffusers gains it, test it here
+        assert not hasattr(diffusers, name)  # the docs say so: if diffusers gains it, test it here
         vae = diffusers.AutoencoderKL.from_pretrained(folder, subfolder="vae")
         text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder")
         tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
@@ -70,7 +70,7 @@ def assert_runs_with_plain_diffusers(folder: Path) -> None:
             image = vae.decode(torch.zeros(1, 4, 8, 8)).sample  # [1, 3, 32, 32]
         assert ctx.isfinite().all() and image.shape == (1, 3, 32, 32) and image.isfinite().all()
         return
-    pipe = getattr(diffusers, name).from_pretrained(folder)  # exactly the README's call: no dtype
+    pipe = getattr(diffusers, name).from_pretrained(folder)  # exactly the docs' call: no dtype
     assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.float32
     pipe.set_progress_bar_config(disable=True)
     images = pipe(caption, height=32, width=32, num_inference_steps=2, output_type="np",
@@ -85,9 +85,9 @@ def test_shipped_models_run_with_plain_diffusers(name):
 
 @pytest.mark.parametrize("name", TRAINED)
 def test_shipped_files_are_what_the_writer_writes_from_their_weights(tmp_path, name):
-    """`fsd train-prior` writes the shipped files from the same weights (the README's bit-for-bit claim): the
+    """`fsd train-prior` writes the shipped files from the same weights (the docs' bit-for-bit claim): the
     writer applied to the shipped weights gives the same weights, tokenizer and configs (but for the library
-    versions they record; samples.png depends on the CPU's kernels, README)."""
+    versions they record; samples.png depends on the CPU's kernels, docs/guides/train-prior.md)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
@@ -132,7 +132,7 @@ def test_stable_diffusion_names_load_through_diffusers_unchanged():
     for name in ("tiny-sd", "tiny-sd-objects"):
         prior = load_prior(name, "cpu")
         assert isinstance(prior, StableDiffusionPrior) and prior.resolution == 32 and prior.latent_shape == (4, 8, 8)
-        pipe = StableDiffusionPipeline.from_pretrained(str(trained_folder(name)))  # the README's call: no dtype
+        pipe = StableDiffusionPipeline.from_pretrained(str(trained_folder(name)))  # the docs' call: no dtype
         caption = prior.card["prompts"][0] + (f", {prior.card['view_suffixes'][0]}" if prior.card["view_suffixes"] else "")
         z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
         t = torch.tensor([100, 700])
