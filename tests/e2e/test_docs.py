@@ -103,7 +103,7 @@ def test_the_cli_reference_is_the_typer_apps_help():
 
 def sections(text: str) -> list[str]:
     """A page cut at its headings and at each folded <details> block."""
-    return re.split(r"^(?=#{1,4} |<details>)", text, flags=re.M)
+    return re.split(r"^(?=#{1,4} |<details)", text, flags=re.M)
 
 
 COMMAND = re.compile(r"```bash\n|`(fsd [a-z]|python benchmarks/|PYTHONPATH=\. python benchmarks/)")
