@@ -16,7 +16,7 @@ from fsd3d.renderer import render_scene
 from fsd3d.config import NoiseKind, Train3DConfig
 from fsd3d.checkpoint import initial_state, load_checkpoint
 from fsd3d.settings import resolve
-from fsd3d.train import train_seed
+from resume import assert_resume_is_bit_for_bit
 
 runner = CliRunner()
 TINY = ["--resolution", "16", "--num-gaussians", "300", "--no-progress"]
@@ -54,21 +54,8 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
     config = Gen3DConfig(resolution=16, train=Train3DConfig(steps=12, num_gaussians=200, checkpoint_every=4))
     prior = load_scene_prior(config)
     train = resolve(config, prior).train
-    full = train_seed(prior, train, 3, initial_state(train, 3))
-
     ckpt = tmp_path / "checkpoint.pt"
-
-    def kill(state, log):
-        if log.step == 7:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_seed(prior, train, 3, initial_state(train, 3), ckpt, callback=kill)
-    state = load_checkpoint(ckpt, train, torch.device("cpu"))
-    assert state.step == 4  # the last checkpoint before the kill
-    resumed = train_seed(prior, train, 3, state, ckpt)
-    for (name, a), (_, b) in zip(full.scene.named_parameters(), resumed.scene.named_parameters()):
-        assert torch.equal(a, b), name
+    assert_resume_is_bit_for_bit(prior, train, 3, ckpt, kill_step=7, checkpoint_step=4)
     with pytest.raises(InputError, match="other settings"):
         load_checkpoint(ckpt, replace(train, beta=0.5), torch.device("cpu"))
 

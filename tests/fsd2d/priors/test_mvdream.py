@@ -354,28 +354,14 @@ def test_resume_continues_bit_for_bit(tiny_mvdream_path, tmp_path):
     from fsd3d.config import Gen3DConfig
     from fsd3d.run import load_scene_prior
     from fsd3d.config import Train3DConfig
-    from fsd3d.checkpoint import initial_state, load_checkpoint
     from fsd3d.settings import resolve
-    from fsd3d.train import train_seed
+    from resume import assert_resume_is_bit_for_bit
 
     config = Gen3DConfig(model=str(tiny_mvdream_path), prompt="a cat", device="cpu",
                          train=Train3DConfig(steps=6, num_gaussians=150, checkpoint_every=3, cameras_per_step=1))
     prior = load_scene_prior(config)
     train = resolve(config, prior).train
-    full = train_seed(prior, train, 2, initial_state(train, 2))
-    ckpt = tmp_path / "checkpoint.pt"
-
-    def kill(state, log):
-        if log.step == 4:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_seed(prior, train, 2, initial_state(train, 2), ckpt, callback=kill)
-    state = load_checkpoint(ckpt, train, torch.device("cpu"))
-    assert state.step == 3
-    resumed = train_seed(prior, train, 2, state, ckpt)
-    for (name, a), (_, b) in zip(full.scene.named_parameters(), resumed.scene.named_parameters()):
-        assert torch.equal(a, b), name
+    assert_resume_is_bit_for_bit(prior, train, 2, tmp_path / "checkpoint.pt", kill_step=4, checkpoint_step=3)
 
 
 # ------------------------------------------------------------------------------------------------ bad folders
