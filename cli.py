@@ -226,10 +226,12 @@ def beta_sweep(
 
 
 @app.command("train-prior", help=(
-    "Train a tiny Stable Diffusion (or MVDream, for objects-mv) on an embedded world, in the diffusers layout.\n\n"
+    "Train a tiny Stable Diffusion (or MVDream, for objects-mv; or Stable Diffusion 3 with --arch sd3) on an "
+    "embedded world, in the diffusers layout.\n\n"
     "The defaults make the shipped built-in models: `fsd train-prior imageset --out DIR` writes tiny-sd's "
-    "weights, `objects` tiny-sd-objects' and `objects-mv` tiny-mvdream's, bit for bit on one machine with one "
-    "thread. A killed run continues with --resume to the same bits."))
+    "weights, `objects` tiny-sd-objects' and `objects-mv` tiny-mvdream's, and with `--arch sd3` imageset and "
+    "objects write tiny-sd3's and tiny-sd3-objects', bit for bit on one machine with one thread. A killed run "
+    "continues with --resume to the same bits."))
 @user_errors
 def train_prior(
     dataset: Annotated[str, typer.Argument(help="imageset (crops of the 8 pictures: tiny-sd), objects (reference "
@@ -237,11 +239,14 @@ def train_prior(
                                                 "sets with cameras: tiny-mvdream).")],
     out: Annotated[Path, typer.Option(help="Model folder to write (replaced when training ends; its .train/ holds "
                                            "the checkpoint meanwhile).")],
-    steps: Annotated[int, typer.Option(help="UNet training steps.")] = 8000,
-    vae_steps: Annotated[int, typer.Option(help="VAE training steps (first stage).")] = 1500,
+    steps: Annotated[Optional[int], typer.Option(help="Denoiser (UNet, transformer) training steps; default 8000 "
+                                                       "(sd3: 6000).")] = None,
+    vae_steps: Annotated[Optional[int], typer.Option(help="VAE training steps (first stage); default 1500 (sd3: "
+                                                          "1000).")] = None,
     batch: Annotated[int, typer.Option(help="Images (views) per UNet step.")] = 64,
     vae_batch: Annotated[int, typer.Option(help="Images per VAE step.")] = 32,
-    lr: Annotated[float, typer.Option(help="UNet AdamW peak learning rate (warm-up, cosine decay to 10 %).")] = 5e-4,
+    lr: Annotated[Optional[float], typer.Option(help="Denoiser AdamW peak learning rate (warm-up, cosine decay to "
+                                                     "10 %); default 5e-4 (sd3: 1e-3).")] = None,
     vae_lr: Annotated[float, typer.Option(help="VAE AdamW peak learning rate.")] = 1e-3,
     prompt_dropout: Annotated[float, typer.Option(help="Probability that a caption is replaced by '' (CFG's "
                                                        "unconditional model).")] = 0.1,
@@ -253,19 +258,26 @@ def train_prior(
                                               "1).")] = 1,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/.train/checkpoint.pt (same settings).")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    arch: Annotated[str, typer.Option(help="sd (Stable Diffusion's UNet, eps, VP schedule) or sd3 (Stable "
+                                           "Diffusion 3's transformer, flow velocity, rectified flow); objects-mv "
+                                           "trains MVDream's layout.")] = "sd",
 ):
     from fsdtrain.datasets import Dataset
+    from fsdtrain.models import Arch
     from fsdtrain.train import WORK, TrainPriorConfig, train_prior as train
 
     config = TrainPriorConfig(parse_enum(dataset, Dataset, "DATASET"), steps=steps, vae_steps=vae_steps, batch=batch,
                               vae_batch=vae_batch, lr=lr, vae_lr=vae_lr, prompt_dropout=prompt_dropout, pool=pool,
-                              seed=seed, checkpoint_every=checkpoint_every, threads=threads)
+                              seed=seed, checkpoint_every=checkpoint_every, threads=threads,
+                              arch=parse_enum(arch, Arch, "--arch"))
     with resume_hint("train-prior", lambda: [p for p in [out / WORK / "checkpoint.pt"] if p.is_file()],
                      f"every {checkpoint_every} steps"):
         card = train(config, out, resume=resume, progress=progress)
-    loss = card["training"]["loss"]["unet"]
-    typer.echo(f"wrote {out}/ ({card['dataset']}: UNet {card['parameters']['unet']:,} parameters, final loss "
-               f"{loss[-1]:.4f}; samples.png, fsd_model.json) in {card['training']['seconds']:.0f} s")
+    denoiser = config.denoiser  # "unet" or "transformer"
+    loss = card["training"]["loss"][denoiser]
+    typer.echo(f"wrote {out}/ ({card['dataset']}: {'UNet' if denoiser == 'unet' else 'transformer'} "
+               f"{card['parameters'][denoiser]:,} parameters, final loss {loss[-1]:.4f}; samples.png, fsd_model.json) "
+               f"in {card['training']['seconds']:.0f} s")
 
 
 @app.command("gen-3d")

@@ -201,6 +201,7 @@ def ddim_sample(
     point FSD starts from, so Proposition 1 holds exactly.
     """
     b = noise.shape[0]
+    prior.schedule.check_range(int(grid.max()))
     theta0 = torch.zeros_like(noise) if theta0 is None else theta0
     alpha, sigma = prior.schedule.alpha_sigma(grid[:1].expand(b), noise.dtype, noise.device)
     x = updates.add_noise(theta0, noise, alpha, sigma)
@@ -243,6 +244,7 @@ def distill(
     `noise` [B, C, h, w] replaces eps~ (e.g. a patch-shuffled copy); fresh draws still come from the seeds.
     ISM / NFSD read the null model from `guidance.null_or_uncond` (as 3D does; `Guidance.from_prompts` sets it).
     """
+    prior.schedule.check_range(config.t_max)
     gens = seed_generators(seeds)
     shape, dtype, device = prior.latent_shape, work_dtype(prior), prior.device
     b = len(seeds)

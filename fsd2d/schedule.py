@@ -1,12 +1,21 @@
-"""Noise schedules and timestep schedules: the one source of truth for alpha_t, sigma_t and t(tau).
+"""Noise schedules, model parameterisations and timestep schedules: the one source of truth for alpha_t, sigma_t,
+the conversion of a network's output to a noise prediction, and t(tau).
 
-Symbols (paper, Eq. 1):  x_t = alpha_t * x_0 + sigma_t * eps
-    alpha_t = sqrt(abar_t),  sigma_t = sqrt(1 - abar_t),  t in {0, ..., 999} (integer, discrete).
-The DDIM grid, FSD's annealing t(tau) and SDS's annealed variant all come from `timesteps()`.
+Symbols (paper, Eq. 1):  x_t = alpha_t * x_0 + sigma_t * eps,  t in {0, ..., T-1} (an integer index, T = 1000).
+A schedule is the two tables (alpha_t, sigma_t), float64 [T]; two kinds are instances of it:
+    VP (DDPM / Stable Diffusion / SDXL / MVDream):  alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t);
+    rectified flow (SD3 / SD3.5 / Flux):  sigma_t = shift((t + 1) / T), alpha_t = 1 - sigma_t, with the timestep
+        shift of the model (SD3's static `shift`, Flux's resolution-dependent mu; `flow_schedule`), exactly the
+        training sigmas of diffusers' FlowMatchEulerDiscreteScheduler (in float64 here, float32 there).
+Everything else (DDIM, FSD, fsd-exact, SDS, the family, t(tau)) reads only alpha_t and sigma_t, so it runs on
+either kind unchanged: on a flow model DDIM *is* the flow-matching Euler sampler, and Proposition 1 holds with
+sigma/alpha = s / (1 - s). The DDIM grid, FSD's annealing t(tau) and SDS's annealed variant all come from
+`timesteps()`.
 """
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 import torch
@@ -16,36 +25,137 @@ from fsd2d.errors import InputError
 NUM_TRAIN_TIMESTEPS = 1000
 
 
+class ScheduleKind(str, enum.Enum):
+    VP = "vp"  # variance preserving: alpha^2 + sigma^2 = 1
+    FLOW = "flow"  # rectified flow: alpha + sigma = 1
+
+
+class Prediction(str, enum.Enum):
+    """What a network outputs (its scheduler config's `prediction_type`; a flow-matching scheduler: FLOW)."""
+
+    EPSILON = "epsilon"  # eps itself
+    V = "v_prediction"  # v = alpha_t eps - sigma_t x_0 (Salimans & Ho 2022), on a VP schedule
+    FLOW = "flow"  # the velocity v = d x_t / d sigma = eps - x_0, on a rectified-flow schedule
+
+
+def to_eps(prediction: Prediction, out: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor,
+           sigma: torch.Tensor) -> torch.Tensor:
+    """THE conversion of a network's output [B, C, h, w] at x_t to a noise prediction eps (alpha, sigma
+    [B, 1, 1, 1]); exact for every t with alpha > 0, and for FLOW at alpha = 0 too:
+        EPSILON: eps = out;
+        V:       eps = alpha v + sigma x_t     (x_t = alpha x_0 + sigma eps, v = alpha eps - sigma x_0, alpha^2 + sigma^2 = 1);
+        FLOW:    eps = x_t + alpha v           (x_t = alpha x_0 + sigma eps, v = eps - x_0, alpha + sigma = 1)."""
+    if prediction is Prediction.EPSILON:
+        return out
+    if prediction is Prediction.V:
+        return alpha * out + sigma * x_t
+    return x_t + alpha * out
+
+
 @dataclass(frozen=True)
 class NoiseSchedule:
-    """A discrete VP schedule. `alphas_cumprod` is a float64 CPU tensor [T], decreasing in t."""
+    """(alpha_t, sigma_t) tables, float64 CPU tensors [T]; sigma_t / alpha_t increases with t.
 
-    alphas_cumprod: torch.Tensor  # [T] float64
+    `alphas_cumprod` is kept for VP schedules (abar_t as built, so alpha_t = sqrt(abar_t) to the last bit)."""
+
+    alphas: torch.Tensor  # [T] float64
+    sigmas: torch.Tensor  # [T] float64
+    kind: ScheduleKind = ScheduleKind.VP
+    abar_table: torch.Tensor | None = None  # [T] float64, VP only
+    shift: str = ""  # how a flow schedule's sigmas were shifted ("shift 3", "mu 1.15"), for describe()
+
+    @classmethod
+    def vp(cls, alphas_cumprod: torch.Tensor) -> "NoiseSchedule":
+        """A discrete VP schedule from abar_t [T] (decreasing in t)."""
+        abar = alphas_cumprod.to(torch.float64)
+        return cls(abar.sqrt(), (1.0 - abar).sqrt(), ScheduleKind.VP, abar)
 
     @property
     def num_timesteps(self) -> int:
-        return self.alphas_cumprod.shape[0]
+        return self.alphas.shape[0]
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        """abar_t = alpha_t^2, float64 [T]."""
+        return self.abar_table if self.abar_table is not None else self.alphas**2
+
+    def _table(self, table: torch.Tensor, clean: float, t: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=torch.long).cpu()
+        padded = torch.cat([torch.full((1,), clean, dtype=torch.float64), table])
+        return padded[t + 1]
 
     def alpha_sigma(self, t: torch.Tensor, dtype: torch.dtype, device: torch.device | str):
         """(alpha_t, sigma_t) for integer timesteps t [B], shaped [B, 1, 1, 1] to broadcast on images.
 
         t = -1 means "clean" (alpha = 1, sigma = 0): the end point of a DDIM grid.
         """
-        abar = self.abar(t)
-        alpha = abar.sqrt().to(dtype=dtype, device=device, non_blocking=True)  # no host sync on CUDA
-        sigma = (1.0 - abar).sqrt().to(dtype=dtype, device=device, non_blocking=True)
+        alpha = self._table(self.alphas, 1.0, t).to(dtype=dtype, device=device, non_blocking=True)  # no host sync
+        sigma = self._table(self.sigmas, 0.0, t).to(dtype=dtype, device=device, non_blocking=True)
         return alpha.view(-1, 1, 1, 1), sigma.view(-1, 1, 1, 1)
 
     def abar(self, t: torch.Tensor) -> torch.Tensor:
-        """abar_t in float64 on the CPU for timesteps t [B] (t = -1 gives 1.0)."""
-        t = torch.as_tensor(t, dtype=torch.long).cpu()
-        padded = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod])
-        return padded[t + 1]
+        """abar_t = alpha_t^2 in float64 on the CPU for timesteps t [B] (t = -1 gives 1.0)."""
+        return self._table(self.alphas_cumprod, 1.0, t)
 
     def snr_ratio(self, t: torch.Tensor) -> torch.Tensor:
-        """sigma_t / alpha_t in float64 [B] (0 at t = -1): the variable of Proposition 1, Eq. 12."""
-        abar = self.abar(t)
-        return (1.0 - abar).sqrt() / abar.sqrt()
+        """sigma_t / alpha_t in float64 [B] (0 at t = -1; inf where alpha_t = 0, a flow model's t = T - 1): the
+        variable of Proposition 1, Eq. 12."""
+        return self._table(self.sigmas, 0.0, t) / self._table(self.alphas, 1.0, t)
+
+    def network_timesteps(self, t: torch.Tensor) -> torch.Tensor:
+        """The timestep value the network was trained with at index t [B], float64: t itself on a VP schedule,
+        sigma_t * T on a flow one (diffusers' FlowMatchEulerDiscreteScheduler.timesteps; Flux divides by T)."""
+        t = torch.as_tensor(t, dtype=torch.long).cpu()
+        if self.kind is ScheduleKind.VP:
+            return t.to(torch.float64)
+        return self.sigmas[t] * self.num_timesteps
+
+    def check_range(self, t_max: int) -> None:
+        """A grid that starts at t_max must have alpha > 0 there (a flow schedule's last index is pure noise, where
+        x_0 cannot be estimated): an InputError saying which t_max works."""
+        if not 0 <= t_max < self.num_timesteps or self.alphas[t_max] <= 0.0:
+            last = int((self.alphas > 0).nonzero().max())
+            raise InputError(f"t_max {t_max} is pure noise on this model (alpha_t = 0: nothing of the image is left "
+                             f"to estimate); use t_max <= {last}")
+
+    def describe(self) -> dict:
+        return {"kind": self.kind.value, **({"shift": self.shift} if self.shift else {})}
+
+
+def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
+    """SD3's static timestep shift (Esser et al. 2024, Eq. 23): shift s / (1 + (shift - 1) s); 1 is no shift."""
+    return shift * sigmas / (1.0 + (shift - 1.0) * sigmas)
+
+
+def time_shift(sigmas: torch.Tensor, mu: float, kind: str = "exponential") -> torch.Tensor:
+    """Flux's resolution-dependent shift of sigmas in (0, 1]: e^mu / (e^mu + (1/s - 1)) ("exponential") or
+    mu / (mu + (1/s - 1)) ("linear"), as diffusers' FlowMatchEulerDiscreteScheduler.time_shift with sigma 1."""
+    if kind == "exponential":
+        return math.exp(mu) / (math.exp(mu) + (1.0 / sigmas - 1.0))
+    if kind == "linear":
+        return mu / (mu + (1.0 / sigmas - 1.0))
+    raise ValueError(f"unknown time_shift_type {kind!r}; allowed: exponential, linear")
+
+
+def flux_mu(image_tokens: int, base_tokens: int = 256, max_tokens: int = 4096, base_shift: float = 0.5,
+            max_shift: float = 1.15) -> float:
+    """Flux's mu for an image of `image_tokens` latent tokens: linear from base_shift at base_tokens to max_shift
+    at max_tokens (the pipelines' calculate_shift; defaults: the scheduler config's fields of FLUX.1)."""
+    slope = (max_shift - base_shift) / (max_tokens - base_tokens)
+    return image_tokens * slope + (base_shift - slope * base_tokens)
+
+
+def flow_schedule(num_timesteps: int = NUM_TRAIN_TIMESTEPS, shift: float = 1.0, mu: float | None = None,
+                  time_shift_type: str = "exponential") -> NoiseSchedule:
+    """The rectified-flow schedule: sigma_t = shifted((t + 1) / T), alpha_t = 1 - sigma_t, t = 0..T-1 (diffusers'
+    FlowMatchEulerDiscreteScheduler: timesteps linspace(1, T, T) / T). `mu` given: Flux's dynamic shift
+    (`time_shift`), else the static `shift` (SD3: 3.0). sigma_{T-1} = 1: pure noise (`check_range`)."""
+    s = torch.arange(1, num_timesteps + 1, dtype=torch.float64) / num_timesteps
+    if mu is not None:
+        sigmas, label = time_shift(s, mu, time_shift_type), f"mu {mu:.6g} ({time_shift_type})"
+    else:
+        sigmas, label = shift_sigmas(s, shift), (f"shift {shift:g}" if shift != 1.0 else "")
+    return NoiseSchedule(1.0 - sigmas, sigmas, ScheduleKind.FLOW, None, label)
 
 
 def scaled_linear_schedule(
@@ -53,7 +163,7 @@ def scaled_linear_schedule(
 ) -> NoiseSchedule:
     """Stable Diffusion's schedule: betas = linspace(sqrt(b0), sqrt(b1), T)^2, abar = cumprod(1 - betas)."""
     betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_timesteps, dtype=torch.float64) ** 2
-    return NoiseSchedule(torch.cumprod(1.0 - betas, dim=0))
+    return NoiseSchedule.vp(torch.cumprod(1.0 - betas, dim=0))
 
 
 def linear_schedule(
@@ -61,7 +171,7 @@ def linear_schedule(
 ) -> NoiseSchedule:
     """DDPM's linear beta schedule (used by some diffusers pipelines)."""
     betas = torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
-    return NoiseSchedule(torch.cumprod(1.0 - betas, dim=0))
+    return NoiseSchedule.vp(torch.cumprod(1.0 - betas, dim=0))
 
 
 class Anneal(str, enum.Enum):
@@ -109,8 +219,8 @@ def dreamtime_weights(schedule: NoiseSchedule, prior: DreamTimePrior = DreamTime
 
     W_d(t) = sqrt((1 - abar_t) / abar_t) = sigma_t / alpha_t: the diffusion model's own weight of
     timestep t (its training loss in eps-form, moved to x_0-form); W_p(t): `DreamTimePrior`."""
-    abar = schedule.alphas_cumprod
-    return ((1.0 - abar) / abar).sqrt() * prior(torch.arange(len(abar)))
+    t = torch.arange(schedule.num_timesteps)
+    return schedule.snr_ratio(t) * prior(t)
 
 
 def dreamtime_timesteps(tau: torch.Tensor, t_min: int, t_max: int,

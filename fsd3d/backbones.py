@@ -10,7 +10,11 @@ Profiles (`--defaults`, otherwise the prior's own, `ScenePrior.defaults`):
   successor code base, runjie-yan/ConsistentFlowDistillation configs/cfd/sd-stage1.yaml: guidance, timesteps,
   optimiser, cameras);
 - MVDREAM: MVDream at 256 px: DreamGaussian's configs/text_mv.yaml for the Gaussians, the authors'
-  configs/cfd/mvdream-stage1.yaml (= MVDream-threestudio's cameras, guidance 50 and negative prompt) for the rest.
+  configs/cfd/mvdream-stage1.yaml (= MVDream-threestudio's cameras, guidance 50 and negative prompt) for the rest;
+- SD3: Stable Diffusion 3 / 3.5 at 512 px: DreamGaussian's Gaussians as for SD, RFDS' SD3 3D settings
+  (yangxiaofeng/rectified_flow_prior configs/rfds_sd3.yaml: guidance, negative prompt, cameras, optimiser, 512 px
+  renders) and the FSD authors' annealing (RFDS draws t uniformly in [0.3, 0.98] of the scheduler's descending
+  table, sigma 0.06-0.88; FSD anneals from high noise down, as on SD).
 What a profile cannot take from a model that was trained here (their CFG, negative prompt, cameras and background
 belong to the trained world) the trained models' scene priors keep as their own (fsd3d.settings.TRAINED_WORLD).
 """
@@ -20,6 +24,7 @@ import enum
 import math
 from dataclasses import dataclass, field, replace
 
+from fsd2d.priors.layouts import Backbone
 from fsd2d.schedule import Anneal
 from fsd3d.cameras import CameraRanges
 
@@ -28,6 +33,7 @@ class Profile(str, enum.Enum):
     EMBEDDED = "embedded"
     STABLE_DIFFUSION = "sd"
     MVDREAM = "mvdream"
+    SD3 = "sd3"
 
 
 class Weighting(str, enum.Enum):
@@ -85,6 +91,7 @@ class Defaults3D:
     prune_scale3d: float = 0.0
     opacity_reg: float = 0.0  # + opacity_reg mean(opacity) + scale_reg mean(scale) per seed and step (MCMC)
     scale_reg: float = 0.0
+    resolution: int | None = None  # render side in pixels; None: the prior's own (its native size)
 
 
 EMBEDDED = Defaults3D(
@@ -144,7 +151,31 @@ MVDREAM = Defaults3D(
     opacity_reg=MCMC_REG, scale_reg=MCMC_REG,
 )
 
-PROFILES = {Profile.EMBEDDED: EMBEDDED, Profile.STABLE_DIFFUSION: STABLE_DIFFUSION, Profile.MVDREAM: MVDREAM}
+# RFDS' negative prompt for SD3 (configs/rfds_sd3.yaml prompt_processor.negative_prompt)
+SD3_NEGATIVE = "unrealistic, blurry, low quality, oversaturation."
+
+SD3 = Defaults3D(
+    steps=500, num_gaussians=5000, init_radius=0.5, init_scale=spacing_scale(5000), init_opacity=0.1,
+    lr=DREAMGAUSSIAN_LR, means_lr_final=0.02,
+    adam_betas=(0.9, 0.99),  # rfds_sd3.yaml: AdamW betas [0.9, 0.99], eps 1e-15 (= ADAM_EPS)
+    weighting=Weighting.ONE,  # RFDS weighs by sigmoid(u), u ~ N(0, 1) drawn per step: 1 on average up to noise
+    anneal=Anneal.AUTHORS_SD,  # the FSD authors' SD schedule (fsd2d.schedule.KNOTS): no FSD config for SD3 exists
+    cfg=100.0,  # rfds_sd3.yaml guidance_scale 100, diffusers' (standard) form, as ours
+    negative_prompt=SD3_NEGATIVE,
+    cameras=CameraRanges(elevation=(-10.0, 45.0), radius=(1.0, 1.5), fov=(40.0, 70.0)),  # rfds_sd3.yaml data
+    background=Background.RANDOM,  # as the SD profile (RFDS: a learned environment map)
+    clamp_renders=True,  # RFDS' encode_images clamps to [0, 1]
+    prune_scale3d=0.1,  # gsplat's DefaultStrategy default, as the SD profile
+    opacity_reg=MCMC_REG, scale_reg=MCMC_REG,
+    resolution=512,  # rfds_sd3.yaml width/height 512 (after 64 px early steps); SD3's own size is 1024
+)
+
+# the profile each backbone's folders take (fsd3d.settings.model_profile; fsd2d.priors.layouts.backbone_of_model)
+BACKBONE_PROFILES = {Backbone.STABLE_DIFFUSION: Profile.STABLE_DIFFUSION, Backbone.MVDREAM: Profile.MVDREAM,
+                     Backbone.SD3: Profile.SD3}
+
+PROFILES = {Profile.EMBEDDED: EMBEDDED, Profile.STABLE_DIFFUSION: STABLE_DIFFUSION, Profile.MVDREAM: MVDREAM,
+            Profile.SD3: SD3}
 
 
 def defaults(profile: Profile, world: dict | None = None) -> Defaults3D:

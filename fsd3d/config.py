@@ -221,7 +221,7 @@ class Gen3DConfig:
     negative_prompt: str | None = None  # None: the profile's (fsd3d.backbones: '' embedded, the authors' on SD)
     seeds: tuple[int, ...] = tuple(range(8))
     model: str = REFERENCES  # or a Stable Diffusion folder / hub id, or an MVDream folder (fsd2d.models)
-    resolution: int | None = None  # render size: 32 for the embedded prior, 512 for Stable Diffusion, 256 MVDream
+    resolution: int | None = None  # render size; None: the profile's (SD3: 512), else the prior's own (embedded 32, SD 512, MVDream 256)
     device: str = "auto"
     dtype: str = "auto"
     train: Train3DConfig = field(default_factory=Train3DConfig)

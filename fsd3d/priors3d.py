@@ -79,7 +79,9 @@ def view_suffix(azimuth_deg: float) -> str:
 
 
 class StableDiffusionScenePrior(ScenePrior):
-    """Stable Diffusion with view-dependent prompts ('<prompt>, side view'); the negative prompt is shared.
+    """Stable Diffusion (and SD3 and the other single-image backbones) with view-dependent prompts ('<prompt>, side
+    view'); the negative prompt is shared. On CUDA, a prior that can (SD3) frees its text encoders once the prompts
+    are encoded.
 
     Defaults: fsd3d.backbones.STABLE_DIFFUSION (CFG 71, the authors' 70 in the +1 form, and the rest with sources).
     """
@@ -97,6 +99,9 @@ class StableDiffusionScenePrior(ScenePrior):
         self._cond = {s: prior.encode_prompt(f"{prompt}, {s}" if s else prompt) for s in suffixes}
         self._uncond = prior.encode_prompt(negative_prompt)
         self._null = self._uncond if negative_prompt == "" else prior.encode_prompt("")  # ISM / NFSD (fsd2d.family)
+        release = getattr(prior, "release_text_encoders", None)  # SD3 (T5-XXL alone ~9 GB): every prompt is encoded
+        if release is not None and prior.device.type == "cuda":
+            release()
 
     def view_batch(self, cameras: list[Camera], scale: float) -> tuple[Prior, Guidance]:
         check_cfg(scale)

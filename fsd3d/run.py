@@ -181,7 +181,8 @@ def load(config: Gen3DConfig) -> ScenePrior:
     from fsd3d.mvdream_prior import MVDreamScenePrior
     from fsd3d.priors3d import StableDiffusionScenePrior
 
-    prior = load_prior(config.model, config.device, config.dtype, config.resolution)
+    resolution = run_defaults(config).resolution if config.resolution is None else config.resolution
+    prior = load_prior(config.model, config.device, config.dtype, resolution)  # None: the prior's native size
     if prior.card is not None and prior.card.get("world") != REFERENCES_WORLD:
         raise InputError(f"'{config.model}' was trained on 2D {prior.card.get('world')} crops; gen-3d takes a model "
                          "trained on the references' renders (tiny-sd-objects, tiny-mvdream) or any other SD folder")

@@ -18,7 +18,7 @@ from pathlib import Path
 from fsd2d.io import jsonable
 from fsd2d.models import REFERENCES, REFERENCES_LOCAL
 from fsd2d.records import typed
-from fsd3d.backbones import Background, Defaults3D, Profile, defaults
+from fsd3d.backbones import BACKBONE_PROFILES, Background, Defaults3D, Profile, defaults
 from fsd3d.cameras import CameraRanges
 from fsd3d.config import CAMERA_OVERRIDES, FROM_PRIOR, Gen3DConfig, Train3DConfig
 from fsd3d.priors3d import ScenePrior
@@ -56,9 +56,10 @@ class Resolved3D:
 
 def model_profile(model: str, profile: Profile | None = None) -> tuple[Profile, dict]:
     """(profile, world) of a --model, read from its folder without loading any weights: the embedded priors and
-    the models trained on the references' renders (world: TRAINED_WORLD) take EMBEDDED, an MVDream folder MVDREAM,
-    any other Stable Diffusion STABLE_DIFFUSION; `profile` (--defaults) replaces the profile, not the world."""
-    from fsd2d.priors.mvdream import is_mvdream_folder
+    the models trained on the references' renders (world: TRAINED_WORLD) take EMBEDDED, any other model its
+    backbone's (fsd3d.backbones.BACKBONE_PROFILES: MVDREAM, SD3, STABLE_DIFFUSION); `profile` (--defaults) replaces
+    the profile, not the world."""
+    from fsd2d.priors.layouts import backbone_of_model
     from fsd2d.priors.trained import read_card, trained_folder
 
     if model in (REFERENCES, REFERENCES_LOCAL):
@@ -67,8 +68,7 @@ def model_profile(model: str, profile: Profile | None = None) -> tuple[Profile, 
     card = read_card(folder) if folder.is_dir() else None
     if card is not None:
         return profile or Profile.EMBEDDED, dict(TRAINED_WORLD)
-    own = Profile.MVDREAM if folder.is_dir() and is_mvdream_folder(folder) else Profile.STABLE_DIFFUSION
-    return profile or own, {}
+    return profile or BACKBONE_PROFILES[backbone_of_model(model)], {}
 
 
 def run_defaults(config: Gen3DConfig) -> Defaults3D:

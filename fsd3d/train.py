@@ -93,6 +93,7 @@ def start_loop(scene_prior: ScenePrior, config: ResolvedTrain3D, states: list[Se
     grid and the background: made once per call."""
     prior = scene_prior.prior
     device = prior.device
+    prior.schedule.check_range(config.t_max)  # a flow model's last index is pure noise
     noise_fns = {s.seed: config.method.noise_function(prior.latent_shape, config.beta, seed_for(s.seed, "noise-map"),
                                                        config.theta, config.alpha0) for s in states}
     densifier = None

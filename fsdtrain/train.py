@@ -11,7 +11,12 @@ Two stages, one process, one seed:
        is replaced by '' with probability prompt_dropout (so classifier-free guidance has an unconditional
        model); AdamW with linear warm-up and cosine decay to 10 %; an exponential moving average of the
        weights (decay ema, warmed up as (1 + n) / (10 + n)) is what ships.
-The text encoder is the tiny random CLIP (fsdtrain.models), frozen. The weights are written in float16 (half
+With `--arch sd3` (fsdtrain.models.Arch.SD3) stage 2 trains SD3's layout instead: a transformer predicting the flow
+velocity v = eps - z_0 at z_t = (1 - s) z_0 + s eps, with SD3's timestep sampling (a logit-normal u = sigmoid(n),
+n ~ N(0, 1), indexing the rectified-flow schedule's sigmas, as diffusers' train_dreambooth_sd3.py with
+weighting_scheme logit_normal: weight 1), loss |v_theta(z_t, s, c) - (eps - z_0)|^2; the VAE's latents are
+shifted and scaled as SD3's (shift_factor = their mean, scaling 1 / their std).
+The text encoder is the tiny random CLIP (fsdtrain.models), frozen (SD3: the three tiny encoders, frozen). The weights are written in float16 (half
 the size; the loaders cast to the working dtype, a plain diffusers from_pretrained to float32: random_sd's
 save_text_encoder), with the model card (fsd2d.priors.trained) listing each file's
 sha256, DDIM samples of every prompt (samples.png, drawn from the written files) and nothing else.
@@ -40,8 +45,9 @@ from fsd2d.errors import InputError, check_finite
 from fsd2d.folders import TRAIN_PRIOR, claim
 from fsd2d.io import atomic_output_dir, atomic_path, check_output_dir, jsonable, usual_mode, versions
 from fsd2d.priors.trained import CARD, folder_files
-from fsd2d.schedule import scaled_linear_schedule
+from fsd2d.schedule import flow_schedule, scaled_linear_schedule
 from fsdtrain import models
+from fsdtrain.models import Arch
 from fsdtrain.datasets import Dataset, ImageCrops, ObjectPool, build_dataset
 
 WORK = ".train"  # OUT/.train/: checkpoint.pt and POOL_CACHE while training
@@ -57,6 +63,10 @@ DEFAULT_POOL = {Dataset.OBJECTS: 2048, Dataset.OBJECTS_MV: 512}  # cameras (4-vi
 SAMPLE_SEEDS = 8  # DDIM samples per prompt in samples.png
 SAMPLE_STEPS = 50
 SAMPLE_CFG = 3.0
+# The settings that make the shipped models, per arch. SD3's transformer step costs 0.36 s (the UNet's 0.17 s) on our
+# 2-core machine with one thread: fewer, larger steps keep its training under an hour (docs/guides/train-prior.md).
+ARCH_DEFAULTS = {Arch.SD: {"steps": 8000, "vae_steps": 1500, "lr": 5e-4},
+                 Arch.SD3: {"steps": 6000, "vae_steps": 1000, "lr": 1e-3}}
 
 
 @dataclass(frozen=True)
@@ -64,11 +74,11 @@ class TrainPriorConfig:
     """Everything that decides the trained weights (and so the shipped files): see the module docstring."""
 
     dataset: Dataset
-    steps: int = 8000  # UNet steps (stage 2)
-    vae_steps: int = 1500  # VAE steps (stage 1)
+    steps: int | None = None  # denoiser steps (stage 2); None: the arch's (ARCH_DEFAULTS)
+    vae_steps: int | None = None  # VAE steps (stage 1); None: the arch's
     batch: int = 64  # images (views) per UNet step: 16 sets of 4 for objects-mv
     vae_batch: int = 32  # images per VAE step
-    lr: float = 5e-4
+    lr: float | None = None  # the denoiser's peak learning rate; None: the arch's
     vae_lr: float = 1e-3
     warmup: int = 200  # steps of linear warm-up (each stage)
     ema: float = 0.999
@@ -78,6 +88,12 @@ class TrainPriorConfig:
     seed: int = 0
     checkpoint_every: int = 250
     threads: int = 1  # torch threads: the bits depend on it (docs/guides/train-prior.md)
+    arch: Arch = Arch.SD  # the layout trained (objects-mv: MVDream's, whatever this says)
+
+    def __post_init__(self):  # the arch's defaults for what was not given (the shipped models' settings)
+        for name, value in ARCH_DEFAULTS[self.arch].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
 
     @property
     def views(self) -> int:
@@ -112,6 +128,18 @@ class TrainPriorConfig:
             raise InputError(f"pool must be in [1, 100000] cameras per object, got {self.pool_size}")
         if not 0 <= self.seed < 2**31:
             raise InputError(f"seed must be in [0, 2**31), got {self.seed}")
+        if self.arch is Arch.SD3 and self.views > 1:
+            raise InputError(f"{self.dataset.value} trains MVDream's layout; --arch sd3 takes imageset or objects")
+
+    @property
+    def flow(self) -> bool:
+        """Whether stage 2 trains a rectified-flow transformer (SD3's layout)."""
+        return self.arch is Arch.SD3
+
+    @property
+    def denoiser(self) -> str:
+        """The stage-2 network's name in the card and the progress bar."""
+        return "transformer" if self.flow else "unet"
 
     def fingerprint(self) -> dict:
         """What a checkpoint must match to be continued (the cadence and the threads may change)."""
@@ -120,19 +148,40 @@ class TrainPriorConfig:
 
 # --------------------------------------------------------------------------------------------- the pieces
 def build_networks(config: TrainPriorConfig):
-    """(tokenizer, text encoder, VAE, UNet), each initialised from torch's generator seeded by the config's seed
-    in this order (deterministic). The tokenizer is written to a temporary folder by random_sd."""
+    """(tokenizer, text encoder, VAE, denoiser), each initialised from torch's generator seeded by the config's seed
+    in this order (deterministic); SD3: the text encoder is the tuple (CLIP-L, CLIP-G, T5). The tokenizer is written
+    to a temporary folder by random_sd."""
     import tempfile
 
-    from fsd2d.priors.random_sd import random_text_encoder, write_tokenizer
+    from fsd2d.priors.random_sd import MAX_LENGTH, random_text_encoder, write_tokenizer
 
-    with tempfile.TemporaryDirectory(prefix="fsd-tokenizer-") as folder:
-        tokenizer = write_tokenizer(Path(folder))  # read into memory: the folder may go
+    with tempfile.TemporaryDirectory(prefix="fsd-tokenizer-") as folder:  # read into memory: the folder may go
+        tokenizer = write_tokenizer(Path(folder), models.SD3_CLIP_TOKENS if config.flow else MAX_LENGTH)
     torch.manual_seed(config.seed)
+    if config.flow:
+        text_encoder = tuple(e.requires_grad_(False).eval() for e in models.tiny_sd3_text_encoders(tokenizer))
+        return tokenizer, text_encoder, models.tiny_vae(quant_convs=False), models.tiny_sd3_transformer()
     text_encoder = random_text_encoder("tiny", tokenizer).requires_grad_(False).eval()
     vae = models.tiny_vae()
     unet = models.tiny_mvdream_unet() if config.views > 1 else models.tiny_sd_unet()
     return tokenizer, text_encoder, vae, unet
+
+
+def caption_encoder(config: TrainPriorConfig, tokenizer, text_encoder) -> "CaptionEncoder":
+    """The frozen conditioning of a caption [1, ...]: CLIP's last hidden state (SD, MVDream), or SD3's packed
+    tokens and pooled vector (fsd2d.priors.sd3.sd3_condition, as the SD3 prior encodes at sampling time)."""
+    if not config.flow:
+        def encode(caption: str) -> torch.Tensor:
+            ids = tokenizer(caption, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                            return_tensors="pt").input_ids
+            return text_encoder(ids).last_hidden_state  # [1, 77, D]
+        return CaptionEncoder(encode)
+    from fsd2d.priors.diffusers_prior import pack_cond
+    from fsd2d.priors.sd3 import sd3_condition
+
+    tokenizers = (tokenizer,) * 3
+    return CaptionEncoder(lambda c: pack_cond(*sd3_condition(text_encoder, tokenizers, c, models.SD3_WIDTH,
+                                                             models.SD3_T5_TOKENS)))
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
@@ -144,18 +193,16 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
 
 
 class CaptionEncoder:
-    """Frozen CLIP states [1, 77, D] per caption, computed once each (there are only a few captions)."""
+    """Frozen conditioning [1, ...] per caption (`encode`), computed once each (there are only a few captions)."""
 
-    def __init__(self, tokenizer, text_encoder):
-        self.tokenizer, self.text_encoder, self.cache = tokenizer, text_encoder, {}
+    def __init__(self, encode: Callable[[str], torch.Tensor]):
+        self.encode, self.cache = encode, {}
 
     @torch.no_grad()
     def __call__(self, captions: list[str]) -> torch.Tensor:
         for c in set(captions) - set(self.cache):
-            ids = self.tokenizer(c, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
-                                 return_tensors="pt").input_ids
-            self.cache[c] = self.text_encoder(ids).last_hidden_state  # [1, 77, D]
-        return torch.cat([self.cache[c] for c in captions])  # [B, 77, D]
+            self.cache[c] = self.encode(c)
+        return torch.cat([self.cache[c] for c in captions])  # [B, ...]
 
 
 def vae_loss(vae, x: torch.Tensor, generator: torch.Generator, kl_weight: float) -> torch.Tensor:
@@ -168,10 +215,10 @@ def vae_loss(vae, x: torch.Tensor, generator: torch.Generator, kl_weight: float)
 
 
 @torch.no_grad()
-def latents(vae, images: torch.Tensor, scaling: float) -> torch.Tensor:
-    """images [N, 3, R, R] in [0, 1] -> scaling * posterior mean [N, 4, R/4, R/4] (what LatentPrior.encode gives)."""
+def latents(vae, images: torch.Tensor, scaling: float, shift: float = 0.0) -> torch.Tensor:
+    """images [N, 3, R, R] in [0, 1] -> scaling * (posterior mean - shift) [N, 4, R/4, R/4] (LatentPrior.encode)."""
     out = [vae.encode(2.0 * images[i:i + 256] - 1.0).latent_dist.mean for i in range(0, len(images), 256)]
-    return torch.cat(out) * scaling
+    return (torch.cat(out) - shift) * scaling
 
 
 def unet_loss(unet, z0: torch.Tensor, ctx: torch.Tensor, cameras: torch.Tensor | None, views: int,
@@ -188,6 +235,22 @@ def unet_loss(unet, z0: torch.Tensor, ctx: torch.Tensor, cameras: torch.Tensor |
     else:
         pred = unet(z_t, t, ctx, cameras, views)
     return ((pred - eps) ** 2).mean()
+
+
+def flow_loss(transformer, z0: torch.Tensor, ctx: torch.Tensor, generator: torch.Generator, schedule) -> torch.Tensor:
+    """Stage 2's loss for SD3's layout (module docstring): z0 [N, 4, h, w], ctx [N, L + 1, D] packed (tokens and
+    the pooled vector, fsd2d.priors.diffusers_prior.pack_cond); `schedule` the rectified flow."""
+    from fsd2d.priors.diffusers_prior import unpack_cond
+
+    n = z0.shape[0]
+    u = torch.sigmoid(torch.randn(n, generator=generator, dtype=torch.float64))  # logit-normal(0, 1)
+    t = (u * schedule.num_timesteps).long().clamp(max=schedule.num_timesteps - 1)  # [N] index of sigma_t
+    eps = torch.randn(z0.shape, generator=generator)
+    alpha, sigma = schedule.alpha_sigma(t, torch.float32, "cpu")  # 1 - s, s
+    tokens, pooled = unpack_cond(ctx, 2 * models.CONTEXT_DIM)
+    v = transformer(hidden_states=alpha * z0 + sigma * eps, encoder_hidden_states=tokens, pooled_projections=pooled,
+                    timestep=schedule.network_timesteps(t).float()).sample
+    return ((v - (eps - z0)) ** 2).mean()
 
 
 def ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float, updates: int) -> None:
@@ -213,6 +276,7 @@ class TrainState:
     data_gen: torch.Generator
     noise_gen: torch.Generator
     scaling: float | None
+    shift: float  # the VAE latents' shift factor (SD3's layout; 0 for SD's)
     log: dict  # {"vae": [mean loss per LOG_EVERY steps], "unet": [...]}
     seconds: float
     window: list[float]  # the losses of the current LOG_EVERY-step window (checkpointed: the log resumes too)
@@ -223,7 +287,7 @@ def initial_state(config: TrainPriorConfig, vae, unet) -> TrainState:
     return TrainState("vae", 0, vae, unet, torch.optim.AdamW(vae.parameters(), config.vae_lr, weight_decay=0.0),
                       torch.optim.AdamW(unet.parameters(), config.lr, weight_decay=0.0), ema,
                       torch.Generator().manual_seed(config.seed + 1), torch.Generator().manual_seed(config.seed + 2),
-                      None, {"vae": [], "unet": []}, 0.0, [])
+                      None, 0.0, {"vae": [], "unet": []}, 0.0, [])
 
 
 def save_checkpoint(path: Path, state: TrainState, config: TrainPriorConfig) -> None:
@@ -231,7 +295,7 @@ def save_checkpoint(path: Path, state: TrainState, config: TrainPriorConfig) -> 
                "vae": state.vae.state_dict(), "unet": state.unet.state_dict(),
                "vae_opt": state.vae_opt.state_dict(), "unet_opt": state.unet_opt.state_dict(), "ema": state.ema,
                "data_gen": state.data_gen.get_state(), "noise_gen": state.noise_gen.get_state(),
-               "scaling": state.scaling, "log": state.log, "seconds": state.seconds, "window": state.window}
+               "scaling": state.scaling, "shift": state.shift, "log": state.log, "seconds": state.seconds, "window": state.window}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -252,6 +316,7 @@ def load_checkpoint(path: Path, config: TrainPriorConfig, state: TrainState) -> 
     state.data_gen.set_state(payload["data_gen"])
     state.noise_gen.set_state(payload["noise_gen"])
     state.stage, state.step, state.scaling = payload["stage"], payload["step"], payload["scaling"]
+    state.shift = payload.get("shift", 0.0)
     state.log, state.seconds, state.window = payload["log"], payload["seconds"], payload["window"]
     return state
 
@@ -325,8 +390,8 @@ def _train(config: TrainPriorConfig, out: Path, work: Path, ckpt: Path, progress
     work.mkdir(parents=True, exist_ok=True)
     data = ImageCrops(models.RESOLUTION) if config.dataset is Dataset.IMAGESET else \
         load_pool(work / POOL_CACHE, config, progress)
-    captions = CaptionEncoder(tokenizer, text_encoder)
-    schedule = scaled_linear_schedule()
+    captions = caption_encoder(config, tokenizer, text_encoder)
+    schedule = flow_schedule(shift=models.SD3_FLOW_SHIFT) if config.flow else scaled_linear_schedule()
     views = config.views
     start = time.perf_counter() - state.seconds
 
@@ -361,16 +426,18 @@ def _train(config: TrainPriorConfig, out: Path, work: Path, ckpt: Path, progress
     vae.eval().requires_grad_(False)
     if state.scaling is None:
         fixed = data.sample(SCALE_IMAGES // views, torch.Generator().manual_seed(SCALE_SEED))
-        state.scaling = float(1.0 / latents(vae, fixed.images.flatten(0, 1), 1.0).std())
+        raw = latents(vae, fixed.images.flatten(0, 1), 1.0)
+        state.shift = float(raw.mean()) if config.flow else 0.0  # SD3's shift_factor; SD's VAE has none
+        state.scaling = float(1.0 / (raw - state.shift).std())
     pool_latents = None
     if isinstance(data, ObjectPool):  # the whole pool, encoded once: [K, P, V, 4, h, w]
         k, p = data.images.shape[:2]
         flat = data.images.flatten(0, 2).float() / 255.0
-        pool_latents = latents(vae, flat, state.scaling)
+        pool_latents = latents(vae, flat, state.scaling, state.shift)
         pool_latents = pool_latents.reshape(k, p, views, *pool_latents.shape[1:])
     if state.stage == "unet":
         unet.train()
-        bar = tqdm(range(state.step, config.steps), initial=state.step, total=config.steps, desc="UNet",
+        bar = tqdm(range(state.step, config.steps), initial=state.step, total=config.steps, desc=config.denoiser,
                    disable=not progress, leave=False)
         for step in bar:
             for group in state.unet_opt.param_groups:
@@ -380,7 +447,10 @@ def _train(config: TrainPriorConfig, out: Path, work: Path, ckpt: Path, progress
             ctx = captions([c if k else "" for c, k in zip(batch.captions, keep.tolist())])
             ctx = ctx.repeat_interleave(views, dim=0)  # [N, 77, D]
             cams = None if batch.cameras is None else batch.cameras.flatten(0, 1)  # [N, 16]
-            loss = unet_loss(unet, z0, ctx, cams, views, state.noise_gen, schedule)
+            if config.flow:
+                loss = flow_loss(unet, z0, ctx, state.noise_gen, schedule)
+            else:
+                loss = unet_loss(unet, z0, ctx, cams, views, state.noise_gen, schedule)
             state.unet_opt.zero_grad(set_to_none=True)
             loss.backward()
             state.unet_opt.step()
@@ -396,7 +466,7 @@ def sample_latents(data, pool_latents, vae, state: TrainState, config: TrainPrio
     n = config.batch // config.views
     if pool_latents is None:
         batch = data.sample(n, state.data_gen)
-        return latents(vae, batch.images.flatten(0, 1), state.scaling), batch
+        return latents(vae, batch.images.flatten(0, 1), state.scaling, state.shift), batch
     obj, cam = data.draw(n, state.data_gen)
     return pool_latents[obj, cam].flatten(0, 1), data.batch(obj, cam, images=False)
 
@@ -406,22 +476,32 @@ def write_model(config: TrainPriorConfig, out: Path, tokenizer, text_encoder, va
     from fsd2d.priors.diffusers_prior import quiet_libraries
     from fsd2d.priors.random_sd import ddim_scheduler, save_mvdream, save_stable_diffusion
 
-    vae.register_to_config(scaling_factor=state.scaling)
+    vae.register_to_config(scaling_factor=state.scaling, **({"shift_factor": state.shift} if config.flow else {}))
+    encoders = text_encoder if config.flow else (text_encoder,)
     with quiet_libraries():  # diffusers' note on casting with to(): nothing of these must stay in float32
-        for module in (text_encoder, vae, unet):
+        for module in (*encoders, vae, unet):
             module.to(torch.float16)
+    text_parameters = sum(models.parameters(e) for e in encoders)
+    losses = {{"unet": config.denoiser}.get(k, k): [round(v, 5) for v in vals] for k, vals in state.log.items()}
     card = {"dataset": config.dataset.value, "world": config.dataset.world,
             "prompts": list(data_prompts(config.dataset)), "view_suffixes": list(config.dataset.view_suffixes),
             "views": config.views, "resolution": models.RESOLUTION,
-            "parameters": {"unet": models.parameters(unet), "vae": models.parameters(vae),
-                           "text_encoder": models.parameters(text_encoder)},
+            "parameters": {config.denoiser: models.parameters(unet), "vae": models.parameters(vae),
+                           "text_encoder": text_parameters},
             "training": {"config": jsonable(dataclasses.asdict(config)), "seconds": round(state.seconds, 1),
-                         "loss_every": LOG_EVERY, "loss": {k: [round(v, 5) for v in vals] for k, vals in state.log.items()},
+                         "loss_every": LOG_EVERY, "loss": losses,
                          "scaling_factor": state.scaling, "versions": versions(),
                          "command": command_line(config)}}
+    if config.flow:  # what the SD3 prior (and a plain pipeline call) must be given: the T5 tokens it was trained on
+        card |= {"arch": config.arch.value, "max_sequence_length": models.SD3_T5_TOKENS}
+        card["training"]["shift_factor"] = state.shift
     with atomic_output_dir(out, TRAIN_PRIOR) as tmp:
         with quiet_libraries():
-            if config.views > 1:
+            if config.flow:
+                from fsd2d.priors.random_backbones import flow_scheduler, save_sd3
+
+                save_sd3(tmp, unet, vae, text_encoder, tokenizer, flow_scheduler(models.SD3_FLOW_SHIFT))
+            elif config.views > 1:
                 save_mvdream(tmp, unet, vae, text_encoder, tokenizer, ddim_scheduler())
             else:
                 save_stable_diffusion(tmp, unet, vae, text_encoder, tokenizer, ddim_scheduler())
@@ -442,9 +522,10 @@ def data_prompts(dataset: Dataset) -> list[str]:
 
 def command_line(config: TrainPriorConfig) -> str:
     """The `fsd train-prior` command that makes this config (non-default options only)."""
-    default = TrainPriorConfig(config.dataset)
-    args = [f"--{k.replace('_', '-')} {v}" for k, v in dataclasses.asdict(config).items()
-            if k != "dataset" and v != getattr(default, k)]
+    default = TrainPriorConfig(config.dataset, arch=config.arch)  # the arch's defaults are not repeated
+    args = [f"--{k.replace('_', '-')} {getattr(v, 'value', v)}" for k, v in dataclasses.asdict(config).items()
+            if k not in ("dataset", "arch") and v != getattr(default, k)]
+    args += [f"--arch {config.arch.value}"] if config.arch is not Arch.SD else []
     return " ".join(["fsd train-prior", config.dataset.value, *args])
 
 

@@ -23,3 +23,11 @@ def one_thread():
     torch.set_num_threads(TEST_THREADS)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3_path(tmp_path_factory):
+    """A tiny random SD3-layout model (transformer, three text encoders with T5, flow scheduler), built once."""
+    from fsd2d.priors.random_backbones import build_random_sd3
+
+    return build_random_sd3(tmp_path_factory.mktemp("tiny_sd3"), "tiny")

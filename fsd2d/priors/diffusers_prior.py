@@ -22,10 +22,18 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from fsd2d.priors.base import ModelError, Prior, match_prompt
-from fsd2d.schedule import NoiseSchedule, linear_schedule, scaled_linear_schedule
+from fsd2d.schedule import (
+    NoiseSchedule,
+    Prediction,
+    flow_schedule,
+    flux_mu,
+    linear_schedule,
+    scaled_linear_schedule,
+    to_eps,
+)
 
-PredictionType = Literal["epsilon", "v_prediction"]
 BetaSchedule = Literal["scaled_linear", "linear"]
+FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler",)  # scheduler classes of rectified-flow models
 WEIGHTED_COMPONENTS = ("unet", "vae", "text_encoder")
 ALL_COMPONENTS = (*WEIGHTED_COMPONENTS, "tokenizer", "scheduler")
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -33,8 +41,33 @@ ALLOWED_DTYPES = (torch.float64, torch.float32, *HALF_DTYPES)  # float64: exact 
 MAX_RESOLUTION = 4096  # pixels; SD 1.x/2.x work at 512-768, and 4096 already means a 512 x 512 latent
 
 
-def schedule_from_config(config: dict) -> NoiseSchedule:
-    """Our NoiseSchedule from a diffusers scheduler config (beta_start, beta_end, beta_schedule, T)."""
+def is_flow_config(config: dict) -> bool:
+    """Whether a scheduler config is a rectified-flow one (SD3, Flux: FlowMatchEulerDiscreteScheduler)."""
+    return config.get("_class_name") in FLOW_SCHEDULERS
+
+
+# FlowMatchEulerDiscreteScheduler fields that change its sigmas in ways the flow schedule here does not follow
+FLOW_UNSUPPORTED = ("invert_sigmas", "shift_terminal", "use_karras_sigmas", "use_exponential_sigmas",
+                    "use_beta_sigmas", "stochastic_sampling")
+
+
+def schedule_from_config(config: dict, image_tokens: int | None = None) -> NoiseSchedule:
+    """Our NoiseSchedule from a diffusers scheduler config: a VP one (beta_start, beta_end, beta_schedule, T) or,
+    for FlowMatchEulerDiscreteScheduler, the rectified-flow one with its shift (static `shift`; with
+    use_dynamic_shifting, Flux's mu for `image_tokens` latent tokens, fsd2d.schedule.flux_mu)."""
+    if is_flow_config(config):
+        unsupported = [k for k in FLOW_UNSUPPORTED if config.get(k)]
+        if unsupported:
+            raise ModelError(f"the flow-matching scheduler config sets {', '.join(unsupported)}, which is not "
+                             "supported (only the plain shifted sigmas)")
+        if config.get("use_dynamic_shifting", False):
+            if image_tokens is None:
+                raise ValueError("a dynamically shifted schedule needs the image's token count")
+            mu = flux_mu(image_tokens, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
+                         config.get("base_shift", 0.5), config.get("max_shift", 1.15))
+            return flow_schedule(config.get("num_train_timesteps", 1000), mu=mu,
+                                 time_shift_type=config.get("time_shift_type", "exponential"))
+        return flow_schedule(config.get("num_train_timesteps", 1000), shift=config.get("shift", 1.0))
     if config.get("trained_betas") is not None or config.get("rescale_betas_zero_snr", False):
         raise ModelError("scheduler config uses trained_betas or rescale_betas_zero_snr, which are not supported")
     kind = config.get("beta_schedule", "linear")
@@ -48,21 +81,17 @@ def schedule_from_config(config: dict) -> NoiseSchedule:
     )
 
 
-def v_to_eps(v: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """eps from a v-prediction (Salimans & Ho 2022): v = alpha eps - sigma x_0, x_t = alpha x_0 + sigma eps
-    give eps = alpha v + sigma x_t (alpha^2 + sigma^2 = 1).  v, x_t [B, C, h, w]; alpha, sigma [B, 1, 1, 1]."""
-    return alpha * v + sigma * x_t
-
-
-def check_prediction_type(scheduler_config: dict) -> PredictionType:
-    """The scheduler config's prediction_type (epsilon by default), or a ModelError listing the allowed ones."""
+def check_prediction_type(scheduler_config: dict) -> Prediction:
+    """What the network predicts: FLOW for a flow-matching scheduler, else the config's prediction_type (epsilon
+    by default), or a ModelError listing the allowed ones."""
+    if is_flow_config(scheduler_config):
+        return Prediction.FLOW
     prediction_type = scheduler_config.get("prediction_type", "epsilon")
-    if prediction_type not in get_args(PredictionType):
-        raise ModelError(
-            f"unsupported prediction_type {prediction_type!r} in the scheduler config; "
-            f"allowed: {list(get_args(PredictionType))}"
-        )
-    return prediction_type
+    allowed = (Prediction.EPSILON.value, Prediction.V.value)
+    if prediction_type not in allowed:
+        raise ModelError(f"unsupported prediction_type {prediction_type!r} in the scheduler config; "
+                         f"allowed: {list(allowed)}")
+    return Prediction(prediction_type)
 
 
 class LatentPrior(Prior):
@@ -77,51 +106,56 @@ class LatentPrior(Prior):
     tokenizer: CLIPTokenizer
     vae_factor: int
     _resolution: int
-    prediction_type: PredictionType
+    prediction_type: Prediction
     model_label: str = "Stable Diffusion"  # names the model in error messages
     resolution_per: str = ""  # what the resolution is the side of, in error messages (" per view")
     cuda_graphs: bool = True  # compile the UNet with CUDA graphs ("reduce-overhead") on CUDA
     channels_last_unet: bool = True  # channels-last UNet weights on CUDA
+    denoiser_label: str = "UNet"  # the denoiser's kind, in error messages
 
-    def _setup(self, unet: torch.nn.Module, vae: AutoencoderKL, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer,
-               scheduler_config: dict, resolution: int | None, name: str, *, sample_size: int, levels: int) -> None:
-        """What the constructors share: prediction type and schedule from the scheduler config, the frozen
-        components (device and dtype of the UNet's weights), the VAE factor f, and the resolution: `sample_size`
-        latents (the UNet config's trained size) times f by default, a multiple of f 2^(levels - 1) (the UNet's
-        `levels` resolution levels) in any case, or a ModelError."""
+    def _setup(self, unet: torch.nn.Module, vae: AutoencoderKL, text_encoder: torch.nn.Module | None, tokenizer,
+               scheduler_config: dict, resolution: int | None, name: str, *, sample_size: int, latent_multiple: int,
+               text_encoders: tuple[torch.nn.Module, ...] = ()) -> None:
+        """What the constructors share: prediction type and schedule from the scheduler config (a flow schedule
+        with a dynamic shift: for this resolution's token count), the frozen components (device and dtype of the
+        denoiser's weights; `text_encoders`: more to freeze), the VAE factor f, and the resolution: `sample_size`
+        latents (the denoiser config's trained size) times f by default, a multiple of f `latent_multiple` (a
+        UNet's 2^(levels - 1), a transformer's patch size) in any case, or a ModelError."""
         self.prediction_type = check_prediction_type(scheduler_config)
-        self.schedule = schedule_from_config(scheduler_config)
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
-        for module in (unet, vae, text_encoder):
-            module.requires_grad_(False).eval()
+        for module in (unet, vae, text_encoder, *text_encoders):
+            if module is not None:
+                module.requires_grad_(False).eval()
         param = next(unet.parameters())
         self.device, self.dtype = param.device, param.dtype
         self.name = name
         self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         default = sample_size * self.vae_factor
-        multiple = self.vae_factor * 2 ** (levels - 1)
+        multiple = self.vae_factor * latent_multiple
         res = default if resolution is None else resolution
         check_resolution(res, self.model_label, self.resolution_per)
         if not (isinstance(res, int) and res > 0 and res % multiple == 0):
             raise ModelError(
                 f"resolution {res} is not a positive multiple of {multiple}, which this {self.model_label} model's "
-                f"VAE and UNet need; try {default}"
+                f"VAE and {self.denoiser_label} need; try {default}"
             )
         self._resolution = res
+        tokens = (res // multiple) ** 2  # the image's tokens at the patch size (Flux's shift depends on it)
+        self.schedule = schedule_from_config(scheduler_config, image_tokens=tokens)
         self._unet, self._encode_mean = self.unet, self._vae_mean  # eager; `speed_up` may compile them
 
     def _as_eps(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The UNet's output [B, C, h, w] as a noise prediction (converted from v for v_prediction models)."""
-        if self.prediction_type == "v_prediction":
-            alpha, sigma = self.schedule.alpha_sigma(t, dtype=x_t.dtype, device=x_t.device)
-            out = v_to_eps(out, x_t, alpha, sigma)
-        return out
+        if self.prediction_type is Prediction.EPSILON:
+            return out
+        alpha, sigma = self.schedule.alpha_sigma(t, dtype=x_t.dtype, device=x_t.device)
+        return to_eps(self.prediction_type, out, x_t, alpha, sigma)
 
     def describe(self) -> dict:
         return super().describe() | {
             "model": self.name,
             "dtype": str(self.dtype).removeprefix("torch."),
-            "prediction_type": self.prediction_type,
+            "prediction_type": self.prediction_type.value,
         }
 
     def speed_up(self, compile: bool = False) -> None:
@@ -149,24 +183,25 @@ class LatentPrior(Prior):
 
     captions: list[str] | None = None  # a trained model's captions (its card): the only prompts it knows; None: any
 
+    def known_prompt(self, prompt: str) -> str:
+        """The prompt as this model encodes it: a trained model (with `captions`) takes only the captions it was
+        trained on and '', matched by the one rule (fsd2d.priors.base.match_prompt: case and surrounding spaces
+        ignored) and encoded as trained; anything else is a PromptError listing them. Other models: as given."""
+        if self.captions is None:
+            return prompt
+        prompts, suffixes = (self.card["prompts"], self.card.get("view_suffixes", [])) if self.card else \
+            (self.captions, [])
+        return match_prompt(prompt, prompts, suffixes, known_by=f"the trained {self.model_label}")
+
     @torch.no_grad()
     def encode_prompt(self, prompt: str) -> torch.Tensor:
-        """CLIP last hidden state [1, max_length (77), D] in the prior's dtype. A trained model (with `captions`)
-        takes only the captions it was trained on and '', matched by the one rule (fsd2d.priors.base.match_prompt:
-        case and surrounding spaces ignored) and encoded as trained; anything else is a PromptError listing them."""
-        if self.captions is not None:
-            prompts, suffixes = (self.card["prompts"], self.card.get("view_suffixes", [])) if self.card else \
-                (self.captions, [])
-            prompt = match_prompt(prompt, prompts, suffixes, known_by=f"the trained {self.model_label}")
-        ids = self.tokenizer(
-            prompt, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
-            return_tensors="pt",
-        ).input_ids  # [1, 77]
-        return self.text_encoder(ids.to(self.device)).last_hidden_state
+        """CLIP last hidden state [1, max_length (77), D] in the prior's dtype, of `known_prompt(prompt)`."""
+        return clip_encode(self.tokenizer, self.text_encoder, self.known_prompt(prompt))[0]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latent z [B, C, h, w] -> RGB [B, 3, H, W] float32 in [0, 1] (clamped)."""
-        images = self.vae.decode(z.to(self.dtype) / self.vae.config.scaling_factor).sample  # [-1, 1]
+        """Latent z [B, C, h, w] -> RGB [B, 3, H, W] float32 in [0, 1] (clamped): D(z / scaling + shift)."""
+        z = z.to(self.dtype) / self.vae.config.scaling_factor + self.latent_shift
+        images = self.vae.decode(z).sample  # [-1, 1]
         return ((images.float() + 1.0) / 2.0).clamp(0.0, 1.0)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -177,7 +212,12 @@ class LatentPrior(Prior):
 
     def _vae_mean(self, x: torch.Tensor) -> torch.Tensor:
         """[-1, 1] images [B, 3, H, W] in the VAE's dtype -> scaled posterior mean [B, C, H/f, W/f]."""
-        return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
+        return (self.vae.encode(x).latent_dist.mean - self.latent_shift) * self.vae.config.scaling_factor
+
+    @property
+    def latent_shift(self) -> float:
+        """The VAE's shift_factor (SD3, Flux: z = (E(x) - shift) * scaling), 0 where it has none (SD, SDXL)."""
+        return getattr(self.vae.config, "shift_factor", None) or 0.0
 
 
 class StableDiffusionPrior(LatentPrior):
@@ -194,7 +234,7 @@ class StableDiffusionPrior(LatentPrior):
         name: str = "",
     ):
         self._setup(unet, vae, text_encoder, tokenizer, scheduler_config, resolution, name,
-                    sample_size=unet.config.sample_size, levels=len(unet.config.down_block_types))
+                    sample_size=unet.config.sample_size, latent_multiple=2 ** (len(unet.config.down_block_types) - 1))
 
     def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """x_t [B, C, h, w] latent, t [B] long, cond [B, 77, D] -> eps [B, C, h, w] in x_t's dtype.
@@ -209,6 +249,36 @@ class StableDiffusionPrior(LatentPrior):
             x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=cond.to(self.dtype)
         ).sample.to(x_t.dtype)  # [B, C, h, w]
         return self._as_eps(out, x_t, t)
+
+
+def clip_encode(tokenizer, encoder, prompt: str, penultimate: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(states [1, L, D], pooled [1, P] or None) of a CLIP text encoder for `prompt`, padded to the tokenizer's
+    model_max_length as the pipelines do: the last hidden state, or with `penultimate` the one before it (SDXL,
+    SD3); pooled: a CLIPTextModelWithProjection's text_embeds, a CLIPTextModel's pooler output."""
+    ids = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids  # [1, L]
+    out = encoder(ids.to(encoder.device), output_hidden_states=penultimate)
+    states = out.hidden_states[-2] if penultimate else out.last_hidden_state
+    pooled = getattr(out, "text_embeds", None)
+    return states, (pooled if pooled is not None else getattr(out, "pooler_output", None))
+
+
+def pack_cond(tokens: torch.Tensor, *vectors: torch.Tensor) -> torch.Tensor:
+    """One conditioning tensor [1, L + rows, D] from token states [1, L, D] and per-prompt vectors [1, P_i] (pooled
+    text embeddings, SDXL's time ids), each zero-padded into ceil(P_i / D) rows after the tokens: so guidance, the
+    seed batch and the 3D views treat every backbone's conditioning as one tensor [B, ...] (`unpack_cond`)."""
+    d = tokens.shape[-1]
+    rows = [torch.nn.functional.pad(v, (0, -v.shape[-1] % d)).view(v.shape[0], -1, d).to(tokens.dtype)
+            for v in vectors]
+    return torch.cat([tokens, *rows], dim=1)
+
+
+def unpack_cond(cond: torch.Tensor, *sizes: int) -> tuple[torch.Tensor, ...]:
+    """`pack_cond` undone on [B, L + rows, D]: (tokens [B, L, D], vector_1 [B, P_1], ...) for the vector sizes."""
+    d = cond.shape[-1]
+    counts = [-(-p // d) for p in sizes]  # rows per vector
+    tokens, *rows = cond.split([cond.shape[1] - sum(counts), *counts], dim=1)
+    return (tokens, *(r.flatten(1)[:, :p] for r, p in zip(rows, sizes)))
 
 
 def check_resolution(resolution: int | None, model: str = "Stable Diffusion", per: str = "") -> None:
@@ -321,20 +391,58 @@ def _pick_dtype(device: torch.device, dtype: torch.dtype | None) -> torch.dtype:
     return dtype
 
 
-def _check_folder(folder: Path) -> None:
+def _check_folder(folder: Path, components: tuple[str, ...] = ALL_COMPONENTS,
+                  weighted: tuple[str, ...] = WEIGHTED_COMPONENTS) -> None:
     """Fail early, naming the component, when a local model folder lacks a part or safetensors weights."""
-    for component in ALL_COMPONENTS:
+    for component in components:
         if not (folder / component).is_dir():
             raise ModelError(
                 f"model folder {folder} has no '{component}' subfolder "
-                f"(expected the diffusers layout: {', '.join(c + '/' for c in ALL_COMPONENTS)})"
+                f"(expected the diffusers layout: {', '.join(c + '/' for c in components)})"
             )
-    for component in WEIGHTED_COMPONENTS:
+    for component in weighted:
         if not any((folder / component).glob("*.safetensors")):
             raise ModelError(
                 f"model folder {folder} has no safetensors weights for '{component}' "
                 "(only .safetensors is loaded; convert .bin/.ckpt first)"
             )
+
+
+def locate_model(model: str, components: tuple[str, ...] = ALL_COMPONENTS,
+                 weighted: tuple[str, ...] = WEIGHTED_COMPONENTS) -> tuple[str, str, bool]:
+    """(name, source, local) of a --model string: a local diffusers folder (checked: `components` present,
+    safetensors in `weighted`), or a hub id resolved first (`resolve_hub_id`: the cache when the hub cannot be
+    reached). `local`: load from disk only. Nothing touches the network for a folder or with HF_HUB_OFFLINE."""
+    local = Path(model).expanduser().is_dir()
+    if local:
+        _check_folder(Path(model).expanduser(), components, weighted)
+        model = str(Path(model).expanduser())
+    elif Path(model).is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:
+        raise ModelError(f"model folder {model} does not exist (give a local diffusers folder or a hub id owner/name)")
+    source = model if local else (resolve_hub_id(model) or model)  # hub id: the cache if hub is out
+    return model, source, local or source != model
+
+
+def load_parts(model: str, source: str, local: bool, parts: dict[str, type], dtype: torch.dtype) -> dict:
+    """{subfolder: cls.from_pretrained(source, subfolder)} with every weight in `dtype` (safetensors only; a class
+    without weights, a tokenizer, takes neither), each error one line naming `model`."""
+    common = dict(local_files_only=local or _hub_offline())
+    out = {}
+    with quiet_libraries(), _one_line_errors(model, local):
+        for sub, cls in parts.items():
+            weighted = issubclass(cls, torch.nn.Module)
+            extra = dict(use_safetensors=True, torch_dtype=dtype) if weighted else {}
+            out[sub] = cls.from_pretrained(source, subfolder=sub, **common, **extra)
+            if weighted and any(p.dtype != dtype for p in out[sub].parameters()):
+                out[sub] = out[sub].to(dtype)  # diffusers' transformers ignore torch_dtype=float64
+    return out
+
+
+def scheduler_config_of(model: str, source: str, local: bool) -> dict:
+    """The scheduler config of a diffusers folder (or hub id) as a dict (with its `_class_name`)."""
+    common = dict(local_files_only=local or _hub_offline())
+    with quiet_libraries(), _one_line_errors(model, local):
+        return dict(DDIMScheduler.load_config(source, subfolder="scheduler", **common))
 
 
 def load_stable_diffusion(
@@ -352,18 +460,8 @@ def load_stable_diffusion(
     device = torch.device(device)
     dtype = _pick_dtype(device, dtype)
     check_resolution(resolution)
-    local = Path(model).expanduser().is_dir()
-    if local:
-        _check_folder(Path(model).expanduser())
-        model = str(Path(model).expanduser())
-    elif Path(model).is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:
-        raise ModelError(f"model folder {model} does not exist (give a local diffusers folder or a hub id owner/name)")
-    source = model if local else (resolve_hub_id(model) or model)  # hub id: the cache if hub is out
-    local = local or source != model
-    common = dict(local_files_only=local or _hub_offline())
-    with quiet_libraries(), _one_line_errors(model, local):
-        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **common, use_safetensors=True,
-                                                    torch_dtype=dtype)
+    model, source, local = locate_model(model)
+    unet = load_parts(model, source, local, {"unet": UNet2DConditionModel}, dtype)["unet"]
     vae, text_encoder, tokenizer, scheduler_config = load_codec(source, dtype, local)
     return StableDiffusionPrior(
         unet.to(device), vae.to(device), text_encoder.to(device), tokenizer, scheduler_config, resolution, name=model
@@ -384,11 +482,6 @@ def _one_line_errors(model: str, local: bool):
 def load_codec(model: str, dtype: torch.dtype, local: bool) -> tuple[AutoencoderKL, CLIPTextModel, CLIPTokenizer, dict]:
     """The components every latent prior here shares, from a diffusers folder (or hub id): the VAE, the CLIP
     text encoder (safetensors, in `dtype`), the tokenizer and the scheduler config. Errors are one line."""
-    common = dict(local_files_only=local or _hub_offline())
-    weights = dict(common, use_safetensors=True, torch_dtype=dtype)
-    with quiet_libraries(), _one_line_errors(model, local):
-        vae = AutoencoderKL.from_pretrained(model, subfolder="vae", **weights)
-        text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", **weights)
-        tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer", **common)
-        scheduler_config = dict(DDIMScheduler.load_config(model, subfolder="scheduler", **common))
-    return vae, text_encoder, tokenizer, scheduler_config
+    parts = load_parts(model, model, local, {"vae": AutoencoderKL, "text_encoder": CLIPTextModel,
+                                             "tokenizer": CLIPTokenizer}, dtype)
+    return parts["vae"], parts["text_encoder"], parts["tokenizer"], scheduler_config_of(model, model, local)

@@ -8,6 +8,7 @@ import torch
 
 from fsd2d.models import BuiltinPrior, ModelKind, Source, find_prompt_list, model_info, model_names, models_summary
 from fsd2d.priors.base import ModelError, Prior, match_prompt
+from fsd2d.priors.layouts import Backbone, backbone_of_model
 from fsd2d.priors.trained import card_captions, read_card, trained_folder
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -65,25 +66,40 @@ def load_prior(model: str, device: str = "auto", dtype: str = "auto", resolution
     trained = trained_folder(model)  # a built-in trained model: a folder inside the package, loaded as any other
     name, model = model, str(trained) if trained is not None else model
     card = read_card(Path(model).expanduser()) if Path(model).expanduser().is_dir() else None  # sha256 first
-    if Path(model).expanduser().is_dir():
-        from fsd2d.priors.mvdream import is_mvdream_folder, load_mvdream
-
-        if is_mvdream_folder(Path(model).expanduser()):  # MVDream's diffusers-format conversion (priors/mvdream.py)
-            return attach_card(load_mvdream(model, device=dev, dtype=dt, resolution=resolution), card, name)
     if not Path(model).expanduser().exists() and "mvdream" in model.lower():  # an MVDream hub id: refused by name
         raise ModelError(f"'{model}' looks like an MVDream hub id: MVDream loads from a local folder only (its "
                          "diffusers-format conversion, e.g. downloaded with `huggingface-cli download`), here "
                          "--model /path/to/that/folder")
     if Path(model).exists() or "/" in model or "\\" in model or model.startswith((".", "~")):  # folder or hub id
-        from fsd2d.priors.diffusers_prior import load_stable_diffusion
-
-        return attach_card(load_stable_diffusion(model, device=dev, dtype=dt, resolution=resolution), card, name)
+        return attach_card(load_backbone(model, dev, dt, resolution, card), card, name)
     if info is not None:  # the embedded 3D references: gen-3d builds them from the prompt (fsd3d.gen3d)
         raise ModelError(f"'{model}' is a 3D prior: only `fsd gen-3d --model {model}` takes it; the 2D studies take "
                          f"{', '.join(model_names(kinds=(ModelKind.IMAGE, ModelKind.MULTI_VIEW)))}, a local diffusers "
                          "folder, or a hub id like 'org/name'")
     raise ModelError(f"unknown model {model!r}: use a registered name ({models_summary()}), a local diffusers folder, "
                      "or a hub id like 'org/name'")
+
+
+def load_backbone(model: str, device: torch.device, dtype: torch.dtype | None, resolution: int | None,
+                  card: dict | None = None) -> Prior:
+    """The prior of a diffusers folder or hub id, by its backbone (fsd2d.priors.layouts): each loader checks its
+    own layout and says in one line what is missing. A trained model's card may fix how prompts are encoded
+    (SD3: the T5 tokens it was trained with)."""
+    backbone = backbone_of_model(model)
+    if backbone is Backbone.MVDREAM:  # MVDream's diffusers-format conversion (priors/mvdream.py)
+        from fsd2d.priors.mvdream import load_mvdream
+
+        return load_mvdream(model, device=device, dtype=dtype, resolution=resolution)
+    if backbone is Backbone.SD3:
+        from fsd2d.priors.sd3 import load_sd3
+
+        from fsd2d.priors.sd3 import DEFAULT_T5_TOKENS
+
+        tokens = (card or {}).get("max_sequence_length", DEFAULT_T5_TOKENS)
+        return load_sd3(model, device=device, dtype=dtype, resolution=resolution, max_sequence_length=tokens)
+    from fsd2d.priors.diffusers_prior import load_stable_diffusion
+
+    return load_stable_diffusion(model, device=device, dtype=dtype, resolution=resolution)
 
 
 def attach_card(prior: Prior, card: dict | None, name: str) -> Prior:

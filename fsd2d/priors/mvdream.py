@@ -350,7 +350,7 @@ class MVDreamViewPrior(LatentPrior):
     def __init__(self, unet: MultiViewUNet, vae, text_encoder, tokenizer, scheduler_config: dict,
                  resolution: int | None = None, name: str = ""):
         self._setup(unet, vae, text_encoder, tokenizer, scheduler_config, resolution, name,
-                    sample_size=unet.config.image_size, levels=len(unet.config.channel_mult))
+                    sample_size=unet.config.image_size, latent_multiple=2 ** (len(unet.config.channel_mult) - 1))
         self.cameras: torch.Tensor | None = None  # [V, camera_dim], see bind
 
     def bind(self, cameras: torch.Tensor) -> "MVDreamViewPrior":

@@ -44,14 +44,15 @@ def _byte_level_chars() -> list[str]:
     return [chars[b] for b in range(256)]
 
 
-def write_tokenizer(folder: Path) -> CLIPTokenizer:
-    """vocab.json (each byte char, alone and with "</w>", plus the two specials) and a merges.txt header."""
+def write_tokenizer(folder: Path, max_length: int = MAX_LENGTH) -> CLIPTokenizer:
+    """vocab.json (each byte char, alone and with "</w>", plus the two specials) and a merges.txt header; prompts
+    are padded (truncated) to `max_length` tokens."""
     folder.mkdir(parents=True, exist_ok=True)
     chars = _byte_level_chars()
     tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
     (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(tokens)}), encoding="utf-8")
     (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=MAX_LENGTH)
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
 
 
 def build_random_sd(folder: Path, size: str = "tiny", seed: int = 0) -> Path:

@@ -218,3 +218,18 @@ def test_spacing_scale_is_the_mean_nearest_neighbour_spacing_order():
     pts = GaussianScene.init_ball(5000, 1.0, torch.Generator().manual_seed(0)).means.detach()
     nn = torch.cdist(pts, pts).fill_diagonal_(float("inf")).min(dim=1).values.mean().item()
     assert 0.4 < nn / spacing_scale(5000) < 0.7
+
+
+def test_an_sd3_folder_takes_rfds_settings_at_512_px(tiny_sd3_path):
+    """An SD3 folder is recognised by its pipeline class (no weights loaded) and takes the SD3 profile: RFDS' SD3
+    guidance, negative prompt, cameras and 512 px renders, the FSD authors' annealing; a flag still wins."""
+    from fsd3d.backbones import SD3, SD3_NEGATIVE
+
+    assert model_profile(str(tiny_sd3_path)) == (Profile.SD3, {})
+    prior = load_scene_prior(Gen3DConfig(model=str(tiny_sd3_path), prompt="a cat", resolution=16))
+    train = resolved(tiny_sd3_path, Train3DConfig(), prior)
+    assert train.cfg == 100.0 and train.anneal is Anneal.AUTHORS_SD and train.weighting is Weighting.ONE
+    assert train.cameras.elevation == (-10.0, 45.0) and train.cameras.fov == (40.0, 70.0)
+    assert prior.negative_prompt == SD3_NEGATIVE and SD3.resolution == 512
+    assert prior.resolution == 16  # --resolution wins over the profile's 512
+    assert resolved(tiny_sd3_path, Train3DConfig(cfg=7.0), prior).cfg == 7.0

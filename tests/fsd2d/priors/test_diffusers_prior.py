@@ -15,8 +15,8 @@ from fsd2d.priors.diffusers_prior import (
     StableDiffusionPrior,
     load_stable_diffusion,
     schedule_from_config,
-    v_to_eps,
 )
+from fsd2d.schedule import Prediction, to_eps
 
 RES = 16  # tiny VAE factor 2 -> latent [4, 8, 8]
 
@@ -96,14 +96,14 @@ def test_schedule_matches_diffusers(prior, tiny_sd_path):
     assert torch.allclose(prior.schedule.alphas_cumprod, reference, atol=1e-6, rtol=0)
 
 
-def test_v_to_eps_is_exact():
+def test_v_prediction_to_eps_is_exact():
     g = torch.Generator().manual_seed(2)
     x0 = torch.randn(3, 4, 8, 8, generator=g, dtype=torch.float64)
     eps = torch.randn(3, 4, 8, 8, generator=g, dtype=torch.float64)
     abar = torch.tensor([0.9, 0.5, 0.01], dtype=torch.float64).view(-1, 1, 1, 1)
     a, s = abar.sqrt(), (1 - abar).sqrt()
     x_t, v = a * x0 + s * eps, a * eps - s * x0
-    assert torch.allclose(v_to_eps(v, x_t, a, s), eps, atol=1e-12, rtol=0)
+    assert torch.allclose(to_eps(Prediction.V, v, x_t, a, s), eps, atol=1e-12, rtol=0)
 
 
 def test_v_prediction_model_returns_converted_eps(tiny_sd_path, tmp_path):

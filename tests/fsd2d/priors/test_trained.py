@@ -93,12 +93,13 @@ def test_shipped_files_are_what_the_writer_writes_from_their_weights(tmp_path, n
 
     from fsd2d.priors.mvdream import load_unet
     from fsd2d.priors.random_sd import ddim_scheduler, save_mvdream, save_stable_diffusion, write_tokenizer
-    from fsdtrain.train import CaptionEncoder
+    from fsdtrain.datasets import Dataset
+    from fsdtrain.train import TrainPriorConfig, caption_encoder
 
     folder, half = trained_folder(name), {"torch_dtype": torch.float16}
     tokenizer = write_tokenizer(tmp_path / "tokenizer")
     # as training leaves it: tokenizer.json records the padding and truncation of the tokenizer's last call
-    CaptionEncoder(tokenizer, lambda ids: SimpleNamespace(last_hidden_state=ids))([""])
+    caption_encoder(TrainPriorConfig(Dataset.IMAGESET), tokenizer, lambda ids: SimpleNamespace(last_hidden_state=ids))([""])
     vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **half)
     text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=torch.float16)
     out = tmp_path / name

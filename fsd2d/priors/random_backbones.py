@@ -1,0 +1,99 @@
+"""Randomly initialised models of today's backbones in their diffusers folder layouts, built offline (nothing may be
+downloaded): Stable Diffusion 3 / 3.5 here (Flux and SDXL beside it as they land). As fsd2d.priors.random_sd:
+
+- "tiny" (tests): one-layer transformers on 4 x 8 x 8 latents with the tiny VAE of factor 2 (16 px images) and
+  the tiny byte-level CLIP text encoders (width 32), sized like diffusers' own pipeline tests;
+- "sd35m" (GPU benchmarks): the architecture of SD3.5 medium (24 MMDiT-X layers of 1536, dual attention in the first
+  13, QK RMS-norm, patch 2, 16 latent channels, SD3's VAE); random weights cost what real ones do.
+
+The folders load through `fsd --model DIR` and through a plain `DiffusionPipeline.from_pretrained(DIR)`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import diffusers
+import torch
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+from fsd2d.priors.random_sd import MAX_LENGTH, save_text_encoder, write_tokenizer
+
+SD3_SHIFT = 3.0  # stabilityai/stable-diffusion-3(.5)-medium scheduler/scheduler_config.json
+SD3_VAE = dict(shift_factor=0.0609, scaling_factor=1.5305)  # SD3's VAE config (vae/config.json)
+
+
+def tiny_clip_with_projection(tokenizer, hidden: int = 32, projection: int = 32) -> CLIPTextModelWithProjection:
+    """A 2-layer random CLIP text encoder with a text projection (SD3's and SDXL's second encoder kind)."""
+    return CLIPTextModelWithProjection(CLIPTextConfig(
+        vocab_size=len(tokenizer), max_position_embeddings=MAX_LENGTH, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, hidden_size=hidden,
+        intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, projection_dim=projection))
+
+
+def flow_scheduler(shift: float = SD3_SHIFT) -> FlowMatchEulerDiscreteScheduler:
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
+
+
+def build_random_sd3(folder: Path, size: str = "tiny", seed: int = 0, t5: bool = True) -> Path:
+    """Save a deterministic random SD3-layout model of `size` ("tiny" or "sd35m") to `folder` (safetensors):
+    transformer/ vae/ text_encoder(_2, _3)/ tokenizer(_2, _3)/ scheduler/ and model_index.json. `t5=False`: no
+    T5 (model_index.json says null for it, as for a folder saved with text_encoder_3=None). Returns `folder`."""
+    if size not in ("tiny", "sd35m"):
+        raise ValueError(f"unknown size {size!r}; allowed: tiny, sd35m")
+    folder = Path(folder)
+    tokenizer = write_tokenizer(folder / "tokenizer")
+    torch.manual_seed(seed)
+    if size == "tiny":
+        transformer = SD3Transformer2DModel(
+            sample_size=8, patch_size=1, in_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=4,
+            caption_projection_dim=32, joint_attention_dim=64, pooled_projection_dim=64, out_channels=4,
+            pos_embed_max_size=16)
+        vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+                            norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 2,
+                            up_block_types=("UpDecoderBlock2D",) * 2, sample_size=16, use_quant_conv=False,
+                            use_post_quant_conv=False, **SD3_VAE)
+        clip_l, clip_g = tiny_clip_with_projection(tokenizer), tiny_clip_with_projection(tokenizer)
+        t5_encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=64, d_ff=37, d_kv=8, num_layers=1,
+                                             num_heads=4)) if t5 else None
+    else:  # SD3.5 medium (stabilityai/stable-diffusion-3.5-medium transformer/config.json)
+        transformer = SD3Transformer2DModel(
+            sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64,
+            num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536,
+            pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=384,
+            dual_attention_layers=tuple(range(13)), qk_norm="rms_norm")
+        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), latent_channels=16, sample_size=1024,
+                            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                            layers_per_block=2, use_quant_conv=False, use_post_quant_conv=False, **SD3_VAE)
+        clip_l = tiny_clip_with_projection(tokenizer, 768, 768)  # CLIP-L and -G widths, 2 layers each: their
+        clip_g = tiny_clip_with_projection(tokenizer, 1280, 1280)  # cost is paid once per prompt, not per step
+        t5_encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=4096, d_ff=64, d_kv=64,
+                                             num_layers=1, num_heads=64)) if t5 else None
+    return save_sd3(folder, transformer, vae, (clip_l, clip_g, t5_encoder), tokenizer, flow_scheduler())
+
+
+def save_sd3(folder: Path, transformer: SD3Transformer2DModel, vae: AutoencoderKL, encoders: tuple, tokenizer,
+             scheduler: FlowMatchEulerDiscreteScheduler) -> Path:
+    """Write an SD3-layout folder: the files StableDiffusion3Pipeline.save_pretrained writes for these components
+    (the one byte-level tokenizer in all three tokenizer slots; text encoders' config `dtype` float32, as
+    random_sd.save_text_encoder), so our loader and a plain DiffusionPipeline.from_pretrained(DIR) read it."""
+    folder = Path(folder)
+    transformer.save_pretrained(folder / "transformer", safe_serialization=True)
+    vae.save_pretrained(folder / "vae", safe_serialization=True)
+    names = ("text_encoder", "text_encoder_2", "text_encoder_3")
+    index = {"_class_name": "StableDiffusion3Pipeline", "_diffusers_version": diffusers.__version__,
+             "feature_extractor": [None, None], "image_encoder": [None, None],
+             "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+             "transformer": ["diffusers", "SD3Transformer2DModel"], "vae": ["diffusers", "AutoencoderKL"]}
+    for i, (name, encoder) in enumerate(zip(names, encoders)):
+        tok = "tokenizer" + ("" if i == 0 else f"_{i + 1}")
+        if encoder is None:
+            index[name], index[tok] = [None, None], [None, None]
+            continue
+        save_text_encoder(folder / name, encoder)
+        tokenizer.save_pretrained(folder / tok)
+        index[name], index[tok] = ["transformers", type(encoder).__name__], ["transformers", "CLIPTokenizer"]
+    scheduler.save_pretrained(folder / "scheduler")
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return folder
