@@ -52,8 +52,11 @@ def check_cfg(scale: float) -> None:
 
 
 def predict_eps(prior: Prior, x_t: torch.Tensor, t: torch.Tensor, guidance: Guidance) -> torch.Tensor:
-    """Guided eps_hat [B, C, h, w]: one batched prior call with [uncond; cond] stacked (2B samples)."""
+    """Guided eps_hat [B, C, h, w]: one batched prior call with [uncond; cond] stacked (2B samples); one conditional
+    call where the scale is 1, or where the prior embeds the guidance scale (FLUX.1-dev: the scale is its input)."""
     b = x_t.shape[0]
+    if prior.embeds_guidance:
+        return prior.eps(x_t, t, expand(guidance.cond, b), guidance=guidance.scale)
     if guidance.scale == 1.0:
         return prior.eps(x_t, t, expand(guidance.cond, b))
     cond = torch.cat([expand(guidance.uncond, b), expand(guidance.cond, b)])

@@ -14,7 +14,12 @@ Profiles (`--defaults`, otherwise the prior's own, `ScenePrior.defaults`):
 - SD3: Stable Diffusion 3 / 3.5 at 512 px: DreamGaussian's Gaussians as for SD, RFDS' SD3 3D settings
   (yangxiaofeng/rectified_flow_prior configs/rfds_sd3.yaml: guidance, negative prompt, cameras, optimiser, 512 px
   renders) and the FSD authors' annealing (RFDS draws t uniformly in [0.3, 0.98] of the scheduler's descending
-  table, sigma 0.06-0.88; FSD anneals from high noise down, as on SD).
+  table, sigma 0.06-0.88; FSD anneals from high noise down, as on SD);
+- SDXL: the SD profile (no public 3D configuration for SDXL exists that we know of) at 512 px: SDXL's own 1024 px
+  would quadruple every 3D step;
+- FLUX: the SD3 profile with FLUX.1-dev's own guidance (FluxPipeline's embedded 3.5: the prior's default; a
+  guidance-distilled model is not run with CFG 100) and no negative prompt (FLUX.1-dev takes none without true
+  CFG); no public 3D configuration for Flux exists that we know of.
 What a profile cannot take from a model that was trained here (their CFG, negative prompt, cameras and background
 belong to the trained world) the trained models' scene priors keep as their own (fsd3d.settings.TRAINED_WORLD).
 """
@@ -34,6 +39,8 @@ class Profile(str, enum.Enum):
     STABLE_DIFFUSION = "sd"
     MVDREAM = "mvdream"
     SD3 = "sd3"
+    SDXL = "sdxl"
+    FLUX = "flux"
 
 
 class Weighting(str, enum.Enum):
@@ -170,12 +177,15 @@ SD3 = Defaults3D(
     resolution=512,  # rfds_sd3.yaml width/height 512 (after 64 px early steps); SD3's own size is 1024
 )
 
+SDXL = replace(STABLE_DIFFUSION, resolution=512)  # the SD profile (its sources above) at 512 px
+FLUX = replace(SD3, cfg=None, negative_prompt="")  # the SD3 profile with FluxPipeline's guidance (docstring)
+
 # the profile each backbone's folders take (fsd3d.settings.model_profile; fsd2d.priors.layouts.backbone_of_model)
 BACKBONE_PROFILES = {Backbone.STABLE_DIFFUSION: Profile.STABLE_DIFFUSION, Backbone.MVDREAM: Profile.MVDREAM,
-                     Backbone.SD3: Profile.SD3}
+                     Backbone.SD3: Profile.SD3, Backbone.SDXL: Profile.SDXL, Backbone.FLUX: Profile.FLUX}
 
 PROFILES = {Profile.EMBEDDED: EMBEDDED, Profile.STABLE_DIFFUSION: STABLE_DIFFUSION, Profile.MVDREAM: MVDREAM,
-            Profile.SD3: SD3}
+            Profile.SD3: SD3, Profile.SDXL: SDXL, Profile.FLUX: FLUX}
 
 
 def defaults(profile: Profile, world: dict | None = None) -> Defaults3D:

@@ -86,7 +86,13 @@ class StableDiffusionScenePrior(ScenePrior):
     Defaults: fsd3d.backbones.STABLE_DIFFUSION (CFG 71, the authors' 70 in the +1 form, and the rest with sources).
     """
 
-    default_cfg = STABLE_DIFFUSION.cfg  # the profile's (71): what --defaults embedded keeps on this backbone
+    @property
+    def default_cfg(self) -> float:
+        """What a profile without a CFG (--defaults embedded; Flux's) takes: the SD profile's 71 on Stable
+        Diffusion 1 / 2, else the backbone's own pipeline default (SD3 7, SDXL 5, FLUX.1-dev 3.5 embedded)."""
+        from fsd2d.priors.diffusers_prior import StableDiffusionPrior
+
+        return STABLE_DIFFUSION.cfg if type(self.prior) is StableDiffusionPrior else self.prior.default_cfg
 
     def __init__(self, prior: Prior, prompt: str, negative_prompt: str = "", view_dependent: bool = True,
                  compile: bool = False):

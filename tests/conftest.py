@@ -31,3 +31,19 @@ def tiny_sd3_path(tmp_path_factory):
     from fsd2d.priors.random_backbones import build_random_sd3
 
     return build_random_sd3(tmp_path_factory.mktemp("tiny_sd3"), "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_path(tmp_path_factory):
+    """A tiny random SDXL-layout model (UNet with text_time conditions, two CLIP encoders), built once."""
+    from fsd2d.priors.random_backbones import build_random_sdxl
+
+    return build_random_sdxl(tmp_path_factory.mktemp("tiny_sdxl"), "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_path(tmp_path_factory):
+    """A tiny random FLUX.1-dev-layout model (guidance embedded, CLIP and T5, dynamic shift), built once."""
+    from fsd2d.priors.random_backbones import build_random_flux
+
+    return build_random_flux(tmp_path_factory.mktemp("tiny_flux"), "tiny")

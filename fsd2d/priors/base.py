@@ -66,6 +66,9 @@ class Prior(abc.ABC):
     device: torch.device
     dtype: torch.dtype  # the working dtype of x_t and eps
     card: dict | None = None  # a trained model's card (fsd2d.priors.trained: dataset, world, prompts), else None
+    # a guidance-distilled model (FLUX.1-dev): the guidance scale is an input of one conditional call,
+    # eps(x_t, t, cond, guidance=scale), not classifier-free guidance (fsd2d.guidance.predict_eps)
+    embeds_guidance: bool = False
 
     @property
     @abc.abstractmethod

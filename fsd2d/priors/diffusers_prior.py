@@ -200,7 +200,7 @@ class LatentPrior(Prior):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latent z [B, C, h, w] -> RGB [B, 3, H, W] float32 in [0, 1] (clamped): D(z / scaling + shift)."""
-        z = z.to(self.dtype) / self.vae.config.scaling_factor + self.latent_shift
+        z = z.to(self.vae_dtype) / self.vae.config.scaling_factor + self.latent_shift
         images = self.vae.decode(z).sample  # [-1, 1]
         return ((images.float() + 1.0) / 2.0).clamp(0.0, 1.0)
 
@@ -208,11 +208,16 @@ class LatentPrior(Prior):
         """RGB [B, 3, H, W] in [0, 1] -> latent [B, C, H/f, W/f] (posterior mean), differentiable, in images' dtype."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"encode expects RGB images [B, 3, H, W] in [0, 1], got shape {list(images.shape)}")
-        return self._encode_mean((2.0 * images - 1.0).to(self.dtype)).to(images.dtype)
+        return self._encode_mean((2.0 * images - 1.0).to(self.vae_dtype)).to(images.dtype)
 
     def _vae_mean(self, x: torch.Tensor) -> torch.Tensor:
         """[-1, 1] images [B, 3, H, W] in the VAE's dtype -> scaled posterior mean [B, C, H/f, W/f]."""
         return (self.vae.encode(x).latent_dist.mean - self.latent_shift) * self.vae.config.scaling_factor
+
+    @property
+    def vae_dtype(self) -> torch.dtype:
+        """The VAE's working dtype: the prior's, unless a subclass keeps its VAE in another (SDXL: float32)."""
+        return next(self.vae.parameters()).dtype
 
     @property
     def latent_shift(self) -> float:

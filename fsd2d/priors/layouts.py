@@ -14,11 +14,8 @@ class Backbone(str, enum.Enum):
     STABLE_DIFFUSION = "StableDiffusionPipeline"  # SD 1.x / 2.x (also a folder with no model_index.json)
     MVDREAM = "MVDreamPipeline"  # MVDream's diffusers-format conversion (fsd2d.priors.mvdream)
     SD3 = "StableDiffusion3Pipeline"  # SD3 / SD3.5: rectified flow (fsd2d.priors.sd3)
-
-    @property
-    def label(self) -> str:
-        return {"StableDiffusionPipeline": "Stable Diffusion", "MVDreamPipeline": "MVDream",
-                "StableDiffusion3Pipeline": "Stable Diffusion 3"}[self.value]
+    SDXL = "StableDiffusionXLPipeline"  # SDXL: VP UNet, two CLIP encoders, size conditions (fsd2d.priors.sdxl)
+    FLUX = "FluxPipeline"  # Flux.1 dev / schnell: rectified flow, embedded guidance (fsd2d.priors.flux)
 
 
 def backbone_of(folder: Path) -> Backbone:

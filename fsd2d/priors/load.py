@@ -97,6 +97,15 @@ def load_backbone(model: str, device: torch.device, dtype: torch.dtype | None, r
 
         tokens = (card or {}).get("max_sequence_length", DEFAULT_T5_TOKENS)
         return load_sd3(model, device=device, dtype=dtype, resolution=resolution, max_sequence_length=tokens)
+    if backbone is Backbone.SDXL:
+        from fsd2d.priors.sdxl import load_sdxl
+
+        return load_sdxl(model, device=device, dtype=dtype, resolution=resolution)
+    if backbone is Backbone.FLUX:
+        from fsd2d.priors.flux import DEFAULT_T5_TOKENS as FLUX_T5_TOKENS, load_flux
+
+        tokens = (card or {}).get("max_sequence_length", FLUX_T5_TOKENS)
+        return load_flux(model, device=device, dtype=dtype, resolution=resolution, max_sequence_length=tokens)
     from fsd2d.priors.diffusers_prior import load_stable_diffusion
 
     return load_stable_diffusion(model, device=device, dtype=dtype, resolution=resolution)

@@ -97,3 +97,114 @@ def save_sd3(folder: Path, transformer: SD3Transformer2DModel, vae: AutoencoderK
     scheduler.save_pretrained(folder / "scheduler")
     (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     return folder
+
+
+# --- Stable Diffusion XL -------------------------------------------------------------------------------------------
+
+SDXL_VAE_SCALING = 0.13025  # stabilityai/stable-diffusion-xl-base-1.0 vae/config.json
+
+
+def sdxl_scheduler():
+    """SDXL base's scheduler (scheduler/scheduler_config.json): Euler on scaled-linear betas 0.00085..0.012, eps."""
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                  prediction_type="epsilon", steps_offset=1, timestep_spacing="leading",
+                                  interpolation_type="linear", use_karras_sigmas=False)
+
+
+def build_random_sdxl(folder: Path, size: str = "tiny", seed: int = 0) -> Path:
+    """Save a deterministic random SDXL-layout model (size "tiny": a 2-level UNet with SDXL's text-time added
+    embedding on 4 x 8 x 8 latents, the tiny VAE of factor 2 (16 px images), CLIP and CLIP-with-projection text
+    encoders of width 32, as diffusers' own SDXL pipeline tests) to `folder`: unet/ vae/ text_encoder(_2)/
+    tokenizer(_2)/ scheduler/ and model_index.json (StableDiffusionXLPipeline, force_zeros_for_empty_prompt
+    true). Returns `folder`."""
+    from diffusers import UNet2DConditionModel
+
+    from fsd2d.priors.random_sd import random_text_encoder
+
+    if size != "tiny":
+        raise ValueError(f"unknown size {size!r}; allowed: tiny")
+    folder = Path(folder)
+    tokenizer = write_tokenizer(folder / "tokenizer")
+    torch.manual_seed(seed)
+    clip_l, clip_g = random_text_encoder("tiny", tokenizer), tiny_clip_with_projection(tokenizer)
+    time_dim = 8
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim, transformer_layers_per_block=(1, 2), norm_num_groups=8,
+        projection_class_embeddings_input_dim=6 * time_dim + clip_g.config.projection_dim,
+        cross_attention_dim=clip_l.config.hidden_size + clip_g.config.hidden_size)
+    vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+                        norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, sample_size=16, scaling_factor=SDXL_VAE_SCALING,
+                        force_upcast=True)
+    unet.save_pretrained(folder / "unet", safe_serialization=True)
+    vae.save_pretrained(folder / "vae", safe_serialization=True)
+    index = {"_class_name": "StableDiffusionXLPipeline", "_diffusers_version": diffusers.__version__,
+             "feature_extractor": [None, None], "force_zeros_for_empty_prompt": True, "image_encoder": [None, None],
+             "scheduler": ["diffusers", "EulerDiscreteScheduler"], "unet": ["diffusers", "UNet2DConditionModel"],
+             "vae": ["diffusers", "AutoencoderKL"]}
+    for name, tok, encoder in (("text_encoder", "tokenizer", clip_l), ("text_encoder_2", "tokenizer_2", clip_g)):
+        save_text_encoder(folder / name, encoder)
+        tokenizer.save_pretrained(folder / tok)
+        index[name], index[tok] = ["transformers", type(encoder).__name__], ["transformers", "CLIPTokenizer"]
+    sdxl_scheduler().save_pretrained(folder / "scheduler")
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return folder
+
+
+# --- Flux.1 --------------------------------------------------------------------------------------------------------
+
+FLUX_VAE = dict(shift_factor=0.1159, scaling_factor=0.3611)  # black-forest-labs/FLUX.1-dev vae/config.json
+# scheduler/scheduler_config.json of FLUX.1-dev (resolution-dependent shift) and FLUX.1-schnell (no shift)
+FLUX_DEV_SCHEDULER = dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
+                          max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
+FLUX_SCHNELL_SCHEDULER = dict(num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=False, base_shift=0.5,
+                              max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
+
+
+def build_random_flux(folder: Path, size: str = "tiny", seed: int = 0, guidance_embeds: bool = True) -> Path:
+    """Save a deterministic random Flux.1-layout model (size "tiny": one double and one single stream block of
+    width 32, as diffusers' own Flux pipeline tests, on 4-channel latents packed 2 x 2 into 16-wide tokens; the
+    tiny VAE of factor 2 with Flux's shift and scaling; a CLIP text encoder (pooled output) and a T5 encoder of
+    width 32) to `folder`: transformer/ vae/ text_encoder(_2)/ tokenizer(_2)/ scheduler/ and model_index.json
+    (FluxPipeline). `guidance_embeds`: FLUX.1-dev's guidance-distilled embedding and scheduler (dynamic shift);
+    False: FLUX.1-schnell's (no guidance embedding, no shift). Returns `folder`."""
+    from diffusers import FluxTransformer2DModel
+
+    from fsd2d.priors.random_sd import random_text_encoder
+
+    if size != "tiny":
+        raise ValueError(f"unknown size {size!r}; allowed: tiny")
+    folder = Path(folder)
+    tokenizer = write_tokenizer(folder / "tokenizer")
+    torch.manual_seed(seed)
+    latent_channels, width = 4, 32
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=4 * latent_channels, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=width, pooled_projection_dim=width, axes_dims_rope=(4, 4, 8),
+        guidance_embeds=guidance_embeds)
+    vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=latent_channels,
+                        norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, sample_size=16, use_quant_conv=False,
+                        use_post_quant_conv=False, **FLUX_VAE)
+    clip = random_text_encoder("tiny", tokenizer)  # hidden 32: its pooler output is the pooled projection's input
+    t5 = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=width, d_ff=37, d_kv=8, num_layers=1,
+                                 num_heads=4))
+    transformer.save_pretrained(folder / "transformer", safe_serialization=True)
+    vae.save_pretrained(folder / "vae", safe_serialization=True)
+    index = {"_class_name": "FluxPipeline", "_diffusers_version": diffusers.__version__,
+             "feature_extractor": [None, None], "image_encoder": [None, None],
+             "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+             "transformer": ["diffusers", "FluxTransformer2DModel"], "vae": ["diffusers", "AutoencoderKL"]}
+    for name, tok, encoder in (("text_encoder", "tokenizer", clip), ("text_encoder_2", "tokenizer_2", t5)):
+        save_text_encoder(folder / name, encoder)
+        tokenizer.save_pretrained(folder / tok)
+        index[name], index[tok] = ["transformers", type(encoder).__name__], ["transformers", "CLIPTokenizer"]
+    config = FLUX_DEV_SCHEDULER if guidance_embeds else FLUX_SCHNELL_SCHEDULER
+    FlowMatchEulerDiscreteScheduler(**config).save_pretrained(folder / "scheduler")
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return folder
