@@ -17,9 +17,10 @@ Profiles (`--defaults`, otherwise the prior's own, `ScenePrior.defaults`):
   table, sigma 0.06-0.88; FSD anneals from high noise down, as on SD);
 - SDXL: the SD profile (no public 3D configuration for SDXL exists that we know of) at 512 px: SDXL's own 1024 px
   would quadruple every 3D step;
-- FLUX: the SD3 profile with FLUX.1-dev's own guidance (FluxPipeline's embedded 3.5: the prior's default; a
-  guidance-distilled model is not run with CFG 100) and no negative prompt (FLUX.1-dev takes none without true
-  CFG); no public 3D configuration for Flux exists that we know of.
+- FLUX (Flux.1 and FLUX.2 klein): the SD3 profile with the model's own guidance, the prior's default (FLUX.1-dev:
+  FluxPipeline's embedded 3.5, a guidance-distilled model is not run with CFG 100; klein base: Flux2KleinPipeline's
+  real CFG 4) and no negative prompt (FLUX.1-dev takes none without true CFG, klein's pipeline always uses "");
+  no public 3D configuration for Flux exists that we know of.
 What a profile cannot take from a model that was trained here (their CFG, negative prompt, cameras and background
 belong to the trained world) the trained models' scene priors keep as their own (fsd3d.settings.TRAINED_WORLD).
 """
@@ -182,7 +183,8 @@ FLUX = replace(SD3, cfg=None, negative_prompt="")  # the SD3 profile with FluxPi
 
 # the profile each backbone's folders take (fsd3d.settings.model_profile; fsd2d.priors.layouts.backbone_of_model)
 BACKBONE_PROFILES = {Backbone.STABLE_DIFFUSION: Profile.STABLE_DIFFUSION, Backbone.MVDREAM: Profile.MVDREAM,
-                     Backbone.SD3: Profile.SD3, Backbone.SDXL: Profile.SDXL, Backbone.FLUX: Profile.FLUX}
+                     Backbone.SD3: Profile.SD3, Backbone.SDXL: Profile.SDXL, Backbone.FLUX: Profile.FLUX,
+                     Backbone.FLUX2_KLEIN: Profile.FLUX}
 
 PROFILES = {Profile.EMBEDDED: EMBEDDED, Profile.STABLE_DIFFUSION: STABLE_DIFFUSION, Profile.MVDREAM: MVDREAM,
             Profile.SD3: SD3, Profile.SDXL: SDXL, Profile.FLUX: FLUX}

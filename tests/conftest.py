@@ -47,3 +47,11 @@ def tiny_flux_path(tmp_path_factory):
     from fsd2d.priors.random_backbones import build_random_flux
 
     return build_random_flux(tmp_path_factory.mktemp("tiny_flux"), "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_flux2_klein_path(tmp_path_factory):
+    """A tiny random FLUX.2 klein base folder (Qwen3 text encoder, patchified normalised latents), built once."""
+    from fsd2d.priors.random_backbones import build_random_flux2_klein
+
+    return build_random_flux2_klein(tmp_path_factory.mktemp("tiny_flux2_klein"), "tiny")

@@ -16,6 +16,7 @@ class Backbone(str, enum.Enum):
     SD3 = "StableDiffusion3Pipeline"  # SD3 / SD3.5: rectified flow (fsd2d.priors.sd3)
     SDXL = "StableDiffusionXLPipeline"  # SDXL: VP UNet, two CLIP encoders, size conditions (fsd2d.priors.sdxl)
     FLUX = "FluxPipeline"  # Flux.1 dev / schnell: rectified flow, embedded guidance (fsd2d.priors.flux)
+    FLUX2_KLEIN = "Flux2KleinPipeline"  # FLUX.2 klein (base: real CFG; step-distilled): rectified flow (fsd2d.priors.flux2)
 
 
 def backbone_of(folder: Path) -> Backbone:

@@ -106,6 +106,11 @@ def load_backbone(model: str, device: torch.device, dtype: torch.dtype | None, r
 
         tokens = (card or {}).get("max_sequence_length", FLUX_T5_TOKENS)
         return load_flux(model, device=device, dtype=dtype, resolution=resolution, max_sequence_length=tokens)
+    if backbone is Backbone.FLUX2_KLEIN:
+        from fsd2d.priors.flux2 import DEFAULT_TOKENS as KLEIN_TOKENS, load_flux2_klein
+
+        tokens = (card or {}).get("max_sequence_length", KLEIN_TOKENS)
+        return load_flux2_klein(model, device=device, dtype=dtype, resolution=resolution, max_sequence_length=tokens)
     from fsd2d.priors.diffusers_prior import load_stable_diffusion
 
     return load_stable_diffusion(model, device=device, dtype=dtype, resolution=resolution)

@@ -208,3 +208,83 @@ def build_random_flux(folder: Path, size: str = "tiny", seed: int = 0, guidance_
     FlowMatchEulerDiscreteScheduler(**config).save_pretrained(folder / "scheduler")
     (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     return folder
+
+
+# --- FLUX.2 klein --------------------------------------------------------------------------------------------------
+
+# scheduler/scheduler_config.json of FLUX.2 (klein): a dynamically shifted flow; Flux2KleinPipeline computes its mu
+# itself (fsd2d.priors.flux2.empirical_mu), so only use_dynamic_shifting and time_shift_type matter here
+FLUX2_SCHEDULER = dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
+                       max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096, time_shift_type="exponential")
+# Qwen3's chat template cut to what Flux2KleinPipeline renders (one user message, the generation prompt, thinking
+# off): "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n", as Qwen3's own
+QWEN3_CHAT_TEMPLATE = (
+    "{%- for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}"
+    "{%- endif %}{%- endif %}")
+QWEN3_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")
+
+
+def write_qwen_tokenizer(folder: Path):
+    """A byte-level Qwen2 tokenizer (transformers' Qwen2Tokenizer, the class Flux2KleinPipeline names
+    Qwen2TokenizerFast) with no merges: one token per byte, Qwen's specials after the 256 bytes, and the chat
+    template above; saved to `folder` (tokenizer.json, tokenizer_config.json with the template) and returned."""
+    from tokenizers import AddedToken
+    from transformers import Qwen2Tokenizer
+
+    from fsd2d.priors.random_sd import _byte_level_chars
+
+    chars = _byte_level_chars()
+    vocab = {c: i for i, c in enumerate(chars)} | {s: len(chars) + i for i, s in enumerate(QWEN3_SPECIALS)}
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], additional_special_tokens=list(QWEN3_SPECIALS[1:3]))
+    tokenizer.add_tokens([AddedToken(t, special=False) for t in QWEN3_SPECIALS[3:]])  # Qwen3's: one token each
+    tokenizer.chat_template = QWEN3_CHAT_TEMPLATE
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def build_random_flux2_klein(folder: Path, size: str = "tiny", seed: int = 0) -> Path:
+    """Save a deterministic random FLUX.2 klein base model (size "tiny": one double and one single stream block of
+    width 32 on 4-channel latents patchified 2 x 2 into 16-channel tokens, no guidance embedding; the Flux2 VAE of
+    factor 2 with random batch-norm statistics; a 28-layer Qwen3 causal LM of width 32, enough for the pipeline's
+    hidden layers 9, 18, 27, so the transformer reads 3 x 32 = 96-wide text tokens; the byte-level Qwen tokenizer
+    with a chat template) to `folder`: transformer/ vae/ text_encoder/ tokenizer/ scheduler/ and model_index.json
+    (Flux2KleinPipeline, is_distilled false: real CFG). Returns `folder`."""
+    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from fsd2d.priors.random_sd import save_text_encoder
+
+    if size != "tiny":
+        raise ValueError(f"unknown size {size!r}; allowed: tiny")
+    folder = Path(folder)
+    tokenizer = write_qwen_tokenizer(folder / "tokenizer")
+    torch.manual_seed(seed)
+    latent_channels, width, layers = 4, 32, 28
+    text_encoder = Qwen3ForCausalLM(Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=width, intermediate_size=64, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=1024,
+        tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None))
+    transformer = Flux2Transformer2DModel(
+        patch_size=1, in_channels=4 * latent_channels, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=3 * width, timestep_guidance_channels=32,
+        axes_dims_rope=(4, 4, 4, 4), guidance_embeds=False)
+    vae = AutoencoderKLFlux2(block_out_channels=(32, 64), in_channels=3, out_channels=3,
+                             latent_channels=latent_channels, norm_num_groups=8, layers_per_block=1,
+                             down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                             sample_size=16)
+    with torch.no_grad():  # the latents' batch-norm statistics (a trained VAE's; identity if left at 0 and 1)
+        vae.bn.running_mean.copy_(0.3 * torch.randn_like(vae.bn.running_mean))
+        vae.bn.running_var.copy_(0.5 + torch.rand_like(vae.bn.running_var))
+    transformer.save_pretrained(folder / "transformer", safe_serialization=True)
+    vae.save_pretrained(folder / "vae", safe_serialization=True)
+    save_text_encoder(folder / "text_encoder", text_encoder)
+    FlowMatchEulerDiscreteScheduler(**FLUX2_SCHEDULER).save_pretrained(folder / "scheduler")
+    index = {"_class_name": "Flux2KleinPipeline", "_diffusers_version": diffusers.__version__,
+             "is_distilled": False, "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+             "text_encoder": ["transformers", "Qwen3ForCausalLM"], "tokenizer": ["transformers", "Qwen2TokenizerFast"],
+             "transformer": ["diffusers", "Flux2Transformer2DModel"], "vae": ["diffusers", "AutoencoderKLFlux2"]}
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return folder

@@ -1,5 +1,5 @@
 """Today's backbones through the same command-line paths as Stable Diffusion: a tiny random folder of each layout
-(SD3, SDXL, FLUX.1-dev) runs 2 steps of compare-2d and of gen-3d, takes its backbone's 3D profile, and a damaged
+(SD3, SDXL, FLUX.1-dev, FLUX.2 klein) runs 2 steps of compare-2d and of gen-3d, takes its backbone's 3D profile, and a damaged
 folder is one error line with nothing written."""
 import json
 import shutil
@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from cli import app
 
-PROFILE = {"tiny_sd3_path": ("sd3", 100.0), "tiny_sdxl_path": ("sdxl", 71.0), "tiny_flux_path": ("flux", 3.5)}
+PROFILE = {"tiny_sd3_path": ("sd3", 100.0), "tiny_sdxl_path": ("sdxl", 71.0), "tiny_flux_path": ("flux", 3.5),
+           "tiny_flux2_klein_path": ("flux", 4.0)}
 
 
 def invoke(*args):
@@ -34,7 +35,8 @@ def test_compare_2d_and_gen_3d_run_on_each_layout(fixture, request, tmp_path):
 
 
 @pytest.mark.parametrize("fixture,part", [("tiny_sd3_path", "text_encoder_2"), ("tiny_sdxl_path", "unet"),
-                                          ("tiny_flux_path", "transformer")])
+                                          ("tiny_flux_path", "transformer"),
+                                          ("tiny_flux2_klein_path", "text_encoder")])
 def test_a_folder_missing_a_part_is_one_line_and_nothing_written(fixture, part, request, tmp_path):
     folder = shutil.copytree(request.getfixturevalue(fixture), tmp_path / "broken")
     shutil.rmtree(folder / part)
