@@ -285,12 +285,13 @@ def train_prior(
 def gen_3d(
     prompt: Annotated[str, typer.Option(help="Text prompt (`fsd prompts --model references` for the embedded prior).")] = "mushroom",
     negative_prompt: Annotated[Optional[str], typer.Option(
-        help="Negative prompt for CFG ('' = unconditional; default: the profile's, '' embedded and trained, the "
-             "authors' on SD and MVDream).")] = None,
+        help="Negative prompt for CFG ('' = unconditional; default: the profile's, '' embedded, trained and Flux, "
+             "the authors' on SD, SDXL and MVDream, RFDS' on SD3).")] = None,
     defaults: Annotated[Optional[str], typer.Option(
         "--defaults", help="Whose defaults fill the options not given: embedded (tuned on the 32 px embedded prior), "
-                           "sd or mvdream (DreamGaussian's and the authors' settings, fsd3d/backbones.py). Default: "
-                           "the model's (embedded for the embedded and trained models).")] = None,
+                           "sd or mvdream (DreamGaussian's and the authors' settings), sd3, sdxl or flux (RFDS' and "
+                           "the pipelines' settings; fsd3d/backbones.py). Default: the model's, read from its folder "
+                           "(embedded for the embedded and trained models).")] = None,
     method: Annotated[str, typer.Option(
         help="fsd (world-map noise, annealed t), sds (fresh noise, t uniform: DreamFusion), sds-annealed (fresh noise, "
              "annealed t: differs from fsd in the noise only), a noise function on fsd's annealed t: worldmap (= fsd), "

@@ -1,6 +1,6 @@
 """The one place a 3D run's settings are resolved, once per run, in this order:
 
-    1. the profile's defaults (fsd3d.backbones: embedded, sd, mvdream; `--defaults`, else the model's own, read from
+    1. the profile's defaults (fsd3d.backbones: embedded, sd, mvdream, sd3, sdxl, flux; `--defaults`, else the model's own, read from
        its folder without loading weights: `model_profile`);
     2. what a model trained here on the references' renders fixes whatever the profile (TRAINED_WORLD);
     3. the scene prior's own choices (cameras per step, shared cameras, densification strategy and threshold, CFG);
