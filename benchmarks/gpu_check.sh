@@ -18,12 +18,24 @@
 #                  its compute capability, MAX_JOBS=12), timed, then one tiny rasterization on CUDA;
 #   sd_build       at the same time: a random Stable Diffusion 2.1-base-sized model (4.7 GB) in a temp folder
 #   mvdream_build  at the same time: a random full-size MVDream (SD 2.1-base multi-view UNet, 256 px views)
+#   sd3_build      at the same time: a random SD3.5 medium-sized model (build_random_sd3 "sd35m", 5.7 GB: its
+#                  2.5 B-value transformer written in float16, what a CUDA run loads, 4.9 GB instead of 9.9 to write
+#                  and read twice; ~60 s on one busy CPU core, 45 of them the random initialisation)
 #   tests_cuda     pytest -m cuda tests;  tests_gsplat: pytest tests/fsd3d/test_renderer.py -k gsplat
 #   bench_render   benchmarks/bench_render.py
 #   bench3d_*      benchmarks/bench_3d_step.py --model SD21 --device cuda --resolution 512 --gaussians 20000
 #                  --cameras 1 --steps 30 --json, with 1 and 4 seeds, without and with --compile
 #   bench3d_mv_*   the same script on the random MVDream at 256 px, 1 camera (= one 4-view set) per seed and
 #                  step, 1 and 4 seeds: steps/s and peak GPU memory
+#   flow3d_sd35m_* the same script on the random SD3.5 medium at 512 px, 1 camera per seed and step (as the SD
+#                  rows), 1 and 4 seeds: steps/s and peak GPU memory, measured, not judged (named flow3d_, not
+#                  bench3d_: gpu_table.py judges every bench3d_ row against SD 2.1's targets); its rows are added
+#                  below gpu_table.py's table. Adds ~80 s: the build overlaps gsplat's; each benchmark loads 4.7 GB
+#                  (~15 s with the imports, as an SD row's ~10 s) and its steps cost ~4x SD 2.1's at 512 px (a 2.2 B
+#                  transformer on 1024 + 333 tokens against the 0.87 B UNet): ~30 s for 1 seed, ~50 s for 4, inside
+#                  the SD rows' 150 s limit each. Within the default budget the steps before it may leave it none:
+#                  FSD_GPU_CHECK_CONFIGS="1 4" FSD_GPU_CHECK_MV_CONFIGS="" leaves it room (memory in benchmarks/
+#                  bench_seed_memory.py's projection: 8.7 GiB for 1 seed, 17.6 for 4 at 2 views per seed)
 #   bench_outputs  benchmarks/bench_outputs.py (seconds to write one seed's outputs), where it exists
 #   gen3d          `fsd gen-3d`, 1 seed, 1 step, with its outputs, when 100 s of the budget are left
 # Every step writes $OUT/<step>.log ($OUT defaults to ./gpu_check_out); steps.tsv has status and seconds;
@@ -40,6 +52,8 @@
 #   FSD_GPU_CHECK_MODEL       reuse this random SD folder instead of building one (kept afterwards)
 #   FSD_GPU_CHECK_MVDREAM     reuse this random MVDream folder instead of building one (kept afterwards)
 #   FSD_GPU_CHECK_MV_CONFIGS  MVDream benchmark seed counts (default "1 4"; "" skips MVDream and its build)
+#   FSD_GPU_CHECK_SD3         reuse this random SD3.5 medium folder instead of building one (kept afterwards)
+#   FSD_GPU_CHECK_FLOW_CONFIGS  SD3.5 medium benchmark seed counts (default "1 4"; "" skips SD3.5 and its build)
 #   FSD_GPU_CHECK_SITE        where missing wheels are installed (default $TMPDIR/fsd_gpu_check_site)
 #   FSD_GPU_CHECK_BENCH3D     the 3D-step benchmark script (default benchmarks/bench_3d_step.py)
 #   FSD_GPU_CHECK_PACK=1      leave only summary.txt and gpu_check_logs.tar.gz in $OUT (for runners that
@@ -59,6 +73,8 @@ SITE=${FSD_GPU_CHECK_SITE:-${TMPDIR:-/tmp}/fsd_gpu_check_site}
 MODEL=${FSD_GPU_CHECK_MODEL:-}
 MVMODEL=${FSD_GPU_CHECK_MVDREAM:-}
 MV_CONFIGS=${FSD_GPU_CHECK_MV_CONFIGS-"1 4"}
+SD3MODEL=${FSD_GPU_CHECK_SD3:-}
+FLOW_CONFIGS=${FSD_GPU_CHECK_FLOW_CONFIGS-"1 4"}
 RESERVE_S=15   # kept for the table at the end
 MIN_STEP_S=20  # a step is skipped when less than this is left
 
@@ -79,10 +95,12 @@ fi
 if [[ $DRY == 1 ]]; then
     DEVICE=cpu SD_SIZE=tiny MV_SIZE=tiny RES=16 MV_RES=16 GAUSSIANS=200 STEPS=2 RENDER_ARGS=(--repeats 1 --threads 1)
     OUTPUTS_ARGS=(--repeats 1)
+    SD3_SIZE=tiny
     CONFIGS=${FSD_GPU_CHECK_CONFIGS:-"1 4"}
 else
     DEVICE=cuda SD_SIZE=sd21 MV_SIZE=full RES=512 MV_RES=256 GAUSSIANS=20000 STEPS=30 RENDER_ARGS=(--repeats 3)
     OUTPUTS_ARGS=(--repeats 3 --threads 4)
+    SD3_SIZE=sd35m
     CONFIGS=${FSD_GPU_CHECK_CONFIGS:-"1 4 1c 4c"}
     if ! "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
         echo "gpu_check: $PY sees no CUDA device (for a CPU plumbing run: FSD_GPU_CHECK_DRY=1)" >&2
@@ -215,6 +233,18 @@ t0 = time.perf_counter()
 build_random_mvdream(sys.argv[1], sys.argv[2])
 print(f"built a random {sys.argv[2]} MVDream model in {sys.argv[1]} in {time.perf_counter() - t0:.1f} s")
 '
+BUILD_SD3_PY='
+import sys, time
+import torch
+import fsd2d.priors.random_backbones as rb
+save_sd3 = rb.save_sd3
+def save_half(folder, transformer, *rest):  # the transformer in float16: what a CUDA run loads, half the bytes
+    return save_sd3(folder, transformer.to(torch.float16), *rest)
+rb.save_sd3 = save_half
+t0 = time.perf_counter()
+rb.build_random_sd3(sys.argv[1], sys.argv[2])
+print(f"built a random {sys.argv[2]} SD3 model in {sys.argv[1]} in {time.perf_counter() - t0:.1f} s")
+'
 gsplat_pid=
 if [[ $DRY == 1 ]]; then
     skip_step gsplat_build "dry run"
@@ -237,6 +267,16 @@ else
     run_step mvdream_build 240 env OMP_NUM_THREADS=4 "$PY" -c "$BUILD_MV_PY" "$MVMODEL" "$MV_SIZE" &
     mv_pid=$!
 fi
+sd3_pid=
+if [[ -z $FLOW_CONFIGS ]]; then
+    skip_step sd3_build "no SD3.5 configs"
+elif [[ -n $SD3MODEL && -f $SD3MODEL/model_index.json ]]; then
+    skip_step sd3_build "reusing $SD3MODEL"
+else
+    SD3MODEL=$WORK/sd3_$SD3_SIZE
+    run_step sd3_build 240 env OMP_NUM_THREADS=4 "$PY" -c "$BUILD_SD3_PY" "$SD3MODEL" "$SD3_SIZE" &
+    sd3_pid=$!
+fi
 if [[ -n $MODEL && -f $MODEL/model_index.json ]]; then
     skip_step sd_build "reusing $MODEL"
 else
@@ -246,6 +286,7 @@ else
 fi
 if [[ -n $gsplat_pid ]]; then wait "$gsplat_pid" || true; fi
 if [[ -n $mv_pid ]]; then wait "$mv_pid" || true; fi
+if [[ -n $sd3_pid ]]; then wait "$sd3_pid" || true; fi
 
 # ------------------------------------------------------------------------------------------------ tests
 IGNORE=()
@@ -276,6 +317,13 @@ for seeds in $MV_CONFIGS; do  # MVDream: 1 camera = one 4-view set per seed and 
     if [[ -s $OUT/$name.out ]]; then awk 'NF { last = $0 } END { print last }' "$OUT/$name.out" >"$OUT/$name.json"; fi
 done
 
+for seeds in $FLOW_CONFIGS; do  # SD3.5 medium: 1 camera per seed and step, as the SD rows
+    name=flow3d_sd35m_s$seeds
+    SPLIT=1 run_step "$name" 150 "$PY" "$BENCH3D" --model "$SD3MODEL" --device "$DEVICE" --resolution "$RES" \
+        --gaussians "$GAUSSIANS" --cameras 1 --seeds "$seeds" --steps "$STEPS" --json
+    if [[ -s $OUT/$name.out ]]; then awk 'NF { last = $0 } END { print last }' "$OUT/$name.out" >"$OUT/$name.json"; fi
+done
+
 if [[ -f benchmarks/bench_outputs.py ]]; then
     run_step bench_outputs 120 "$PY" benchmarks/bench_outputs.py --resolution "$RES" --device "$DEVICE" \
         "${OUTPUTS_ARGS[@]}"
@@ -289,8 +337,37 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------- table
+# The SD3.5 rows in gpu_table.py's columns, below its table: measured, not judged (target "-")
+FLOW_TABLE_PY='
+import math, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from gpu_table import outcome, read_bench, read_steps
+out, model = Path(sys.argv[2]), "sd35m"
+steps = read_steps(out)
+for seeds in sys.argv[3:]:
+    name = f"flow3d_{model}_s{seeds}"
+    data = read_bench(out / f"{name}.json")
+    compiled = "no" if data is None or not data["compile"] else "yes"
+    if data is None:
+        print(f"{model:>7} {seeds:>5} {compiled:>7}  no result: {outcome(steps.get(name), name)}")
+        continue
+    n = int(seeds)
+    ms, seq = float(data["batched_ms_per_step"]), float(data["sequential_ms_per_step"])
+    sps = 1000.0 / ms if ms > 0 else math.nan
+    split = "/".join(f"{float(data[k]):.1f}" for k in ("render_ms", "prior_ms", "rest_ms"))
+    peak = math.nan if data.get("peak_gib") is None else float(data["peak_gib"])
+    ratio = seq / ms if ms > 0 else math.nan
+    print(f"{model:>7} {n:>5} {compiled:>7} {ms:>10.1f} {sps:>8.1f} {n * sps:>12.1f} {seq:>8.1f} {ratio:>7.2f} "
+          f"{split:>20} {peak:>8.2f}  -")
+'
 echo $(($(date +%s) - START)) >"$OUT/wall_s.txt"
 "$PY" benchmarks/gpu_table.py "$OUT" | tee "$OUT/summary.txt" || echo "gpu_table.py failed; see $OUT/steps.tsv"
+if [[ -n $FLOW_CONFIGS ]]; then
+    # shellcheck disable=SC2086  # one argument per seed count
+    "$PY" -c "$FLOW_TABLE_PY" "$ROOT/benchmarks" "$OUT" $FLOW_CONFIGS | tee -a "$OUT/summary.txt" \
+        || echo "the SD3.5 rows failed; see $OUT/steps.tsv"
+fi
 failed=0
 if cut -f2 "$OUT/steps.tsv" | grep -qE '^(FAIL|TIMEOUT)$'; then failed=1; fi
 if [[ ${FSD_GPU_CHECK_PACK:-0} == 1 ]]; then
