@@ -1,10 +1,11 @@
-"""Seconds per training step of `fsd train-prior` (VAE and UNet stages) for each dataset, and the projected time
-of a default run (the shipped models' settings), on this machine.
+"""Seconds per training step of `fsd train-prior` (VAE and denoiser stages) for each dataset and arch, and the
+projected time of a default run (the shipped models' settings), on this machine.
 
     python benchmarks/bench_train_prior.py --threads 1 [--steps 20] [--json]
 
-Prints one row per dataset: parameters, VAE s/step (batch 32), UNet s/step (batch 64), the default run's
-projection (1500 VAE + 8000 UNet steps) and, for the objects datasets, the seconds to render the camera pool.
+Prints one row per (dataset, arch): parameters, VAE s/step (batch 32), denoiser (UNet; SD3: transformer) s/step
+(batch 64), the default run's projection (its arch's VAE and denoiser steps, fsdtrain.train.ARCH_DEFAULTS) and,
+for the objects datasets, the seconds to render the camera pool.
 """
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ import torch
 from fsdtrain import models
 from fsdtrain.datasets import Dataset, build_dataset
 from fsdtrain.datasets import ObjectPool
-from fsdtrain.train import (DEFAULT_POOL, CaptionEncoder, TrainPriorConfig, build_networks, latents, sample_latents,
-                            unet_loss, vae_loss)
-from fsd2d.schedule import scaled_linear_schedule
+from fsdtrain.models import Arch
+from fsdtrain.train import (DEFAULT_POOL, TrainPriorConfig, build_networks, caption_encoder, flow_loss, latents,
+                            sample_latents, unet_loss, vae_loss)
+from fsd2d.schedule import flow_schedule, scaled_linear_schedule
 
 
 def time_steps(step, n: int) -> float:
@@ -31,8 +33,8 @@ def time_steps(step, n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
-def bench(dataset: Dataset, steps: int) -> dict:
-    config = TrainPriorConfig(dataset)
+def bench(dataset: Dataset, arch: Arch, steps: int) -> dict:
+    config = TrainPriorConfig(dataset, arch=arch)
     tokenizer, text, vae, unet = build_networks(config)
     start = time.perf_counter()
     pool = 16 if dataset is not Dataset.IMAGESET else 0
@@ -49,7 +51,8 @@ def bench(dataset: Dataset, steps: int) -> dict:
         loss.backward()
         vae_opt.step()
 
-    captions, schedule = CaptionEncoder(tokenizer, text), scaled_linear_schedule()
+    captions = caption_encoder(config, tokenizer, text)
+    schedule = flow_schedule(shift=models.SD3_FLOW_SHIFT) if config.flow else scaled_linear_schedule()
 
     pool_latents = None  # the objects' pool is encoded once, as the trainer does (fsdtrain.train)
     if isinstance(data, ObjectPool):
@@ -62,13 +65,16 @@ def bench(dataset: Dataset, steps: int) -> dict:
         z0, b = sample_latents(data, pool_latents, vae, state, config)
         ctx = captions(b.captions).repeat_interleave(v, 0)
         cams = None if b.cameras is None else b.cameras.flatten(0, 1)
-        loss = unet_loss(unet, z0, ctx, cams, v, gen, schedule)
+        if config.flow:
+            loss = flow_loss(unet, z0, ctx, gen, schedule)
+        else:
+            loss = unet_loss(unet, z0, ctx, cams, v, gen, schedule)
         unet_opt.zero_grad()
         loss.backward()
         unet_opt.step()
 
     vae_s, unet_s = time_steps(vae_step, steps), time_steps(unet_step, steps)
-    return {"dataset": dataset.value, "unet_parameters": models.parameters(unet),
+    return {"dataset": dataset.value, "arch": arch.value, "unet_parameters": models.parameters(unet),
             "vae_parameters": models.parameters(vae), "vae_s_per_step": vae_s, "unet_s_per_step": unet_s,
             "pool_render_s": render_s,
             "default_run_min": (config.vae_steps * vae_s + config.steps * unet_s + render_s) / 60}
@@ -81,16 +87,18 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = [bench(d, args.steps) for d in Dataset]
+    runs = [(d, Arch.SD) for d in Dataset] + [(d, Arch.SD3) for d in (Dataset.IMAGESET, Dataset.OBJECTS)]
+    rows = [bench(d, arch, args.steps) for d, arch in runs]
     if args.json:
         print(json.dumps(rows))
         return
     print(f"threads {args.threads}")
-    print(f"{'dataset':<11} {'UNet params':>11} {'VAE params':>10} {'VAE s/step':>10} {'UNet s/step':>11} "
-          f"{'pool s':>7} {'default run (min)':>17}")
+    print(f"{'dataset':<11} {'arch':<4} {'denoiser params':>15} {'VAE params':>10} {'VAE s/step':>10} "
+          f"{'denoiser s/step':>15} {'pool s':>7} {'default run (min)':>17}")
     for r in rows:
-        print(f"{r['dataset']:<11} {r['unet_parameters']:>11,} {r['vae_parameters']:>10,} {r['vae_s_per_step']:>10.3f} "
-              f"{r['unet_s_per_step']:>11.3f} {r['pool_render_s']:>7.0f} {r['default_run_min']:>17.1f}")
+        print(f"{r['dataset']:<11} {r['arch']:<4} {r['unet_parameters']:>15,} {r['vae_parameters']:>10,} "
+              f"{r['vae_s_per_step']:>10.3f} "
+              f"{r['unet_s_per_step']:>15.3f} {r['pool_render_s']:>7.0f} {r['default_run_min']:>17.1f}")
 
 
 if __name__ == "__main__":
