@@ -243,10 +243,10 @@ def train_prior(
                                                        "(sd3: 6000).")] = None,
     vae_steps: Annotated[Optional[int], typer.Option(help="VAE training steps (first stage); default 1500 (sd3: "
                                                           "1000).")] = None,
-    batch: Annotated[int, typer.Option(help="Images (views) per UNet step.")] = 64,
+    batch: Annotated[Optional[int], typer.Option(help="Images (views) per denoiser step; default 64 (sd3: 32).")] = None,
     vae_batch: Annotated[int, typer.Option(help="Images per VAE step.")] = 32,
     lr: Annotated[Optional[float], typer.Option(help="Denoiser AdamW peak learning rate (warm-up, cosine decay to "
-                                                     "10 %); default 5e-4 (sd3: 1e-3).")] = None,
+                                                     "10 %); default 5e-4 (sd3: 7e-4).")] = None,
     vae_lr: Annotated[float, typer.Option(help="VAE AdamW peak learning rate.")] = 1e-3,
     prompt_dropout: Annotated[float, typer.Option(help="Probability that a caption is replaced by '' (CFG's "
                                                        "unconditional model).")] = 0.1,

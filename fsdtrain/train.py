@@ -63,10 +63,11 @@ DEFAULT_POOL = {Dataset.OBJECTS: 2048, Dataset.OBJECTS_MV: 512}  # cameras (4-vi
 SAMPLE_SEEDS = 8  # DDIM samples per prompt in samples.png
 SAMPLE_STEPS = 50
 SAMPLE_CFG = 3.0
-# The settings that make the shipped models, per arch. SD3's transformer step costs 0.36 s (the UNet's 0.17 s) on our
-# 2-core machine with one thread: fewer, larger steps keep its training under an hour (docs/guides/train-prior.md).
-ARCH_DEFAULTS = {Arch.SD: {"steps": 8000, "vae_steps": 1500, "lr": 5e-4},
-                 Arch.SD3: {"steps": 6000, "vae_steps": 1000, "lr": 1e-3}}
+# The settings that make the shipped models, per arch. SD3's transformer step at batch 64 costs 0.58 s on imageset
+# (0.36 s of it the transformer; the UNet's whole step 0.17 s) on our 2-core machine with one thread: batch 32 and
+# fewer VAE steps keep its training under an hour (docs/guides/train-prior.md, benchmarks/bench_train_prior.py).
+ARCH_DEFAULTS = {Arch.SD: {"steps": 8000, "vae_steps": 1500, "lr": 5e-4, "batch": 64},
+                 Arch.SD3: {"steps": 6000, "vae_steps": 1000, "lr": 7e-4, "batch": 32}}
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class TrainPriorConfig:
     dataset: Dataset
     steps: int | None = None  # denoiser steps (stage 2); None: the arch's (ARCH_DEFAULTS)
     vae_steps: int | None = None  # VAE steps (stage 1); None: the arch's
-    batch: int = 64  # images (views) per UNet step: 16 sets of 4 for objects-mv
+    batch: int | None = None  # images (views) per denoiser step (objects-mv: 16 sets of 4); None: the arch's
     vae_batch: int = 32  # images per VAE step
     lr: float | None = None  # the denoiser's peak learning rate; None: the arch's
     vae_lr: float = 1e-3
