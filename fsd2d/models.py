@@ -9,6 +9,8 @@ prompt list, read by `fsd prompts`, fsd2d.priors.load (load_prior, check_prompts
     tiny-sd            2d          trained   imageset    Stable Diffusion trained here on the pictures' crops
     tiny-sd-objects    2d          trained   references  Stable Diffusion trained here on the references' renders
     tiny-mvdream       multi-view  trained   references  MVDream trained here on 4-view sets of the references
+    tiny-sd3           2d          trained   imageset    Stable Diffusion 3 (rectified flow) trained here on the crops
+    tiny-sd3-objects   2d          trained   references  Stable Diffusion 3 (rectified flow) trained on the renders
 
 `kind` says what one sample is (one image; a view-conditioned scene prior; 4 views); `world` what the model knows
 (the card's "world" of fsd2d.priors.trained): the 2D pictures, used by the 2D studies, or the 3D references, used by
@@ -143,6 +145,10 @@ MODELS: tuple[ModelInfo, ...] = (
               "Stable Diffusion trained here on the references' renders (captions with view suffixes)"),
     ModelInfo(TrainedModel.TINY_MVDREAM.value, ModelKind.MULTI_VIEW, Source.TRAINED, REFERENCES_WORLD,
               "MVDream trained here on 4-view sets of the references"),
+    ModelInfo(TrainedModel.TINY_SD3.value, ModelKind.IMAGE, Source.TRAINED, IMAGESET_WORLD,
+              "Stable Diffusion 3 (rectified flow) trained here on the pictures' crops"),
+    ModelInfo(TrainedModel.TINY_SD3_OBJECTS.value, ModelKind.IMAGE, Source.TRAINED, REFERENCES_WORLD,
+              "Stable Diffusion 3 (rectified flow) trained here on the references' renders"),
 )
 
 

@@ -1,7 +1,7 @@
 """The trained tiny models shipped in the package, by name (registered in fsd2d.models), and the model card every
 trained folder carries.
 
-`fsd train-prior` (fsdtrain) trains small Stable Diffusion and MVDream models here, on 2 CPU cores, on the
+`fsd train-prior` (fsdtrain) trains small Stable Diffusion, MVDream and Stable Diffusion 3 models here, on 2 CPU cores, on the
 embedded worlds, and writes them in the diffusers layout (Stable Diffusion) or MVDream's published layout, so
 they load through the same `--model PATH` code as any real model, with no special case. Beside the weights it
 writes `fsd_model.json`, the model card:
@@ -39,6 +39,8 @@ class TrainedModel(str, enum.Enum):
     TINY_SD = "tiny-sd"  # Stable Diffusion layout, trained on `imageset` (crops of the 8 pictures): 2D
     TINY_SD_OBJECTS = "tiny-sd-objects"  # Stable Diffusion layout, trained on `objects` (reference renders): 3D
     TINY_MVDREAM = "tiny-mvdream"  # MVDream layout, trained on `objects-mv` (4-view sets of the references): 3D
+    TINY_SD3 = "tiny-sd3"  # Stable Diffusion 3 layout (rectified flow), trained on `imageset`: 2D
+    TINY_SD3_OBJECTS = "tiny-sd3-objects"  # Stable Diffusion 3 layout, trained on `objects`: 3D
 
 
 def trained_folder(name: str) -> Path | None:

@@ -28,7 +28,7 @@ def prompts_error(model: str) -> str:
 
 
 def test_the_registry_lists_each_name_once_from_its_enums():
-    assert len(set(NAMES)) == len(NAMES) == 7
+    assert len(set(NAMES)) == len(NAMES) == 9
     assert model_names(Source.EMBEDDED) == [b.value for b in BuiltinPrior]
     assert model_names(Source.TRAINED) == [m.value for m in TrainedModel]
     shipped = sorted(p.name for p in TRAINED_DIR.iterdir() if (p / CARD).is_file())
@@ -40,9 +40,10 @@ def test_the_kinds_and_worlds_are_right():
     kinds = {m.name: m.kind for m in MODELS}
     assert kinds == {"imageset": ModelKind.IMAGE, "patches": ModelKind.IMAGE, "references": ModelKind.SCENE,
                      "references-local": ModelKind.SCENE, "tiny-sd": ModelKind.IMAGE,
-                     "tiny-sd-objects": ModelKind.IMAGE, "tiny-mvdream": ModelKind.MULTI_VIEW}
+                     "tiny-sd-objects": ModelKind.IMAGE, "tiny-mvdream": ModelKind.MULTI_VIEW,
+                     "tiny-sd3": ModelKind.IMAGE, "tiny-sd3-objects": ModelKind.IMAGE}
     assert [m.kind.value for m in MODELS[:3]] == ["2d", "2d", "3d"] and model_info("tiny-mvdream").kind == "multi-view"
-    assert [m.name for m in MODELS if m.dimension == "2D"] == ["imageset", "patches", "tiny-sd"]
+    assert [m.name for m in MODELS if m.dimension == "2D"] == ["imageset", "patches", "tiny-sd", "tiny-sd3"]
     for name in model_names(Source.TRAINED):  # the registry agrees with each shipped card
         info, card = model_info(name), read_card(TRAINED_DIR / name)
         assert card["world"] == info.world and (card["views"] == 4) == (info.kind is ModelKind.MULTI_VIEW), name

@@ -35,7 +35,9 @@ def one_error_line(res) -> str:
 def test_shipped_model_matches_its_card_and_fits_the_budget(name):
     folder = trained_folder(name)
     card = read_card(folder)  # every file against its sha256
-    assert card["dataset"] == {"tiny-sd": "imageset", "tiny-sd-objects": "objects", "tiny-mvdream": "objects-mv"}[name]
+    assert card["dataset"] == {"tiny-sd": "imageset", "tiny-sd-objects": "objects", "tiny-mvdream": "objects-mv",
+                               "tiny-sd3": "imageset", "tiny-sd3-objects": "objects"}[name]
+    assert card.get("arch", "sd") == ("sd3" if name.startswith("tiny-sd3") else "sd")
     assert card["files"] and all((folder / f).is_file() for f in card["files"])
     assert not (folder / ".train").exists()  # no training leftovers shipped
     total = sum(p.stat().st_size for m in TRAINED for p in trained_folder(m).rglob("*") if p.is_file())
@@ -71,10 +73,12 @@ def assert_runs_with_plain_diffusers(folder: Path) -> None:
         assert ctx.isfinite().all() and image.shape == (1, 3, 32, 32) and image.isfinite().all()
         return
     pipe = getattr(diffusers, name).from_pretrained(folder)  # exactly the docs' call: no dtype
-    assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.float32
+    denoiser = pipe.transformer if hasattr(pipe, "transformer") else pipe.unet
+    assert denoiser.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.float32
     pipe.set_progress_bar_config(disable=True)
+    extra = {"max_sequence_length": read_card(folder)["max_sequence_length"]} if hasattr(pipe, "transformer") else {}
     images = pipe(caption, height=32, width=32, num_inference_steps=2, output_type="np",
-                  generator=torch.Generator().manual_seed(0)).images
+                  generator=torch.Generator().manual_seed(0), **extra).images
     assert images.shape == (1, 32, 32, 3) and np.isfinite(images).all()
 
 
@@ -97,20 +101,24 @@ def test_shipped_files_are_what_the_writer_writes_from_their_weights(tmp_path, n
     from fsdtrain.train import TrainPriorConfig, caption_encoder
 
     folder, half = trained_folder(name), {"torch_dtype": torch.float16}
+    card = read_card(folder)
+    out = tmp_path / name
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **half)
     tokenizer = write_tokenizer(tmp_path / "tokenizer")
     # as training leaves it: tokenizer.json records the padding and truncation of the tokenizer's last call
     caption_encoder(TrainPriorConfig(Dataset.IMAGESET), tokenizer, lambda ids: SimpleNamespace(last_hidden_state=ids))([""])
-    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **half)
-    text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=torch.float16)
-    out = tmp_path / name
-    if read_card(folder)["views"] > 1:
+    if card.get("arch") == "sd3":
+        write_sd3_again(folder, out, vae, tmp_path)
+    elif card["views"] > 1:
+        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=torch.float16)
         save_mvdream(out, load_unet(folder / "unet", torch.device("cpu"), torch.float16), vae, text_encoder,
                      tokenizer, ddim_scheduler())
     else:
+        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=torch.float16)
         unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **half)
         save_stable_diffusion(out, unet, vae, text_encoder, tokenizer, ddim_scheduler())
     versions = ("transformers_version", "_diffusers_version", "_name_or_path")  # the last: from from_pretrained
-    for rel in read_card(folder)["files"]:
+    for rel in card["files"]:
         if rel == "samples.png":
             continue
         ours, shipped = out / rel, folder / rel
@@ -121,6 +129,27 @@ def test_shipped_files_are_what_the_writer_writes_from_their_weights(tmp_path, n
         else:
             assert ours.read_bytes() == shipped.read_bytes(), rel
     assert json.loads((folder / "text_encoder" / "config.json").read_text())["dtype"] == "float32"
+
+
+def write_sd3_again(folder: Path, out: Path, vae, tmp_path: Path) -> None:
+    """fsdtrain's SD3 writer (random_backbones.save_sd3) applied to a shipped SD3-layout model's weights, with the
+    tokenizer as training leaves it (its last call: the T5 slot's, SD3_T5_TOKENS tokens)."""
+    from diffusers import SD3Transformer2DModel
+    from transformers import CLIPTextModelWithProjection, T5EncoderModel
+
+    from fsd2d.priors.random_backbones import flow_scheduler, save_sd3
+    from fsd2d.priors.random_sd import write_tokenizer
+    from fsdtrain import models
+
+    tokenizer = write_tokenizer(tmp_path / "tokenizer", models.SD3_CLIP_TOKENS)
+    tokenizer("", padding="max_length", max_length=models.SD3_T5_TOKENS, truncation=True, add_special_tokens=True,
+              return_tensors="pt")
+    # cast as training casts (module.to(float16)): from_pretrained keeps T5's `wo` layers in float32
+    transformer = SD3Transformer2DModel.from_pretrained(folder, subfolder="transformer").to(torch.float16)
+    encoders = tuple(cls.from_pretrained(folder, subfolder=sub).to(torch.float16) for cls, sub in (
+        (CLIPTextModelWithProjection, "text_encoder"), (CLIPTextModelWithProjection, "text_encoder_2"),
+        (T5EncoderModel, "text_encoder_3")))
+    save_sd3(out, transformer, vae, encoders, tokenizer, flow_scheduler(models.SD3_FLOW_SHIFT))
 
 
 def test_stable_diffusion_names_load_through_diffusers_unchanged():
@@ -165,9 +194,10 @@ def test_prompts_lists_a_trained_model_and_unknown_prompts_are_refused(tmp_path)
     assert "trained on 2D imageset" in line and not (tmp_path / "g").exists()
 
 
-def test_compare_2d_runs_on_tiny_sd_and_scores_pictures(tmp_path):
+@pytest.mark.parametrize("name", ["tiny-sd", "tiny-sd3"])
+def test_compare_2d_runs_on_tiny_sd_and_scores_pictures(tmp_path, name):
     out = tmp_path / "c"
-    res = runner.invoke(app, ["compare-2d", "--model", "tiny-sd", "--prompt", "brick", "--steps", "10", "--seeds",
+    res = runner.invoke(app, ["compare-2d", "--model", name, "--prompt", "brick", "--steps", "10", "--seeds",
                               "0,1", "--methods", "ddim,fsd,sds", "--cfg", "3", "--no-progress", "--out", str(out)])
     assert res.exit_code == 0, res.output
     m = json.loads((out / "metrics.json").read_text())
@@ -179,7 +209,7 @@ def test_compare_2d_runs_on_tiny_sd_and_scores_pictures(tmp_path):
     assert (out / "grid.png").is_file()
 
 
-@pytest.mark.parametrize("name, cameras", [("tiny-sd-objects", 2), ("tiny-mvdream", 1)])
+@pytest.mark.parametrize("name, cameras", [("tiny-sd-objects", 2), ("tiny-mvdream", 1), ("tiny-sd3-objects", 2)])
 def test_gen_3d_runs_on_the_trained_objects_models_with_ground_truth(tmp_path, name, cameras):
     out = tmp_path / "g"
     res = runner.invoke(app, ["gen-3d", "--model", name, "--prompt", "mushroom", "--steps", "4", "--seeds", "0,1",
@@ -223,14 +253,16 @@ def test_a_damaged_or_altered_model_is_one_error_line_and_nothing_written(tmp_pa
 
 
 # ------------------------------------------------------------------------------------------ Proposition 1
-def test_proposition_1_on_the_trained_network_in_float64():
-    """fsd-exact = DDIM on tiny-sd (float64 on the CPU), as on the exact prior: to 1e-10 relative."""
+@pytest.mark.parametrize("name", ["tiny-sd", "tiny-sd3"])
+def test_proposition_1_on_the_trained_network_in_float64(name):
+    """fsd-exact = DDIM on tiny-sd and on the rectified-flow tiny-sd3 (where DDIM is the Euler sampler), float64 on
+    the CPU, as on the exact prior: to 1e-10 relative."""
     from fsd2d.guidance import Guidance
     from fsd2d.priors.load import load_prior
     from fsd2d.sampling import DistillConfig, Method, ddim_sample, distill, initial_noise
     from fsd2d.schedule import timesteps
 
-    prior = load_prior("tiny-sd", "cpu", "float64")
+    prior = load_prior(name, "cpu", "float64")
     assert prior.dtype == torch.float64
     g = Guidance.from_prompts(prior, "astronaut", "", 3.0)
     seeds, steps = (0, 1, 2), 30
@@ -246,16 +278,19 @@ def test_proposition_1_on_the_trained_network_in_float64():
 SMALL = dict(steps=6, vae_steps=4, batch=8, vae_batch=8, checkpoint_every=2, pool=4, warmup=2)
 
 
-def test_a_few_training_steps_lower_the_loss(tmp_path, monkeypatch):
+@pytest.mark.parametrize("arch", ["sd", "sd3"])
+def test_a_few_training_steps_lower_the_loss(tmp_path, monkeypatch, arch):
     import fsdtrain.train as training
     from fsdtrain.datasets import Dataset
+    from fsdtrain.models import Arch
     from fsdtrain.train import TrainPriorConfig, train_prior
 
     monkeypatch.setattr(training, "LOG_EVERY", 10)
     monkeypatch.setattr(training, "SAMPLE_SEEDS", 1)
-    config = TrainPriorConfig(Dataset.IMAGESET, steps=60, vae_steps=60, batch=16, vae_batch=16, warmup=5, lr=2e-3)
+    config = TrainPriorConfig(Dataset.IMAGESET, steps=60, vae_steps=60, batch=16, vae_batch=16, warmup=5, lr=2e-3,
+                              arch=Arch(arch))
     card = train_prior(config, tmp_path / "m")
-    for stage in ("vae", "unet"):
+    for stage in ("vae", "unet" if arch == "sd" else "transformer"):
         loss = card["training"]["loss"][stage]
         assert len(loss) == 6 and loss[-1] < 0.8 * loss[0], (stage, loss)
     assert read_card(tmp_path / "m")["files"] == card["files"]
@@ -265,6 +300,7 @@ KILLER = """
 import os, signal, sys
 from pathlib import Path
 from fsdtrain.datasets import Dataset
+from fsdtrain.models import Arch
 from fsdtrain.train import TrainPriorConfig, train_prior
 import fsdtrain.train as training
 training.SAMPLE_SEEDS = 1
@@ -273,32 +309,35 @@ def kill(state):
     if state.stage == "unet" and state.step == 3:  # one step after the UNet's checkpoint at step 2
         os.kill(os.getpid(), signal.SIGKILL)
 
-train_prior(TrainPriorConfig(Dataset(sys.argv[1]), **{small}), Path(sys.argv[2]), callback=kill)
+train_prior(TrainPriorConfig(Dataset(sys.argv[1]), **{small}, arch=Arch(sys.argv[3])), Path(sys.argv[2]),
+            callback=kill)
 """
 
 
-@pytest.mark.parametrize("dataset", ["objects", "objects-mv"])
-def test_train_prior_killed_with_sigkill_resumes_to_the_same_bits(tmp_path, monkeypatch, dataset):
+@pytest.mark.parametrize("dataset, arch", [("objects", "sd"), ("objects-mv", "sd"), ("objects", "sd3")])
+def test_train_prior_killed_with_sigkill_resumes_to_the_same_bits(tmp_path, monkeypatch, dataset, arch):
     import fsdtrain.train as training
     from fsdtrain.datasets import Dataset
+    from fsdtrain.models import Arch
     from fsdtrain.train import TrainPriorConfig, train_prior
 
     monkeypatch.setattr(training, "SAMPLE_SEEDS", 1)
-    config = TrainPriorConfig(Dataset(dataset), **SMALL)
+    config = TrainPriorConfig(Dataset(dataset), **SMALL, arch=Arch(arch))
     whole = train_prior(config, tmp_path / "whole")
     killed = tmp_path / "killed"
-    proc = subprocess.run([sys.executable, "-c", KILLER.replace("{small}", repr(SMALL)), dataset, str(killed)],
+    proc = subprocess.run([sys.executable, "-c", KILLER.replace("{small}", repr(SMALL)), dataset, str(killed), arch],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == -9, proc.stderr[-2000:]  # really killed (SIGKILL), after a checkpoint
     ckpt = torch.load(killed / ".train" / "checkpoint.pt", weights_only=True)
     assert (ckpt["stage"], ckpt["step"]) == ("unet", 2)
-    res = runner.invoke(app, ["train-prior", dataset, "--out", str(killed), "--steps", "6", "--vae-steps", "4"])
+    res = runner.invoke(app, ["train-prior", dataset, "--out", str(killed), "--steps", "6", "--vae-steps", "4",
+                              "--arch", arch])
     assert res.exit_code == 2 and "--resume" in res.stderr  # an existing checkpoint is never dropped silently
     resumed = train_prior(config, killed, resume=True)
     assert resumed["files"] == whole["files"]  # every file, weights and samples, bit for bit
     assert resumed["training"]["loss"] == whole["training"]["loss"]  # and the loss log
     assert not (killed / ".train").exists()
-    assert_runs_with_plain_diffusers(killed)  # what train-prior writes loads plainly (objects, objects-mv)
+    assert_runs_with_plain_diffusers(killed)  # what train-prior writes loads plainly (objects, objects-mv, sd3)
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -309,6 +348,8 @@ def test_train_prior_killed_with_sigkill_resumes_to_the_same_bits(tmp_path, monk
     (["imageset", "--prompt-dropout", "1"], "prompt-dropout must be in [0, 1)"),
     (["objects", "--pool", "0"], "pool must be in [1, 100000]"),
     (["imageset", "--threads", "0"], "threads must be an integer"),
+    (["objects-mv", "--arch", "sd3"], "--arch sd3 takes imageset or objects"),
+    (["imageset", "--arch", "sd4"], "allowed: sd, sd3"),
 ])
 def test_train_prior_bad_input_is_one_line_and_writes_nothing(tmp_path, args, needle):
     out = tmp_path / "m"
