@@ -443,6 +443,14 @@ def load_parts(model: str, source: str, local: bool, parts: dict[str, type], dty
     return out
 
 
+def text_placement(device: torch.device, dtype: torch.dtype,
+                   text_device: str | torch.device | None) -> tuple[torch.device, torch.dtype]:
+    """(device, dtype) of a prior's text encoders: the denoiser's by default; on another device (`text_device`
+    "cpu" beside a GPU run, keeping T5 and kin off the GPU) in float32."""
+    text_dev = torch.device(text_device) if text_device is not None else device
+    return text_dev, (dtype if text_dev.type == device.type else torch.float32)
+
+
 def scheduler_config_of(model: str, source: str, local: bool) -> dict:
     """The scheduler config of a diffusers folder (or hub id) as a dict (with its `_class_name`)."""
     common = dict(local_files_only=local or _hub_offline())

@@ -47,6 +47,7 @@ from fsd2d.priors.diffusers_prior import (
     locate_model,
     pack_cond,
     scheduler_config_of,
+    text_placement,
     unpack_cond,
 )
 from fsd2d.priors.sd3 import EncoderCache, SD3Prior
@@ -92,7 +93,7 @@ class FluxPrior(LatentPrior):
         self.embeds_guidance = self.guidance_input and not self.true_cfg  # predict_eps passes the scale (docstring)
         self.embedded_guidance: float | None = float(embedded_guidance) if self.guidance_input else None
         self.prompts = EncoderCache()
-        self._ids: dict[tuple[int, int], torch.Tensor] = {}
+        self._ids: dict[tuple, torch.Tensor] = {}  # position ids per shape (_image_ids, _text_ids)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -127,9 +128,15 @@ class FluxPrior(LatentPrior):
             embedded = torch.full((b,), value, device=self.device, dtype=self.dtype)
         v = self._unet(hidden_states=pack_latents(x_t.to(self.dtype)), timestep=sigma, guidance=embedded,
                        pooled_projections=pooled, encoder_hidden_states=tokens,
-                       txt_ids=torch.zeros(tokens.shape[1], 3, device=self.device, dtype=self.dtype),
+                       txt_ids=self._text_ids(tokens.shape[1]),
                        img_ids=self._image_ids(h, w)).sample
         return self._as_eps(unpack_latents(v, h, w).to(x_t.dtype), x_t, t)
+
+    def _text_ids(self, length: int) -> torch.Tensor:
+        """The text tokens' position ids (zeros [length, 3], the pipeline's text_ids), made once per length."""
+        if ("text", length) not in self._ids:
+            self._ids[("text", length)] = torch.zeros(length, 3, device=self.device, dtype=self.dtype)
+        return self._ids[("text", length)]
 
     def _image_ids(self, h: int, w: int) -> torch.Tensor:
         """The packed tokens' position ids for an h x w latent, made once per shape."""
@@ -192,8 +199,7 @@ def load_flux(model: str, device: str | torch.device = "cpu", dtype: torch.dtype
     dtype = _pick_dtype(device, torch.bfloat16 if dtype is None and device.type == "cuda" else dtype)
     check_resolution(resolution, FluxPrior.model_label)
     model, source, local = locate_model(model, COMPONENTS, WEIGHTED)
-    text_dev = torch.device(text_device) if text_device is not None else device
-    text_dtype = dtype if text_dev.type == device.type else torch.float32
+    text_dev, text_dtype = text_placement(device, dtype, text_device)
     parts = load_parts(model, source, local, {"transformer": FluxTransformer2DModel, "vae": AutoencoderKL}, dtype)
     text = load_parts(model, source, local, {"text_encoder": CLIPTextModel, "text_encoder_2": T5EncoderModel,
                                              "tokenizer": AutoTokenizer, "tokenizer_2": AutoTokenizer}, text_dtype)

@@ -61,6 +61,7 @@ from fsd2d.priors.diffusers_prior import (
     locate_model,
     quiet_libraries,
     scheduler_config_of,
+    text_placement,
 )
 from fsd2d.priors.sd3 import EncoderCache, SD3Prior
 from fsd2d.schedule import Prediction, flow_schedule
@@ -285,8 +286,7 @@ def load_flux2_klein(model: str, device: str | torch.device = "cpu", dtype: torc
     dtype = _pick_dtype(device, torch.bfloat16 if dtype is None and device.type == "cuda" else dtype)
     check_resolution(resolution, Flux2KleinPrior.model_label)
     model, source, local = locate_model(model, COMPONENTS, WEIGHTED)
-    text_dev = torch.device(text_device) if text_device is not None else device
-    text_dtype = dtype if text_dev.type == device.type else torch.float32
+    text_dev, text_dtype = text_placement(device, dtype, text_device)
     parts = load_parts(model, source, local, {"transformer": Flux2Transformer2DModel, "vae": AutoencoderKLFlux2},
                        dtype)
     text = load_parts(model, source, local, {"text_encoder": Qwen3ForCausalLM, "tokenizer": AutoTokenizer},

@@ -35,6 +35,7 @@ from fsd2d.priors.diffusers_prior import (
     locate_model,
     pack_cond,
     scheduler_config_of,
+    text_placement,
     unpack_cond,
 )
 from fsd2d.schedule import Prediction
@@ -159,8 +160,7 @@ def load_sd3(model: str, device: str | torch.device = "cpu", dtype: torch.dtype 
     check_resolution(resolution, SD3Prior.model_label)
     model, source, local = locate_model(model, COMPONENTS, WEIGHTED)
     use_t5 = t5 and (has_t5(Path(source)) if Path(source).is_dir() else True)
-    text_dev = torch.device(text_device) if text_device is not None else device
-    text_dtype = dtype if text_dev.type == device.type else torch.float32
+    text_dev, text_dtype = text_placement(device, dtype, text_device)
     parts = load_parts(model, source, local, {"transformer": SD3Transformer2DModel, "vae": AutoencoderKL}, dtype)
     texts = {"text_encoder": CLIPTextModelWithProjection, "text_encoder_2": CLIPTextModelWithProjection,
              "tokenizer": AutoTokenizer, "tokenizer_2": AutoTokenizer}

@@ -50,6 +50,7 @@ from fsd2d.priors.diffusers_prior import (
     pack_cond,
     quiet_libraries,
     scheduler_config_of,
+    text_placement,
     unpack_cond,
 )
 from fsd2d.priors.sd3 import EncoderCache, SD3Prior
@@ -164,8 +165,7 @@ def load_sdxl(model: str, device: str | torch.device = "cpu", dtype: torch.dtype
     dtype = _pick_dtype(device, dtype)
     check_resolution(resolution, SDXLPrior.model_label)
     model, source, local = locate_model(model, COMPONENTS, WEIGHTED)
-    text_dev = torch.device(text_device) if text_device is not None else device
-    text_dtype = dtype if text_dev.type == device.type else torch.float32
+    text_dev, text_dtype = text_placement(device, dtype, text_device)
     unet = load_parts(model, source, local, {"unet": UNet2DConditionModel}, dtype)["unet"]
     # a half prior's VAE is read in float32 (not rounded to 16 bits and back); SDXLPrior sets its dtype
     vae = load_parts(model, source, local, {"vae": AutoencoderKL},
