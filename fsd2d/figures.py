@@ -48,8 +48,8 @@ def image_grid(
                 ax.set_xlabel(captions[r][c], fontsize=7)
             if overlay is not None:
                 overlay(ax, r, c)
-    if title:
-        fig.suptitle(title, fontsize=11)
+    if title:  # its top 0.08 in below the figure's (tight_layout leaves it room); a fraction overlaps a tall grid's labels
+        fig.suptitle(title, fontsize=11, y=1.0 - 0.08 / fig.get_figheight(), va="top")
     fig.tight_layout()
     fit_row_labels(fig, [axes[r][0] for r in range(n_rows)])
     save_figure(fig, path)
