@@ -31,8 +31,9 @@ def block(run: Path, seeds: int, path: Path) -> None:
     cols = [f.stem.replace("az_", "az ") for f in sorted((run / f"seed_{chosen[0]}" / "views").glob("*.png"))]
     config = json.loads((run / "run.json").read_text())["config"]
     model = "" if config["model"] == "references" else f" on {config['model']}"
-    image_grid(path, rows, labels, cols, title=f"'{config['prompt']}' - {m['method']}{model}: {m['references_reached']} "
-                                                f"references reached by {len(per)} seeds (first {seeds} shown)")
+    n = m["references_reached"]
+    image_grid(path, rows, labels, cols, title=f"'{config['prompt']}' - {m['method']}{model}: {n} "
+                                                f"reference{'' if n == 1 else 's'} reached by {len(per)} seeds (first {seeds} shown)")
 
 
 def main() -> None:
