@@ -12,6 +12,7 @@ config) are shared with MVDream (fsd2d/priors/mvdream.py).
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import warnings
 from pathlib import Path
@@ -22,6 +23,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from fsd2d.priors.base import ModelError, Prior, match_prompt
+from fsd2d.priors.layouts import looks_like_path
 from fsd2d.schedule import (
     NoiseSchedule,
     Prediction,
@@ -92,6 +94,39 @@ def check_prediction_type(scheduler_config: dict) -> Prediction:
         raise ModelError(f"unsupported prediction_type {prediction_type!r} in the scheduler config; "
                          f"allowed: {list(allowed)}")
     return Prediction(prediction_type)
+
+
+class EncoderCache:
+    """Prompt encodings computed once per prompt by `encode(prompt) -> cond [1, ...]`, kept after the encoders are
+    released (`release`): a run encodes its prompts first, then needs only the denoiser and the VAE."""
+
+    def __init__(self):
+        self.cache: dict[str, torch.Tensor] = {}
+        self.released = False
+
+    def get(self, prompt: str, encode) -> torch.Tensor:
+        if prompt not in self.cache:
+            if self.released:
+                raise ModelError(f"the text encoders were released after encoding this run's prompts; {prompt!r} "
+                                 "was not among them (load the model again to encode new prompts)")
+            self.cache[prompt] = encode(prompt)
+        return self.cache[prompt]
+
+
+class ReleasableText:
+    """What the priors with large text encoders (SD3's T5-XXL ~9 GB, SDXL, Flux, klein's Qwen3) share: their
+    encodings cached per prompt (`prompts`, an EncoderCache) and `release_text_encoders()`, which 3D calls once the
+    run's prompts are encoded (fsd3d.priors3d). A subclass sets `text_encoders` (a list) and `prompts`."""
+
+    text_encoders: list
+    prompts: EncoderCache
+
+    def release_text_encoders(self) -> None:
+        """Free the text encoders: prompts encoded so far stay usable, a new one is a ModelError."""
+        self.text_encoders, self.prompts.released = [None] * len(self.text_encoders), True
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 class LatentPrior(Prior):
@@ -329,14 +364,16 @@ def _hub_offline() -> bool:
 HUB_TIMEOUT_S = 5.0  # seconds the hub has to answer the one request that tells whether it can be reached
 
 
-def resolve_hub_id(model: str) -> str | None:
+def resolve_hub_id(model: str, components: tuple[str, ...] | None = ALL_COMPONENTS,
+                   weighted: tuple[str, ...] = WEIGHTED_COMPONENTS) -> str | None:
     """Where hub id `model` ('owner/name') loads from, decided before diffusers asks the hub (which, with no
     network, retries for ~25 s, prints ten lines, then blames a missing config.json):
       - HF_HUB_OFFLINE set: its snapshot folder in the local Hugging Face cache;
       - else one request (HfApi.model_info, HUB_TIMEOUT_S): the hub answers -> None, load by id as usual (diffusers
         downloads what the cache lacks); the hub cannot be reached -> the cached snapshot folder.
     Raises a ModelError (one line: what failed and what to do) for an invalid id, an id the hub does not know,
-    and a model neither reachable nor cached (or cached in part)."""
+    and a model neither reachable nor cached (or cached in part: without `components`, or safetensors in `weighted`;
+    components None checks nothing in the copy, for a reader of one file such as layouts.model_index)."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import (
         HfHubHTTPError,
@@ -352,7 +389,8 @@ def resolve_hub_id(model: str) -> str | None:
                          f"({str(e).splitlines()[0]})") from None
     download = f"download it where there is network (`hf download {model} --local-dir DIR`) and pass that folder"
     if _hub_offline():
-        return _cached_snapshot(model, "HF_HUB_OFFLINE is set", f"unset HF_HUB_OFFLINE to download it, or {download}")
+        return _cached_snapshot(model, "HF_HUB_OFFLINE is set", f"unset HF_HUB_OFFLINE to download it, or {download}",
+                                components, weighted)
     try:
         with quiet_libraries():
             HfApi().model_info(model, timeout=HUB_TIMEOUT_S)
@@ -365,11 +403,12 @@ def resolve_hub_id(model: str) -> str | None:
     except Exception as e:  # noqa: BLE001 - connection refused, DNS, timeout, proxy, TLS: the hub is out of reach
         detail = (str(e).strip().splitlines() or ["no detail"])[0]
         return _cached_snapshot(model, f"the Hugging Face hub cannot be reached ({type(e).__name__}: {detail})",
-                                download)
+                                download, components, weighted)
     return None
 
 
-def _cached_snapshot(model: str, why: str, advice: str) -> str:
+def _cached_snapshot(model: str, why: str, advice: str, components: tuple[str, ...] | None,
+                     weighted: tuple[str, ...]) -> str:
     """The snapshot folder of hub id `model` in the local Hugging Face cache, checked like a local folder; a
     ModelError ("could not load model: `why`, ...; `advice`") when it is not there or incomplete."""
     from huggingface_hub import snapshot_download
@@ -379,7 +418,8 @@ def _cached_snapshot(model: str, why: str, advice: str) -> str:
     except Exception:  # noqa: BLE001 - LocalEntryNotFoundError and kin: not in the cache
         raise ModelError(f"could not load model '{model}': {why}, and the local cache has no copy; {advice}") from None
     try:
-        _check_folder(Path(folder))
+        if components is not None:
+            _check_folder(Path(folder), components, weighted)
     except ModelError as e:
         raise ModelError(f"could not load model '{model}': {why}, and its copy in the local cache is incomplete "
                          f"({e}); {advice}") from None
@@ -422,9 +462,9 @@ def locate_model(model: str, components: tuple[str, ...] = ALL_COMPONENTS,
     if local:
         _check_folder(Path(model).expanduser(), components, weighted)
         model = str(Path(model).expanduser())
-    elif Path(model).is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:
+    elif looks_like_path(model):
         raise ModelError(f"model folder {model} does not exist (give a local diffusers folder or a hub id owner/name)")
-    source = model if local else (resolve_hub_id(model) or model)  # hub id: the cache if hub is out
+    source = model if local else (resolve_hub_id(model, components, weighted) or model)  # the cache if hub is out
     return model, source, local or source != model
 
 
@@ -438,8 +478,9 @@ def load_parts(model: str, source: str, local: bool, parts: dict[str, type], dty
             weighted = issubclass(cls, torch.nn.Module)
             extra = dict(use_safetensors=True, torch_dtype=dtype) if weighted else {}
             out[sub] = cls.from_pretrained(source, subfolder=sub, **common, **extra)
-            if weighted and any(p.dtype != dtype for p in out[sub].parameters()):
-                out[sub] = out[sub].to(dtype)  # diffusers' transformers ignore torch_dtype=float64
+            if weighted and dtype == torch.float64 and any(p.dtype != dtype for p in out[sub].parameters()):
+                out[sub] = out[sub].to(dtype)  # diffusers' transformers ignore torch_dtype=float64; in a half dtype
+                # transformers keeps T5's `wo` layers in float32 (_keep_in_fp32_modules: float16 overflows there)
     return out
 
 

@@ -39,7 +39,9 @@ from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
 
 from fsd2d.priors.base import ModelError
 from fsd2d.priors.diffusers_prior import (
+    EncoderCache,
     LatentPrior,
+    ReleasableText,
     _pick_dtype,
     check_resolution,
     clip_encode,
@@ -50,7 +52,6 @@ from fsd2d.priors.diffusers_prior import (
     text_placement,
     unpack_cond,
 )
-from fsd2d.priors.sd3 import EncoderCache, SD3Prior
 from fsd2d.schedule import Prediction
 
 PIPELINE_CLASS = "FluxPipeline"
@@ -61,7 +62,7 @@ DEFAULT_GUIDANCE = 3.5  # FluxPipeline's guidance_scale: the embedded guidance o
 DEFAULT_SAMPLE_SIZE = 128  # FluxPipeline.default_sample_size (latents): 1024 px with Flux's VAE
 
 
-class FluxPrior(LatentPrior):
+class FluxPrior(ReleasableText, LatentPrior):
     """eps of a Flux.1 transformer (flow velocity converted, latents packed 2 x 2 inside), its CLIP and T5 text
     encoders and its VAE, all frozen. Guidance: module docstring."""
 
@@ -109,7 +110,6 @@ class FluxPrior(LatentPrior):
         tokens, pooled = flux_condition(self.text_encoders, self.tokenizers, prompt, self.max_sequence_length)
         return pack_cond(tokens.to(self.device, self.dtype), pooled.to(self.device, self.dtype))
 
-    release_text_encoders = SD3Prior.release_text_encoders  # the same: drop the encoders, keep the cache
 
     def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
             guidance: float | None = None) -> torch.Tensor:

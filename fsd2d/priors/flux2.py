@@ -18,8 +18,8 @@ Schedule: the scheduler config's rectified flow (FlowMatchEulerDiscreteScheduler
 (use_dynamic_shifting), but with FLUX.2's mu, not Flux.1's: the pipeline computes
 compute_empirical_mu(image_seq_len, num_inference_steps) (`empirical_mu` here: a fit in the token count AND the
 number of sampling steps). Our schedule is one table for every run, so the prior fixes the step count mu is taken
-at: `mu_steps`, by default the pipeline's num_inference_steps default 50 (klein base's 50-step sampling); give 4
-for the distilled klein's usual 4 steps. So DDIM here, with any grid, is the pipeline's Euler sampler called with
+at: `mu_steps`, by default the pipeline's num_inference_steps default 50 (klein base's 50-step sampling), and 4
+for a step-distilled klein (its published 4-step sampling: black-forest-labs/flux2 README, "[klein] ... 4 steps"). So DDIM here, with any grid, is the pipeline's Euler sampler called with
 num_inference_steps=mu_steps and that grid's sigmas. The transformer predicts the velocity v = eps - x_0 at
 timestep sigma_t (the pipeline passes its timestep / 1000), converted to eps in the one place
 (fsd2d.schedule.to_eps), so every method runs unchanged.
@@ -33,9 +33,11 @@ klein 4B). The empty prompt is encoded like any text (the pipeline's negative pr
 Guidance. klein base is not guidance-distilled (no guidance embedding; the pipeline passes guidance=None): the
 pipeline runs real classifier-free guidance, the negative prompt always "" (its encoding), noise_pred = neg + g
 (cond - neg): the standard form, as ours, guidance_scale 4.0 by default, one conditional call where g <= 1. Here
-the same through the one CFG helper (fsd2d.guidance.predict_eps): `embeds_guidance` is false, `default_cfg` 4.0,
-and any negative prompt may be given. A step-distilled klein (model_index.json's is_distilled true) ignores the
-scale in the pipeline (one conditional call): `default_cfg` is then 1.0, the same one call.
+the same formula through the one CFG helper (fsd2d.guidance.predict_eps): `embeds_guidance` is false, `default_cfg`
+4.0, and any negative prompt may be given; the one conditional call is at g = 1 only (g < 1 is CFG's formula, which
+the pipeline does not run). A step-distilled klein (model_index.json's is_distilled true) ignores the scale in the
+pipeline (one conditional call at any g): `default_cfg` is then 1.0, the same one call; a --cfg above 1 there is
+real CFG, which the pipeline would not run.
 
 Prompt encodings are computed once per prompt and kept; `release_text_encoders()` frees the Qwen3 encoder (8 GB
 for klein 4B's Qwen3-4B in 16 bits) once a run has encoded its prompts, and the loader can keep it on the CPU
@@ -43,27 +45,23 @@ for klein 4B's Qwen3-4B in 16 bits) once a run has encoded its prompts, and the 
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
 from transformers import AutoTokenizer, Qwen3ForCausalLM
 
 from fsd2d.priors.base import ModelError
 from fsd2d.priors.diffusers_prior import (
+    EncoderCache,
     LatentPrior,
-    _hub_offline,
-    _one_line_errors,
+    ReleasableText,
     _pick_dtype,
     check_resolution,
     load_parts,
     locate_model,
-    quiet_libraries,
     scheduler_config_of,
     text_placement,
 )
-from fsd2d.priors.sd3 import EncoderCache, SD3Prior
+from fsd2d.priors.layouts import model_index
 from fsd2d.schedule import Prediction, flow_schedule
 
 PIPELINE_CLASS = "Flux2KleinPipeline"
@@ -74,6 +72,7 @@ TEXT_LAYERS = (9, 18, 27)  # Flux2KleinPipeline's text_encoder_out_layers: hidde
 DEFAULT_GUIDANCE = 4.0  # Flux2KleinPipeline's guidance_scale (real CFG, klein base)
 DEFAULT_SAMPLE_SIZE = 128  # Flux2KleinPipeline.default_sample_size (VAE latents): 1024 px with FLUX.2's VAE
 MU_STEPS = 50  # Flux2KleinPipeline's num_inference_steps default: the step count our fixed schedule's mu is taken at
+DISTILLED_MU_STEPS = 4  # a step-distilled klein's sampling steps (black-forest-labs/flux2 README: 4-step distilled)
 
 
 def empirical_mu(image_tokens: int, steps: int = MU_STEPS) -> float:
@@ -90,7 +89,7 @@ def empirical_mu(image_tokens: int, steps: int = MU_STEPS) -> float:
     return float(slope * steps + (m_200 - 200.0 * slope))
 
 
-class Flux2KleinPrior(LatentPrior):
+class Flux2KleinPrior(ReleasableText, LatentPrior):
     """eps of a FLUX.2 klein transformer (flow velocity converted, latents flattened into tokens inside), its Qwen3
     text encoder and its VAE (with the latents' batch-norm statistics), all frozen. Guidance: module docstring."""
 
@@ -101,9 +100,11 @@ class Flux2KleinPrior(LatentPrior):
 
     def __init__(self, transformer: Flux2Transformer2DModel, vae: AutoencoderKLFlux2, text_encoder: Qwen3ForCausalLM,
                  tokenizer, scheduler_config: dict, resolution: int | None = None, name: str = "",
-                 max_sequence_length: int = DEFAULT_TOKENS, distilled: bool = False, mu_steps: int = MU_STEPS):
+                 max_sequence_length: int = DEFAULT_TOKENS, distilled: bool = False, mu_steps: int | None = None):
         """`distilled`: the folder's model_index.json is_distilled (the pipeline then ignores the CFG scale);
-        `mu_steps`: the sampling step count whose mu shifts the schedule (module docstring)."""
+        `mu_steps`: the sampling step count whose mu shifts the schedule (None: 50, 4 when distilled; module
+        docstring)."""
+        mu_steps = (DISTILLED_MU_STEPS if distilled else MU_STEPS) if mu_steps is None else mu_steps
         channels = vae.config.latent_channels * 4
         if transformer.config.in_channels != channels or vae.bn.num_features != channels:
             raise ModelError(f"{name}: the transformer takes {transformer.config.in_channels} channels and the VAE "
@@ -148,7 +149,6 @@ class Flux2KleinPrior(LatentPrior):
         states = klein_condition(self.text_encoders[0], self.tokenizers[0], prompt, self.max_sequence_length)
         return states.to(self.device, self.dtype)
 
-    release_text_encoders = SD3Prior.release_text_encoders  # the same: drop the encoder, keep the cache
 
     def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """x_t [B, C, h, w] (the patchified, normalised latent), t [B] long, cond [B, L, D] -> eps [B, C, h, w] in
@@ -261,27 +261,13 @@ def klein_condition(encoder, tokenizer, prompt: str, max_sequence_length: int,
     return states.permute(0, 2, 1, 3).reshape(b, length, n * width)
 
 
-def is_distilled(model: str, source: str, local: bool) -> bool:
-    """model_index.json's is_distilled (a step-distilled klein) of a diffusers folder or hub id; false where the
-    folder has no model_index.json."""
-    folder = Path(source)
-    if folder.is_dir():
-        index = folder / "model_index.json"
-        return bool(json.loads(index.read_text()).get("is_distilled", False)) if index.is_file() else False
-    from diffusers import DiffusionPipeline
-
-    with quiet_libraries(), _one_line_errors(model, local):
-        config = DiffusionPipeline.load_config(source, local_files_only=local or _hub_offline())
-    return bool(config.get("is_distilled", False))
-
-
 def load_flux2_klein(model: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
                      resolution: int | None = None, max_sequence_length: int = DEFAULT_TOKENS,
-                     text_device: str | torch.device | None = None, mu_steps: int = MU_STEPS) -> Flux2KleinPrior:
+                     text_device: str | torch.device | None = None, mu_steps: int | None = None) -> Flux2KleinPrior:
     """A FLUX.2 klein model from a local diffusers folder or a hub id (safetensors only; bfloat16 on CUDA, as klein
     is published and run, float32 on the CPU by default). `text_device`: where the Qwen3 encoder runs (default:
-    `device`; "cpu" keeps it off the GPU, in float32). `mu_steps`: the step count of the schedule's shift (module
-    docstring)."""
+    `device`; "cpu" keeps it off the GPU, in float32). `mu_steps`: the step count of the schedule's shift (None: 50,
+    or 4 for a step-distilled klein; module docstring)."""
     device = torch.device(device)
     dtype = _pick_dtype(device, torch.bfloat16 if dtype is None and device.type == "cuda" else dtype)
     check_resolution(resolution, Flux2KleinPrior.model_label)
@@ -294,5 +280,5 @@ def load_flux2_klein(model: str, device: str | torch.device = "cpu", dtype: torc
     return Flux2KleinPrior(parts["transformer"].to(device), parts["vae"].to(device),
                            text["text_encoder"].to(text_dev), text["tokenizer"],
                            scheduler_config_of(model, source, local), resolution, name=model,
-                           max_sequence_length=max_sequence_length, distilled=is_distilled(model, source, local),
-                           mu_steps=mu_steps)
+                           max_sequence_length=max_sequence_length,
+                           distilled=bool(model_index(source).get("is_distilled", False)), mu_steps=mu_steps)

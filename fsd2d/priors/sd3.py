@@ -18,7 +18,6 @@ is ~9 GB in float16) once a run has encoded its prompts, and the loader can keep
 """
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 import torch
@@ -27,7 +26,9 @@ from transformers import AutoTokenizer, CLIPTextModelWithProjection, T5EncoderMo
 
 from fsd2d.priors.base import ModelError
 from fsd2d.priors.diffusers_prior import (
+    EncoderCache,
     LatentPrior,
+    ReleasableText,
     _pick_dtype,
     check_resolution,
     clip_encode,
@@ -47,24 +48,7 @@ T5_PARTS = ("text_encoder_3", "tokenizer_3")  # optional, as the pipeline allows
 DEFAULT_T5_TOKENS = 256  # StableDiffusion3Pipeline's max_sequence_length
 
 
-class EncoderCache:
-    """Prompt encodings computed once per prompt by `encode(prompt) -> cond [1, ...]`, kept after the encoders are
-    released (`release`): a run encodes its prompts first, then needs only the denoiser and the VAE."""
-
-    def __init__(self):
-        self.cache: dict[str, torch.Tensor] = {}
-        self.released = False
-
-    def get(self, prompt: str, encode) -> torch.Tensor:
-        if prompt not in self.cache:
-            if self.released:
-                raise ModelError(f"the text encoders were released after encoding this run's prompts; {prompt!r} "
-                                 "was not among them (load the model again to encode new prompts)")
-            self.cache[prompt] = encode(prompt)
-        return self.cache[prompt]
-
-
-class SD3Prior(LatentPrior):
+class SD3Prior(ReleasableText, LatentPrior):
     """eps of an SD3 / SD3.5 transformer (flow velocity converted), its three text encoders and its VAE, all frozen."""
 
     model_label, denoiser_label = "Stable Diffusion 3", "transformer"
@@ -97,20 +81,15 @@ class SD3Prior(LatentPrior):
                                        self.unet.config.joint_attention_dim, self.max_sequence_length)
         return pack_cond(tokens.to(self.device, self.dtype), pooled.to(self.device, self.dtype))
 
-    def release_text_encoders(self) -> None:
-        """Free the text encoders: prompts encoded so far stay usable, a new one is a ModelError."""
-        self.text_encoders, self.prompts.released = [None] * len(self.text_encoders), True
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-
     def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """x_t [B, C, h, w], t [B] long, cond [B, L, D] packed -> eps [B, C, h, w] in x_t's dtype."""
         if x_t.ndim != 4 or t.shape != x_t.shape[:1] or cond.shape[0] != x_t.shape[0]:
             raise ValueError(f"eps expects x_t [B, C, h, w], t [B], cond [B, L, D]; got {list(x_t.shape)}, "
                              f"{list(t.shape)}, {list(cond.shape)}")
         tokens, pooled = unpack_cond(cond.to(self.dtype), self.pooled_size)
-        timestep = self.schedule.network_timesteps(t).to(self.device, self.dtype)  # sigma_t * 1000
+        # sigma_t * 1000 in at least float32, as the pipeline's scheduler gives it (float16 would round 993.24 to
+        # 993.0); the transformer casts its sinusoidal embedding to its own dtype
+        timestep = self.schedule.network_timesteps(t).to(self.device, torch.promote_types(self.dtype, torch.float32))
         v = self._unet(hidden_states=x_t.to(self.dtype), encoder_hidden_states=tokens, pooled_projections=pooled,
                        timestep=timestep).sample.to(x_t.dtype)
         return self._as_eps(v, x_t, t)

@@ -30,30 +30,27 @@ encoders once a run has encoded its prompts; the loader can keep them on the CPU
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from fsd2d.priors.base import ModelError
 from fsd2d.priors.diffusers_prior import (
+    EncoderCache,
     HALF_DTYPES,
     LatentPrior,
-    _hub_offline,
+    ReleasableText,
     _pick_dtype,
     check_resolution,
     clip_encode,
     load_parts,
     locate_model,
     pack_cond,
-    quiet_libraries,
     scheduler_config_of,
     text_placement,
     unpack_cond,
 )
-from fsd2d.priors.sd3 import EncoderCache, SD3Prior
+from fsd2d.priors.layouts import model_index
 
 PIPELINE_CLASS = "StableDiffusionXLPipeline"
 COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
@@ -61,7 +58,7 @@ WEIGHTED = ("unet", "vae", "text_encoder", "text_encoder_2")
 TIME_IDS = 6  # original (h, w), crop (top, left), target (h, w): StableDiffusionXLPipeline._get_add_time_ids
 
 
-class SDXLPrior(LatentPrior):
+class SDXLPrior(ReleasableText, LatentPrior):
     """eps of an SDXL UNet (v converted), its two CLIP text encoders and its VAE, all frozen."""
 
     model_label = "Stable Diffusion XL"
@@ -109,7 +106,6 @@ class SDXLPrior(LatentPrior):
         tokens, pooled = sdxl_condition(self.text_encoders, self.tokenizers, prompt)
         return pack_cond(tokens.to(self.device, self.dtype), pooled.to(self.device, self.dtype))
 
-    release_text_encoders = SD3Prior.release_text_encoders  # the same: drop the encoders, keep the cache
 
     def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """x_t [B, C, h, w], t [B] long, cond [B, L, D] packed -> eps [B, C, h, w] in x_t's dtype."""
@@ -141,21 +137,6 @@ def sdxl_condition(encoders, tokenizers, prompt: str) -> tuple[torch.Tensor, tor
     return torch.cat([states_l, states_g.to(states_l.device)], dim=-1), pooled
 
 
-def pipeline_flag(model: str, source: str, local: bool, key: str, default):
-    """A field of a folder's (or hub id's) model_index.json, `default` where the file or the field is missing."""
-    try:
-        if Path(source).is_dir():
-            index = Path(source) / "model_index.json"
-            return json.loads(index.read_text()).get(key, default) if index.is_file() else default
-        from huggingface_hub import hf_hub_download
-
-        with quiet_libraries():
-            path = hf_hub_download(source, "model_index.json", local_files_only=local or _hub_offline())
-        return json.loads(Path(path).read_text()).get(key, default)
-    except Exception:  # noqa: BLE001 - no index: the pipeline's own default
-        return default
-
-
 def load_sdxl(model: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
               resolution: int | None = None, text_device: str | torch.device | None = None) -> SDXLPrior:
     """An SDXL model from a local diffusers folder or a hub id (safetensors only; float16 on CUDA, float32 on the
@@ -173,7 +154,7 @@ def load_sdxl(model: str, device: str | torch.device = "cpu", dtype: torch.dtype
     text = load_parts(model, source, local, {"text_encoder": CLIPTextModel,
                                              "text_encoder_2": CLIPTextModelWithProjection,
                                              "tokenizer": CLIPTokenizer, "tokenizer_2": CLIPTokenizer}, text_dtype)
-    zeros = pipeline_flag(model, source, local, "force_zeros_for_empty_prompt", True)
+    zeros = model_index(source).get("force_zeros_for_empty_prompt", True)
     return SDXLPrior(unet.to(device), vae.to(device),
                      (text["text_encoder"].to(text_dev), text["text_encoder_2"].to(text_dev)),
                      (text["tokenizer"], text["tokenizer_2"]), scheduler_config_of(model, source, local),

@@ -116,16 +116,18 @@ def test_ddim_is_the_pipelines_sampler(folder, pipe, prior, tmp_path, case):
     latent (its output_type="latent"). The pipeline shifts the sigmas with compute_empirical_mu(tokens,
     num_inference_steps): called with num_inference_steps = the prior's mu_steps. Cases: klein base with its
     default real CFG 4 (negative ""), base with CFG 1 (one call) and mu taken at 6 steps, and a step-distilled
-    klein (is_distilled: the pipeline ignores its guidance_scale 4; ours defaults to 1, the same one call).
+    klein (is_distilled: the pipeline ignores its guidance_scale 4; ours defaults to 1, the same one call; mu at its
+    4 steps by default).
     Measured: 1.26e-7 (base), 1.05e-7 (base-cfg1-mu6), 1.23e-7 (distilled) relative, from diffusers' float32
     sigmas and its Euler step, which casts the sample to float32 every step (float32's 6e-8 over six steps)."""
-    mu_steps = 6 if case == "base-cfg1-mu6" else 50
+    mu_steps = {"base": 50, "base-cfg1-mu6": 6, "distilled": 4}[case]  # distilled: its default, its 4 steps
     if case == "distilled":
         folder = shutil.copytree(folder, tmp_path / "distilled")
         index = json.loads((folder / "model_index.json").read_text()) | {"is_distilled": True}
         (folder / "model_index.json").write_text(json.dumps(index))
         ours_prior, theirs_pipe = load(folder), pipeline(folder)
         assert ours_prior.distilled and ours_prior.default_cfg == 1.0 and theirs_pipe.config.is_distilled
+        assert ours_prior.mu_steps == 4 and ours_prior.mu is not None
     else:
         ours_prior = prior if mu_steps == 50 else load(folder, mu_steps=mu_steps)
         theirs_pipe = pipe

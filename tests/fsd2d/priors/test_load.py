@@ -102,3 +102,35 @@ def test_partial_cached_copy_says_so(no_hub, tiny_sd_path, tmp_path):
     _cache_copy(no_hub, "fsd-test/partial", partial)
     with pytest.raises(ModelError, match=r"hub cannot be reached .*copy in the local cache is incomplete.*'vae'"):
         load_stable_diffusion("fsd-test/partial")
+
+
+def test_a_cached_hub_id_loads_by_its_own_pipeline_class(no_hub, tiny_sd3_path):
+    """A hub id of a flow model (here SD3's layout) is recognised by its model_index.json, from the cached copy
+    when the hub cannot be reached: it loads as SD3 and takes the sd3 profile, not Stable Diffusion's loader (which
+    asked for a unet/)."""
+    from fsd2d.priors.layouts import Backbone, backbone_of_model
+    from fsd2d.priors.load import load_prior
+    from fsd2d.priors.sd3 import SD3Prior
+    from fsd3d.backbones import Profile
+    from fsd3d.settings import model_profile
+
+    repo_id = "fsd-test/tiny-sd3"
+    _cache_copy(no_hub, repo_id, tiny_sd3_path)
+    assert backbone_of_model(repo_id) is Backbone.SD3
+    assert model_profile(repo_id)[0] is Profile.SD3
+    prior = load_prior(repo_id, "cpu")
+    assert isinstance(prior, SD3Prior) and prior.describe()["model"] == repo_id
+
+
+def test_a_hub_id_the_hub_answers_for_is_read_from_its_downloaded_model_index(no_hub, tiny_sd3_path, monkeypatch):
+    """When the hub answers, model_index.json alone is downloaded to tell the backbone (no weights fetched)."""
+    import huggingface_hub
+
+    from fsd2d.priors.layouts import Backbone, backbone_of_model
+
+    asked = []
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda self, repo, timeout=None: None)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, filename, **kw: asked.append(
+        (repo, filename)) or str(tiny_sd3_path / filename))
+    assert backbone_of_model("fsd-test/answered") is Backbone.SD3
+    assert asked == [("fsd-test/answered", "model_index.json")]

@@ -172,3 +172,27 @@ def test_a_folder_loads_by_its_pipeline_class(tiny_sd3_path):
     assert isinstance(prior, SD3Prior) and prior.latent_shape == (4, 16, 16)
     with pytest.raises(ModelError, match="resolution 17 is not a positive multiple of 2.*VAE and transformer need; try 16"):
         load_prior(str(tiny_sd3_path), "cpu", resolution=17)
+
+
+def test_half_precision_keeps_t5s_float32_layers_and_float32_timesteps(tiny_sd3_path, monkeypatch):
+    """Under float16 transformers keeps T5's `wo` layers in float32 (float16 overflows there); the loader leaves
+    them so (it recasts only float64, which diffusers' transformers ignore). The transformer gets sigma_t * 1000 in
+    float32, as from the pipeline's scheduler, not rounded to float16 (993.24 -> 993.0)."""
+    from transformers import T5EncoderModel
+
+    from fsd2d.priors.diffusers_prior import load_parts
+
+    t5 = load_parts(str(tiny_sd3_path), str(tiny_sd3_path), True, {"text_encoder_3": T5EncoderModel},
+                    torch.float16)["text_encoder_3"]
+    dtypes = {name: p.dtype for name, p in t5.named_parameters()}
+    assert any(".wo." in n for n in dtypes)
+    assert all(d == (torch.float32 if ".wo." in n else torch.float16) for n, d in dtypes.items()), dtypes
+    prior = load_sd3(str(tiny_sd3_path))
+    seen = []
+    monkeypatch.setattr(prior, "_unet", lambda **kw: seen.append(kw["timestep"]) or type("Out", (), {
+        "sample": torch.zeros_like(kw["hidden_states"])})())
+    prior.dtype = torch.float16  # as on CUDA: the network inputs in float16, the timestep not
+    x = torch.randn(1, *prior.latent_shape)
+    prior.eps(x, torch.tensor([990]), prior.encode_prompt("a cat").to(torch.float16))
+    assert seen[0].dtype == torch.float32
+    torch.testing.assert_close(seen[0].double(), prior.schedule.sigmas[[990]].double() * 1000, rtol=0, atol=1e-4)
