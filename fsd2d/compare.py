@@ -20,7 +20,7 @@ import torch
 
 from fsd2d import metrics
 from fsd2d.figures import image_grid
-from fsd2d.family import FAMILY_FLAGS, FamilyOptions
+from fsd2d.family import FAMILY_FLAGS, FamilyOptions, check_rule
 from fsd2d.flags import to_enum_tuple
 from fsd2d.io import atomic_output_dir, run_record, save_png, write_json
 from fsd2d.folders import COMPARE_2D, Layout, claim
@@ -87,6 +87,8 @@ def method_configs(config: Compare2DConfig) -> dict[str, DistillConfig]:
 def run_methods(prior: Prior, config: Compare2DConfig, progress: bool = False) -> dict[Method, torch.Tensor]:
     """Final results in the prior's working space [B, C, h, w], per method (one batch of all seeds each): every
     method through `sampling.sample` with the same base settings, DDIM first (compare_methods decodes and scores)."""
+    for method_config in method_configs(config).values():  # every method's rule checked before any runs
+        check_rule(method_config.rule, prior)
     guidance, base = config.guidance(prior), config.distill_base()
     return {m: sample(prior, guidance, m, config.seeds, base, progress=progress) for m in config.ordered_methods()}
 

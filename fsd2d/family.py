@@ -104,6 +104,17 @@ class Estimate:
     noise: torch.Tensor  # the noise x_t carries: (x_t - alpha_t theta) / sigma_t (the input noise for SDS/CSD/NFSD)
 
 
+def check_rule(rule: Rule, prior: Prior) -> None:
+    """A one-line InputError where `rule` cannot run on `prior`: every rule but SDS's reads the unconditional model
+    or builds its classifier term by hand (eps_c - eps_u), which a prior that embeds its guidance scale (FLUX.1-dev:
+    one guided call, no unconditional branch; fsd2d.guidance.predict_eps) does not have."""
+    if rule is not Rule.SDS and prior.embeds_guidance:
+        name = prior.describe().get("model", type(prior).__name__)
+        raise InputError(f"{rule.value} combines the model's conditional and unconditional predictions, and {name} "
+                         "embeds its guidance scale (no unconditional branch): use ddim, fsd, fsd-exact or sds on it "
+                         "(or load it with real CFG: load_flux(..., true_cfg=True))")
+
+
 def gradient(rule: Rule, prior: Prior, guidance: Guidance, null: torch.Tensor, theta: torch.Tensor,
              t: torch.Tensor, noise: torch.Tensor, options: FamilyOptions = FamilyOptions()) -> Estimate:
     """The gradient of `rule` at theta [B, C, h, w] for timesteps t (CPU long [B]) and noise [B, C, h, w].

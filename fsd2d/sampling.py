@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fsd2d import updates
-from fsd2d.family import FamilyOptions, Rule, gradient
+from fsd2d.family import FamilyOptions, Rule, check_rule, gradient
 from fsd2d.errors import InputError, check_finite, check_int_range
 from fsd2d.guidance import Guidance, check_cfg, predict_eps
 from fsd2d.priors.base import Prior
@@ -245,6 +245,7 @@ def distill(
     ISM / NFSD read the null model from `guidance.null_or_uncond` (as 3D does; `Guidance.from_prompts` sets it).
     """
     prior.schedule.check_range(config.t_max)
+    check_rule(config.rule, prior)
     gens = seed_generators(seeds)
     shape, dtype, device = prior.latent_shape, work_dtype(prior), prior.device
     b = len(seeds)
@@ -252,7 +253,7 @@ def distill(
     theta = (torch.zeros(b, *shape, dtype=dtype, device=device) if theta0 is None else theta0.clone()).requires_grad_(
         config.optimizer is Optimizer.ADAM
     )
-    grid = timesteps(config.steps, config.t_min, config.t_max, config.anneal)
+    grid = timesteps(config.steps, config.t_min, config.t_max, config.anneal, prior.schedule)
     ratios = prior.schedule.snr_ratio(torch.cat([grid, grid.new_tensor([-1])]))  # sigma/alpha, float64 [N+1]
     opt = (
         torch.optim.Adam([theta], lr=config.adam_lr, betas=ADAM_BETAS, eps=ADAM_EPS)
@@ -305,7 +306,7 @@ def sample(
     """
     if method is Method.DDIM:
         eps = given_noise(initial_noise(prior, seeds), noise)
-        grid = timesteps(base.steps, base.t_min, base.t_max, base.anneal)
+        grid = timesteps(base.steps, base.t_min, base.t_max, base.anneal, prior.schedule)
         return ddim_sample(prior, guidance, eps, grid, callback=callback, progress=progress)
     return distill(prior, guidance, method.config(base), seeds, callback=callback, progress=progress, desc=method.value,
                    noise=noise)

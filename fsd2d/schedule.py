@@ -264,17 +264,19 @@ def anneal_fraction(tau: torch.Tensor, kind: Anneal) -> torch.Tensor:
     raise ValueError(f"unknown anneal schedule {kind!r}; allowed: {[a.value for a in Anneal]}")
 
 
-def timesteps(steps: int, t_min: int, t_max: int, kind: Anneal = Anneal.LINEAR) -> torch.Tensor:
+def timesteps(steps: int, t_min: int, t_max: int, kind: Anneal = Anneal.LINEAR,
+              schedule: NoiseSchedule | None = None) -> torch.Tensor:
     """The decreasing integer timestep grid t_0 >= ... >= t_{steps-1}, from t_max to t_min.
 
     This is FSD's annealing t(tau) (Eq. 9, 14) and, with LINEAR, the DDIM grid.  Returns long [steps].
+    `schedule`: the prior's, which DREAMTIME's weights read (default: Stable Diffusion's scaled-linear one).
     """
     check_timestep_range(t_min, t_max)
     if steps < 1:
         raise InputError(f"steps must be >= 1, got {steps}")
     tau = torch.linspace(0.0, 1.0, steps, dtype=torch.float64) if steps > 1 else torch.zeros(1, dtype=torch.float64)
     if kind is Anneal.DREAMTIME:  # W(t) over this run's range
-        return dreamtime_timesteps(tau, t_min, t_max)
+        return dreamtime_timesteps(tau, t_min, t_max, schedule)
     t = t_max - (t_max - t_min) * anneal_fraction(tau, kind)
     return t.round().long()
 

@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 
 from fsd2d.errors import InputError
+from fsd2d.family import check_rule
 from fsd2d.io import differences
 from fsd2d.models import REFERENCES, REFERENCES_WORLD
 from fsd3d.cameras import Camera
@@ -186,6 +187,7 @@ def load(config: Gen3DConfig) -> ScenePrior:
     if prior.card is not None and prior.card.get("world") != REFERENCES_WORLD:
         raise InputError(f"'{config.model}' was trained on 2D {prior.card.get('world')} crops; gen-3d takes a model "
                          "trained on the references' renders (tiny-sd-objects, tiny-mvdream) or any other SD folder")
+    check_rule(config.train.method.rule, prior)
     cls = MVDreamScenePrior if isinstance(prior, MVDreamPrior) else StableDiffusionScenePrior  # MVDream: 4-view sets
     negative = run_defaults(config).negative_prompt if config.negative_prompt is None else config.negative_prompt
     scene_prior = cls(prior, config.prompt, negative, compile=config.compile)

@@ -104,7 +104,7 @@ def start_loop(scene_prior: ScenePrior, config: ResolvedTrain3D, states: list[Se
         for s in states:
             if s.densify_state is None:
                 s.densify_state = densifier.initial_state()
-    grid = timesteps(config.steps, config.t_min, config.t_max, config.anneal)  # CPU long [steps]
+    grid = timesteps(config.steps, config.t_min, config.t_max, config.anneal, prior.schedule)  # CPU long [steps]
     # [3], made once: no host copy per step
     background = torch.zeros(3, device=device) if config.background is Background.BLACK else \
         scene_prior.background_tensor(device)

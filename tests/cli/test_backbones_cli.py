@@ -44,3 +44,16 @@ def test_a_folder_missing_a_part_is_one_line_and_nothing_written(fixture, part, 
         res = invoke(command, "--model", folder, "--steps", "2", "--out", tmp_path / command, "--no-progress")
         assert res.exit_code == 2 and f"no '{part}' subfolder" in res.stderr, res.output
         assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / command).exists()
+
+
+@pytest.mark.parametrize("command,flag,method", [("compare-2d", "--methods", "fsd,csd"), ("gen-3d", "--method", "ism")])
+def test_family_rules_on_embedded_guidance_are_one_line_and_nothing_written(tiny_flux_path, tmp_path, command, flag,
+                                                                              method):
+    """FLUX.1-dev embeds its guidance scale: a rule that needs the unconditional model (CSD, NFSD, ISM, SDI) is
+    refused before any step runs, in one line, and nothing is written; SDS's rule (ddim, fsd, sds) runs (above)."""
+    res = invoke(command, "--model", tiny_flux_path, flag, method, "--steps", "2", "--seeds", "0",
+                 "--out", tmp_path / "out", "--no-progress")
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "embeds its guidance scale" in lines[0] and method.split(",")[-1] in lines[0], lines
+    assert not (tmp_path / "out").exists()

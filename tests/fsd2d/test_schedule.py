@@ -88,18 +88,19 @@ def test_dreamtime_timesteps_follow_their_definition():
     """timesteps(..., DREAMTIME) against DreamTime's Eq. 11 evaluated by brute force in plain Python (no cumsum, no
     flips): step k of n takes the t in [t_min, t_max] whose share of W strictly above t is nearest tau = k / (n - 1)
     (ties: the larger t). anneal_fraction, whose p would need the range, refuses DREAMTIME rather than give a
-    second schedule."""
-    from fsd2d.schedule import anneal_fraction, dreamtime_weights
+    second schedule. On a flow model W is its own schedule's (SD3's shift 3 here), which the grid follows."""
+    from fsd2d.schedule import anneal_fraction, dreamtime_weights, flow_schedule
 
-    w = dreamtime_weights(scaled_linear_schedule()).double().tolist()
-    for t_min, t_max, n in ((100, 900, 41), (20, 980, 7)):
-        total = math.fsum(w[t_min : t_max + 1])
-        got = timesteps(n, t_min, t_max, Anneal.DREAMTIME).tolist()
-        for k, t in enumerate(got):
-            dist = {u: abs(math.fsum(w[u + 1 : t_max + 1]) / total - k / (n - 1)) for u in range(t_min, t_max + 1)}
-            best = min(dist.values())
-            assert dist[t] <= best + 1e-12, (t_min, t_max, k, t, best)  # nearest (rounding decides exact ties)
-            assert t == max(u for u, d in dist.items() if d <= best + 1e-12), (k, t)  # ties: the larger t
+    for schedule, given in ((scaled_linear_schedule(), None), (flow_schedule(1000, shift=3.0), "flow")):
+        w = dreamtime_weights(schedule).double().tolist()
+        for t_min, t_max, n in ((100, 900, 41), (20, 980, 7)):
+            total = math.fsum(w[t_min : t_max + 1])
+            got = timesteps(n, t_min, t_max, Anneal.DREAMTIME, schedule if given else None).tolist()
+            for k, t in enumerate(got):
+                dist = {u: abs(math.fsum(w[u + 1 : t_max + 1]) / total - k / (n - 1)) for u in range(t_min, t_max + 1)}
+                best = min(dist.values())
+                assert dist[t] <= best + 1e-12, (given, t_min, t_max, k, t, best)  # nearest (rounding: exact ties)
+                assert t == max(u for u, d in dist.items() if d <= best + 1e-12), (given, k, t)  # ties: the larger t
     with pytest.raises(ValueError, match="dreamtime_timesteps"):
         anneal_fraction(torch.linspace(0.0, 1.0, 7, dtype=torch.float64), Anneal.DREAMTIME)
 
