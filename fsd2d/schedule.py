@@ -145,6 +145,21 @@ def flux_mu(image_tokens: int, base_tokens: int = 256, max_tokens: int = 4096, b
     return image_tokens * slope + (base_shift - slope * base_tokens)
 
 
+def flux2_mu(image_tokens: int, steps: int) -> float:
+    """FLUX.2's mu for an image of `image_tokens` latent tokens sampled in `steps` steps (the FLUX.2 pipelines'
+    compute_empirical_mu, from Black Forest Labs' flux2 sampling code; Flux.1's is `flux_mu`): two lines in the
+    token count, mu at 10 and at 200 steps, interpolated linearly in the step count; beyond 4300 tokens the 200-step
+    line alone."""
+    a1, b1 = 8.73809524e-05, 1.89833333
+    a2, b2 = 0.00016927, 0.45666666
+    m_200 = a2 * image_tokens + b2
+    if image_tokens > 4300:
+        return float(m_200)
+    m_10 = a1 * image_tokens + b1
+    slope = (m_200 - m_10) / 190.0
+    return float(slope * steps + (m_200 - 200.0 * slope))
+
+
 def flow_schedule(num_timesteps: int = NUM_TRAIN_TIMESTEPS, shift: float = 1.0, mu: float | None = None,
                   time_shift_type: str = "exponential") -> NoiseSchedule:
     """The rectified-flow schedule: sigma_t = shifted((t + 1) / T), alpha_t = 1 - sigma_t, t = 0..T-1 (diffusers'

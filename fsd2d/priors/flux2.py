@@ -16,7 +16,7 @@ and unflattens the output.
 
 Schedule: the scheduler config's rectified flow (FlowMatchEulerDiscreteScheduler), shifted by resolution
 (use_dynamic_shifting), but with FLUX.2's mu, not Flux.1's: the pipeline computes
-compute_empirical_mu(image_seq_len, num_inference_steps) (`empirical_mu` here: a fit in the token count AND the
+compute_empirical_mu(image_seq_len, num_inference_steps) (fsd2d.schedule.flux2_mu here: a fit in the token count AND the
 number of sampling steps). Our schedule is one table for every run, so the prior fixes the step count mu is taken
 at: `mu_steps`, by default the pipeline's num_inference_steps default 50 (klein base's 50-step sampling), and 4
 for a step-distilled klein (its published 4-step sampling: black-forest-labs/flux2 README, "[klein] ... 4 steps"). So DDIM here, with any grid, is the pipeline's Euler sampler called with
@@ -62,7 +62,7 @@ from fsd2d.priors.diffusers_prior import (
     text_placement,
 )
 from fsd2d.priors.layouts import model_index
-from fsd2d.schedule import Prediction, flow_schedule
+from fsd2d.schedule import Prediction, flow_schedule, flux2_mu
 
 PIPELINE_CLASS = "Flux2KleinPipeline"
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -73,20 +73,6 @@ DEFAULT_GUIDANCE = 4.0  # Flux2KleinPipeline's guidance_scale (real CFG, klein b
 DEFAULT_SAMPLE_SIZE = 128  # Flux2KleinPipeline.default_sample_size (VAE latents): 1024 px with FLUX.2's VAE
 MU_STEPS = 50  # Flux2KleinPipeline's num_inference_steps default: the step count our fixed schedule's mu is taken at
 DISTILLED_MU_STEPS = 4  # a step-distilled klein's sampling steps (black-forest-labs/flux2 README: 4-step distilled)
-
-
-def empirical_mu(image_tokens: int, steps: int = MU_STEPS) -> float:
-    """FLUX.2's mu for an image of `image_tokens` latent tokens sampled in `steps` steps (the pipelines'
-    compute_empirical_mu, from Black Forest Labs' flux2 sampling code): two lines in the token count, mu at 10 and
-    at 200 steps, interpolated linearly in the step count; beyond 4300 tokens the 200-step line alone."""
-    a1, b1 = 8.73809524e-05, 1.89833333
-    a2, b2 = 0.00016927, 0.45666666
-    m_200 = a2 * image_tokens + b2
-    if image_tokens > 4300:
-        return float(m_200)
-    m_10 = a1 * image_tokens + b1
-    slope = (m_200 - m_10) / 190.0
-    return float(slope * steps + (m_200 - 200.0 * slope))
 
 
 class Flux2KleinPrior(ReleasableText, LatentPrior):
@@ -126,7 +112,7 @@ class Flux2KleinPrior(ReleasableText, LatentPrior):
         self.mu_steps = int(mu_steps)
         self.mu: float | None = None
         if scheduler_config.get("use_dynamic_shifting", False):  # FLUX.2's mu, not _setup's Flux.1 one
-            self.mu = empirical_mu(self.latent_shape[1] * self.latent_shape[2], self.mu_steps)
+            self.mu = flux2_mu(self.latent_shape[1] * self.latent_shape[2], self.mu_steps)
             self.schedule = flow_schedule(scheduler_config.get("num_train_timesteps", 1000), mu=self.mu,
                                           time_shift_type=scheduler_config.get("time_shift_type", "exponential"))
         self.text_encoders, self.tokenizers = [text_encoder], [tokenizer]

@@ -213,7 +213,7 @@ def build_random_flux(folder: Path, size: str = "tiny", seed: int = 0, guidance_
 # --- FLUX.2 klein --------------------------------------------------------------------------------------------------
 
 # scheduler/scheduler_config.json of FLUX.2 (klein): a dynamically shifted flow; Flux2KleinPipeline computes its mu
-# itself (fsd2d.priors.flux2.empirical_mu), so only use_dynamic_shifting and time_shift_type matter here
+# itself (fsd2d.schedule.flux2_mu), so only use_dynamic_shifting and time_shift_type matter here
 FLUX2_SCHEDULER = dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
                        max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096, time_shift_type="exponential")
 # Qwen3's chat template cut to what Flux2KleinPipeline renders (one user message, the generation prompt, thinking

@@ -16,7 +16,6 @@ from fsd2d.priors.base import ModelError
 from fsd2d.priors.diffusers_prior import quiet_libraries
 from fsd2d.priors.flux2 import (
     Flux2KleinPrior,
-    empirical_mu,
     latent_ids,
     load_flux2_klein,
     pack_latents,
@@ -27,7 +26,7 @@ from fsd2d.priors.flux2 import (
 )
 from fsd2d.priors.random_backbones import build_random_flux2_klein
 from fsd2d.sampling import DistillConfig, Method, ddim_sample, initial_noise, sample
-from fsd2d.schedule import timesteps
+from fsd2d.schedule import flux2_mu, timesteps
 
 RES = 16  # tiny VAE factor 2 -> VAE latent [4, 8, 8] -> working space [16, 4, 4] -> 16 tokens of 16
 SEEDS = (0, 1)
@@ -162,8 +161,8 @@ def test_schedule_is_the_schedulers(folder, prior):
     tokens = pack_latents(torch.zeros(1, *prior.latent_shape)).shape[1]
     assert tokens == (RES // 4) ** 2
     for n, steps in ((tokens, 50), (tokens, 4), (4096, 50), (4500, 28)):  # 4500: beyond the fit's 4300 tokens
-        assert empirical_mu(n, steps) == pytest.approx(compute_empirical_mu(n, steps), rel=1e-14)
-    assert prior.mu == empirical_mu(tokens, 50)
+        assert flux2_mu(n, steps) == pytest.approx(compute_empirical_mu(n, steps), rel=1e-14)
+    assert prior.mu == flux2_mu(tokens, 50)
     scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler")
     assert scheduler.config.use_dynamic_shifting
     scheduler.set_timesteps(sigmas=(torch.arange(1000, 0, -1, dtype=torch.float64) / 1000).tolist(), mu=prior.mu)
