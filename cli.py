@@ -427,6 +427,8 @@ def print_summary(summary: dict) -> None:
     has_pictures = "prompt_accuracy" in next(iter(summary["methods"].values()))  # a model trained on the pictures
     head += f"{'modes reached':>15}" if has_modes else ""
     head += f"{'prompt picture':>16}{'its PSNR':>10}" if has_pictures else ""
+    cost = summary.get("cost", {})  # fsd2d.cost: denoiser evaluations per step and seed, seconds per step
+    head += f"{'evals/step':>12}{'s/step':>9}" if cost else ""
     typer.echo(head)
     for name, m in summary["methods"].items():
         line = f"{name:<13}{m['mean_psnr_to_ddim']:>13.2f}{m['mean_ssim_to_ddim']:>13.3f}{m['diversity']:>11.3f}"
@@ -435,6 +437,8 @@ def print_summary(summary: dict) -> None:
         if has_pictures:
             hits = round(m["prompt_accuracy"] * len(summary["seeds"])) if m["prompt_accuracy"] == m["prompt_accuracy"] else 0
             line += f"{hits:>10d} / {len(summary['seeds']):<3d}{m['mean_picture_psnr']:>10.2f}"
+        if name in cost:
+            line += f"{cost[name]['prior_evaluations_per_step']:>12.2f}{cost[name]['seconds_per_step']:>9.4f}"
         typer.echo(line)
 
 

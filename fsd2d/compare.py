@@ -12,13 +12,14 @@ In memory (`compare_methods`, what `compare_2d` writes to the folder, so both gi
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import ClassVar
 
 import torch
 
 from fsd2d import metrics
+from fsd2d.cost import Cost, metered
 from fsd2d.figures import image_grid
 from fsd2d.family import FAMILY_FLAGS, FamilyOptions, check_rule
 from fsd2d.flags import to_enum_tuple
@@ -87,10 +88,21 @@ def method_configs(config: Compare2DConfig) -> dict[str, DistillConfig]:
 def run_methods(prior: Prior, config: Compare2DConfig, progress: bool = False) -> dict[Method, torch.Tensor]:
     """Final results in the prior's working space [B, C, h, w], per method (one batch of all seeds each): every
     method through `sampling.sample` with the same base settings, DDIM first (compare_methods decodes and scores)."""
+    return run_methods_metered(prior, config, progress)[0]
+
+
+def run_methods_metered(prior: Prior, config: Compare2DConfig,
+                        progress: bool = False) -> tuple[dict[Method, torch.Tensor], dict[Method, Cost]]:
+    """`run_methods`'s results and, per method, what it cost (fsd2d.cost: prior evaluations, seconds, memory)."""
     for method_config in method_configs(config).values():  # every method's rule checked before any runs
         check_rule(method_config.rule, prior)
-    guidance, base = config.guidance(prior), config.distill_base()
-    return {m: sample(prior, guidance, m, config.seeds, base, progress=progress) for m in config.ordered_methods()}
+    guidance, base = config.guidance(prior), config.distill_base()  # prompts encoded once, outside every meter
+    latents, costs = {}, {}
+    for m in config.ordered_methods():
+        with metered(prior) as meter:
+            latents[m] = sample(prior, guidance, m, config.seeds, base, callback=meter.tick, progress=progress)
+        costs[m] = meter.cost(config.steps, len(config.seeds))
+    return latents, costs
 
 
 @dataclass(frozen=True)
@@ -99,17 +111,18 @@ class Compare2D:
 
     config: Compare2DConfig
     images: dict[Method, torch.Tensor]  # per method, DDIM first: [B, C, H, W] float32 on the CPU in [0, 1], B = seeds
-    metrics: dict  # metrics.json less "seconds" (evaluate): per method and seed the distance to DDIM, diversity, ...
+    metrics: dict  # metrics.json less "seconds" and "cost" (evaluate): per method and seed the distance to DDIM, ...
+    cost: dict[Method, Cost] = field(default_factory=dict)  # per method (fsd2d.cost); metrics.json's "cost"
 
 
 def compare_methods(prior: Prior, config: Compare2DConfig, progress: bool = False) -> Compare2D:
     """Run every method of `config` (DDIM always) on `prior`, decode and score them: the images and the numbers
     `fsd compare-2d` writes, without a folder. Validates `config` first (InputError, one line)."""
     config.validate()
-    latents = run_methods(prior, config, progress=progress)
+    latents, costs = run_methods_metered(prior, config, progress=progress)
     with torch.no_grad():
         images = {m: prior.decode(z).float().cpu() for m, z in latents.items()}
-    return Compare2D(config, images, evaluate(prior, config, images))
+    return Compare2D(config, images, evaluate(prior, config, images), costs)
 
 
 def evaluate(prior: Prior, config: Compare2DConfig, images: dict[Method, torch.Tensor]) -> dict:
@@ -167,7 +180,8 @@ def compare_2d(prior: Prior, config: Compare2DConfig, out: Path, progress: bool 
     start = time.perf_counter()
     result = compare_methods(prior, config, progress=progress)
     images = result.images
-    summary = {**result.metrics, "seconds": time.perf_counter() - start}
+    summary = {**result.metrics, "seconds": time.perf_counter() - start,
+               "cost": {m.value: c.record() for m, c in result.cost.items()}}
     with atomic_output_dir(out, COMPARE_2D) as tmp:
         (tmp / "images").mkdir()
         for method, ims in images.items():

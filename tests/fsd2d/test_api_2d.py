@@ -63,6 +63,9 @@ def test_the_docstring_example_gives_the_numbers_of_compare_2d(tmp_path):
 
     written = read_object(out / "metrics.json")
     assert written.pop("seconds") > 0
+    cost = written.pop("cost")  # timings differ run to run; the evaluations counted do not
+    assert {m: c["prior_evaluations_per_step"] for m, c in cost.items()} == {
+        m.value: c.record()["prior_evaluations_per_step"] for m, c in result.cost.items()}
     assert json.loads(json.dumps(jsonable(result.metrics))) == written
     assert list(result.images) == [Method.DDIM, Method.FSD, Method.SDS]
     assert all(im.shape == (4, 3, 32, 32) and 0 <= im.min() and im.max() <= 1 for im in result.images.values())

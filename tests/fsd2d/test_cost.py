@@ -1,0 +1,67 @@
+"""What a method costs (fsd2d.cost), measured where it runs: the prior's evaluations are counted at its `eps`."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli import app
+from fsd2d.compare import Compare2DConfig, compare_methods
+from fsd2d.cost import metered
+from fsd2d.family import Rule, prior_calls
+from fsd2d.priors.imageset import ImageSetPrior
+from fsd2d.schedule import timesteps
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def prior():
+    return ImageSetPrior(16)
+
+
+@pytest.mark.parametrize("cfg", [1.0, 7.5])
+def test_evaluations_per_step_are_the_calls_each_rule_makes(prior, cfg):
+    """Per step and seed: 1 without CFG, 2 with it (one [uncond; cond] call of 2B samples), CSD's 2 at any scale,
+    ISM's inversion calls on top, within what fsd2d.family.prior_calls (the formula) gives over its t range."""
+    config = Compare2DConfig.from_flags(prompt="cat", methods="fsd,sds,csd,ism", seeds="0-2", steps=12, cfg=cfg)
+    cost = compare_methods(prior, config).cost
+    per = {m.value: c.record()["prior_evaluations_per_step"] for m, c in cost.items()}
+    guided = 1.0 if cfg == 1.0 else 2.0
+    assert per["ddim"] == per["fsd"] == per["sds"] == guided
+    assert per["csd"] == 2.0
+    bounds = [prior_calls(Rule.ISM, t, cfg, config.family) for t in range(20, 981)]
+    assert min(bounds) <= per["ism"] <= max(bounds) and per["ism"] > guided  # its inversion's calls on top
+    assert all(c.steps == 12 and c.rows == 3 and c.trained_parameters == 0 and c.seconds > 0 for c in cost.values())
+    assert all(c.peak_memory_bytes is None for c in cost.values())  # CPU: not measured
+
+
+def test_a_meter_leaves_the_prior_as_it_was_and_nested_meters_both_count(prior):
+    x = torch.zeros(5, *prior.latent_shape, dtype=prior.dtype)
+    t = timesteps(5, 20, 980)
+    cond = prior.encode_prompt("cat").expand(5, *prior.encode_prompt("cat").shape[1:])
+    with metered(prior) as outer:
+        prior.eps(x[:2], t[:2], cond[:2])
+        with metered(prior) as inner:
+            prior.eps(x, t, cond)
+        assert inner.evaluations == 5
+    assert outer.evaluations == 7 and outer.seconds > 0
+    assert "eps" not in prior.__dict__  # the class's method again
+    with pytest.raises(RuntimeError), metered(prior):
+        raise RuntimeError("a failed run")
+    assert "eps" not in prior.__dict__
+
+
+def test_compare_2d_writes_the_cost_and_prints_it(tmp_path):
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["compare-2d", "--methods", "fsd,csd", "--seeds", "0-1", "--steps", "10",
+                                   "--cfg", "3", "--out", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    cost = json.loads((out / "metrics.json").read_text())["cost"]
+    assert set(cost) == {"ddim", "fsd", "csd"}
+    assert cost["fsd"]["prior_evaluations_per_step"] == 2.0 and cost["csd"]["prior_evaluations_per_step"] == 2.0
+    assert all(c["seconds_per_step"] > 0 and c["seconds"] >= c["seconds_per_step"] and c["peak_memory_gib"] is None
+               and c["trained_parameters"] == 0 for c in cost.values())
+    assert "evals/step" in res.output and "s/step" in res.output
