@@ -418,6 +418,10 @@ def print_3d_summary(summary: dict) -> None:
     if "references_reached" in summary:
         line += (f", distinct references reached {summary['references_reached']} / {len(summary['seeds'])} seeds"
                  f" (PSNR >= {summary['threshold_db']:.0f} dB)")
+    cost = summary.get("cost")  # fsd2d.cost; None when every seed was finished before
+    if cost:
+        line += (f"; cost: {cost['prior_evaluations_per_step']:.2f} prior evaluations per step and seed, "
+                 f"{cost['seconds_per_step']:.3f} s per step")
     typer.echo(line)
 
 

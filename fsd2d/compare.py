@@ -19,7 +19,7 @@ from typing import ClassVar
 import torch
 
 from fsd2d import metrics
-from fsd2d.cost import Cost, metered
+from fsd2d.cost import Cost, counted, metered
 from fsd2d.figures import image_grid
 from fsd2d.family import FAMILY_FLAGS, FamilyOptions, check_rule
 from fsd2d.flags import to_enum_tuple
@@ -99,7 +99,7 @@ def run_methods_metered(prior: Prior, config: Compare2DConfig,
     guidance, base = config.guidance(prior), config.distill_base()  # prompts encoded once, outside every meter
     latents, costs = {}, {}
     for m in config.ordered_methods():
-        with metered(prior) as meter:
+        with metered(prior.device) as meter, counted(prior, meter):
             latents[m] = sample(prior, guidance, m, config.seeds, base, callback=meter.tick, progress=progress)
         costs[m] = meter.cost(config.steps, len(config.seeds))
     return latents, costs

@@ -3,13 +3,15 @@ FSD's diversity at SDS's cost; VSD's cost grows with its particles).
 
 A `Cost` is one method's run on B rows (seeds) for N steps:
     prior evaluations   samples the denoiser evaluated (a batched call of n samples counts n; CFG's [uncond; cond]
-                        stack counts 2 per row): counted at the prior's `eps`, whatever called it (`metered`);
+                        stack counts 2 per row): counted at the prior's `eps`, whatever called it (`counted`);
     seconds             wall time of the run (with CUDA, synchronised at the end), and per step the median time
                         between consecutive steps (`tick`, a step callback): one-time costs (the optimiser's
                         first use, lazy imports) count in the total, not in the step;
     peak memory         CUDA's peak allocated bytes during the run; None on the CPU (not measured there);
     trained parameters  network parameters the method trains beside its image or scene (0 for every method that
                         only reads the prior; a LoRA's for VSD).
+`metered(device)` times a block, `counted(prior, meter)` counts the evaluations inside it (in 3D, of each step's
+view prior). In 3D a 4-view MVDream set is one sample of its multi-view prior.
 `record()` gives metrics.json's per-step form: evaluations per step and row, seconds per step.
 """
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Meter:
     peak_memory_bytes: int | None = None
     trained_parameters: int = 0
     ticks: list[float] = field(default_factory=list)  # perf_counter() at the end of each step (`tick`)
+    seed_steps: int = 0  # steps times the rows they advanced, where a loop counts them (3D: a resumed seed joins late)
 
     def tick(self, *_) -> None:
         """Call at the end of each step (it takes and ignores a callback's argument, fsd2d.sampling.StepInfo)."""
@@ -44,7 +47,7 @@ class Meter:
         gaps = sorted(b - a for a, b in zip(self.ticks, self.ticks[1:]))
         step = gaps[len(gaps) // 2] if gaps else self.seconds / steps  # the median step, else the mean
         return Cost(self.evaluations, self.seconds, steps, rows, self.peak_memory_bytes, self.trained_parameters,
-                    step)
+                    step, self.seed_steps or None)
 
 
 @dataclass(frozen=True)
@@ -58,11 +61,12 @@ class Cost:
     peak_memory_bytes: int | None
     trained_parameters: int = 0
     seconds_per_step: float | None = None  # the median step (Meter.tick); None: seconds / steps
+    seed_steps: int | None = None  # rows x steps actually advanced; None: steps * rows
 
     def record(self) -> dict:
         """metrics.json's form: per step (and per row for the evaluations), memory in GiB (None on the CPU)."""
         return {
-            "prior_evaluations_per_step": self.evaluations / (self.steps * self.rows),
+            "prior_evaluations_per_step": self.evaluations / (self.seed_steps or self.steps * self.rows),
             "seconds_per_step": self.seconds / self.steps if self.seconds_per_step is None else self.seconds_per_step,
             "seconds": self.seconds,
             "peak_memory_gib": None if self.peak_memory_bytes is None else self.peak_memory_bytes / GIB,
@@ -71,30 +75,40 @@ class Cost:
 
 
 @contextlib.contextmanager
-def metered(prior: Prior) -> Iterator[Meter]:
-    """Count `prior`'s evaluations and time the block (and its CUDA peak memory): `prior.eps` is wrapped for the
-    block's duration (an instance attribute over the class's method, removed on exit, so the prior is as before;
-    nested meters each count)."""
-    meter = Meter()
-    inner = prior.__dict__.get("eps")  # an outer meter's wrapper, or None: the class's method
-
-    def counting_eps(x_t: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        meter.evaluations += int(x_t.shape[0])
-        return (inner or type(prior).eps.__get__(prior))(x_t, *args, **kwargs)
-
-    cuda = prior.device.type == "cuda"
+def metered(device: torch.device, meter: Meter | None = None) -> Iterator[Meter]:
+    """Time the block (and its CUDA peak memory on a CUDA `device`, synchronised at both ends) into a new Meter, or
+    add to `meter` (its seconds summed, its peak the larger); evaluations are counted where the prior is called
+    (`counted`)."""
+    meter = Meter() if meter is None else meter
+    cuda = device.type == "cuda"
     if cuda:
-        torch.cuda.synchronize(prior.device)
-        torch.cuda.reset_peak_memory_stats(prior.device)
-    prior.eps = counting_eps
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     try:
         yield meter
     finally:
         if cuda:
-            torch.cuda.synchronize(prior.device)
-            meter.peak_memory_bytes = int(torch.cuda.max_memory_allocated(prior.device))
-        meter.seconds = time.perf_counter() - start
+            torch.cuda.synchronize(device)
+            meter.peak_memory_bytes = max(meter.peak_memory_bytes or 0, int(torch.cuda.max_memory_allocated(device)))
+        meter.seconds += time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def counted(prior: Prior, meter: Meter) -> Iterator[Meter]:
+    """Add `prior`'s evaluations in the block to `meter.evaluations`: `prior.eps` is wrapped for the block's
+    duration (an instance attribute over the class's method, removed on exit, so the prior is as before; nested
+    counts each count). Nothing waits for the device."""
+    inner = prior.__dict__.get("eps")  # an outer count's wrapper, or None: the class's method
+
+    def counting_eps(x_t: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        meter.evaluations += int(x_t.shape[0])
+        return (inner or type(prior).eps.__get__(prior))(x_t, *args, **kwargs)
+
+    prior.eps = counting_eps
+    try:
+        yield meter
+    finally:
         if inner is None:
             del prior.eps
         else:

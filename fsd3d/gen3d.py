@@ -136,6 +136,7 @@ def gen_3d(config: Gen3DConfig, out: Path, resume: bool = False, progress: bool 
     run = execute(scene_prior, settings, states, finished=kept, order=every,
                   checkpoints=lambda seed: seed_dir(out, seed) / CHECKPOINT, on_seeds=written, progress=progress)
     run.summary["seconds"], run.summary["seed_batch"] = time.perf_counter() - start, run.seed_batch
+    run.summary["cost"] = None if run.cost is None else run.cost.record()  # None: every seed was done before
     save_summary(run, out)
     return run.summary
 

@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from fsd2d.cost import Cost, Meter, metered
 from fsd2d.errors import InputError
 from fsd2d.family import check_rule
 from fsd2d.io import differences
@@ -49,6 +50,7 @@ class Run3D:
     seed_batch: int  # seeds that advanced together
     resolution: int  # render side in pixels
     background: torch.Tensor  # [3] in [0, 1]: the colour the evaluation views and turntables are rendered on
+    cost: Cost | None = None  # what training the seeds of this call cost (fsd2d.cost); None: none was trained
 
     @property
     def config(self) -> Gen3DConfig:
@@ -129,11 +131,13 @@ def execute(scene_prior: ScenePrior, settings: Resolved3D, states: dict[int, See
         run.states[seed] = state
 
     seeds = list(states)
+    meter = Meter()
     for first in range(0, len(seeds), run.seed_batch):
         chunk = seeds[first : first + run.seed_batch]
         ckpts = None if checkpoints is None else {s: checkpoints(s) for s in chunk}
-        train_seeds(scene_prior, train, [states[s] for s in chunk], ckpts, config.identity(), progress=progress,
-                    callback=callback)
+        with metered(device, meter):  # training only: the scoring renders are not the method's cost
+            train_seeds(scene_prior, train, [states[s] for s in chunk], ckpts, config.identity(), progress=progress,
+                        callback=callback, meter=meter)
         for seed in chunk:
             score(seed, states[seed])
         if on_seeds is not None:
@@ -146,6 +150,8 @@ def execute(scene_prior: ScenePrior, settings: Resolved3D, states: dict[int, See
     run.states, run.renders = {s: run.states[s] for s in every}, {s: run.renders[s] for s in every}
     run.per_seed = {s: run.per_seed[s] for s in every}
     run.summary = summarize(scene_prior, config, run.renders, run.per_seed)
+    if meter.seed_steps:
+        run.cost = meter.cost(train.steps, len(seeds))
     return run
 
 

@@ -20,6 +20,7 @@ an uninterrupted run ends (on the CPU).
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fsd2d import updates
+from fsd2d.cost import Meter, counted
 from fsd2d.errors import InputError
 from fsd2d.family import gradient
 from fsd2d.sampling import TimestepSampling
@@ -75,6 +77,7 @@ class Loop:
     grid: torch.Tensor  # CPU long [steps]: the annealed timesteps
     background: torch.Tensor  # [3] on the device (RANDOM draws white or black per view, `view_backgrounds`)
     clock: "Stopwatch"
+    meter: Meter | None = None  # the run's cost (fsd2d.cost): the view priors' evaluations, the steps advanced
 
     @property
     def cameras(self) -> int:
@@ -88,7 +91,7 @@ class Loop:
 
 
 def start_loop(scene_prior: ScenePrior, config: ResolvedTrain3D, states: list[SeedState],
-               timings: dict[str, float] | None) -> Loop:
+               timings: dict[str, float] | None, meter: Meter | None = None) -> Loop:
     """Each seed's noise function, the densifier (its state started for the seeds that have none), the timestep
     grid and the background: made once per call."""
     prior = scene_prior.prior
@@ -108,7 +111,7 @@ def start_loop(scene_prior: ScenePrior, config: ResolvedTrain3D, states: list[Se
     # [3], made once: no host copy per step
     background = torch.zeros(3, device=device) if config.background is Background.BLACK else \
         scene_prior.background_tensor(device)
-    return Loop(scene_prior, config, noise_fns, densifier, grid, background, Stopwatch(timings, device))
+    return Loop(scene_prior, config, noise_fns, densifier, grid, background, Stopwatch(timings, device), meter)
 
 
 def train_seeds(
@@ -120,6 +123,7 @@ def train_seeds(
     progress: bool = False,
     callback: Callable[[SeedState, StepLog], None] | None = None,
     timings: dict[str, float] | None = None,
+    meter: Meter | None = None,
 ) -> list[SeedState]:
     """Advance every seed to config.steps together: per step, one encode, ONE guided prior call and one
     backward for all S seeds x C cameras; each seed keeps its own scene, Adams, generators, noise function,
@@ -131,11 +135,12 @@ def train_seeds(
     the guided noise prediction) and rest (encode, noise, backward through renderer/encoder, Adam, densify).
     Nothing in a step waits for the GPU (no .item(), host copies are non-blocking) except checkpoints,
     densification refinements and, inside gsplat, the sizing of its tile lists.
+    `meter` (fsd2d.cost.Meter), if given, counts the prior's evaluations and the seed-steps, and ticks each step.
     """
     check_resolved(config)
     if len({s.seed for s in states}) != len(states):
         raise InputError("each seed may appear once in a batch of seeds")
-    loop = start_loop(scene_prior, config, states, timings)
+    loop = start_loop(scene_prior, config, states, timings, meter)
     first = min((s.step for s in states), default=config.steps)
     bar = tqdm(range(first, config.steps), initial=first, total=config.steps, disable=not progress, leave=False,
                desc=f"seed{'s' if len(states) > 1 else ''} {','.join(str(s.seed) for s in states)}",
@@ -145,6 +150,9 @@ def train_seeds(
         if not active:
             continue
         t_cpu, losses = train_step(loop, active, i, with_loss=callback is not None)
+        if meter is not None:
+            meter.seed_steps += len(active)
+            meter.tick()
         bar.set_postfix(t=int(t_cpu[0]), gaussians=len(active[0].scene), refresh=False)
         for k, s in enumerate(active):
             if checkpoints is not None and (s.step % config.checkpoint_every == 0 or s.step == config.steps):
@@ -177,8 +185,9 @@ def train_step(loop: Loop, active: list[SeedState], i: int, with_loss: bool) -> 
     view_prior, guidance = scene_prior.view_batch(cams, config.cfg)
     # the family's rules (fsd2d.family, the 2D functions): SDS/FSD is eps_hat - noise (Eq. 15), one guided call
     # for every seed and camera; ISM/NFSD also use the empty prompt's conditioning at these cameras
-    est = gradient(config.method.rule, view_prior, guidance, guidance.null_or_uncond, z.detach(), t_cpu, noise,
-                   config.family)
+    with counted(view_prior, loop.meter) if loop.meter is not None else contextlib.nullcontext():
+        est = gradient(config.method.rule, view_prior, guidance, guidance.null_or_uncond, z.detach(), t_cpu, noise,
+                       config.family)
     loop.clock.lap("prior")
     grad = est.grad if config.weighting is Weighting.ONE else \
         est.grad * step_weights(prior.schedule, t_cpu, est.grad)  # w(t) = sigma_t / alpha_t

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from fsd2d.compare import Compare2DConfig, compare_methods
-from fsd2d.cost import metered
+from fsd2d.cost import counted, metered
 from fsd2d.family import Rule, prior_calls
 from fsd2d.priors.imageset import ImageSetPrior
 from fsd2d.schedule import timesteps
@@ -42,14 +42,14 @@ def test_a_meter_leaves_the_prior_as_it_was_and_nested_meters_both_count(prior):
     x = torch.zeros(5, *prior.latent_shape, dtype=prior.dtype)
     t = timesteps(5, 20, 980)
     cond = prior.encode_prompt("cat").expand(5, *prior.encode_prompt("cat").shape[1:])
-    with metered(prior) as outer:
+    with metered(prior.device) as outer, counted(prior, outer):
         prior.eps(x[:2], t[:2], cond[:2])
-        with metered(prior) as inner:
+        with metered(prior.device) as inner, counted(prior, inner):
             prior.eps(x, t, cond)
         assert inner.evaluations == 5
     assert outer.evaluations == 7 and outer.seconds > 0
     assert "eps" not in prior.__dict__  # the class's method again
-    with pytest.raises(RuntimeError), metered(prior):
+    with pytest.raises(RuntimeError), counted(prior, outer):
         raise RuntimeError("a failed run")
     assert "eps" not in prior.__dict__
 
@@ -65,3 +65,25 @@ def test_compare_2d_writes_the_cost_and_prints_it(tmp_path):
     assert all(c["seconds_per_step"] > 0 and c["seconds"] >= c["seconds_per_step"] and c["peak_memory_gib"] is None
                and c["trained_parameters"] == 0 for c in cost.values())
     assert "evals/step" in res.output and "s/step" in res.output
+
+
+@pytest.mark.parametrize("cfg,cameras,per_step", [(1.0, 2, 2.0), (7.5, 3, 6.0)])
+def test_gen_3d_writes_the_cost_of_its_training(tmp_path, cfg, cameras, per_step):
+    """gen-3d's metrics.json: per step and seed one evaluation per camera, two with CFG (fsd3d.train counts each
+    step's view prior); a call that adds a seed to a finished run records that seed's training, and one with nothing
+    left to train records none."""
+    out = tmp_path / "run"
+    args = ["gen-3d", "--prompt", "mushroom", "--steps", "4", "--cfg", str(cfg), "--cameras-per-step", str(cameras),
+            "--out", str(out), "--no-progress"]
+    res = CliRunner().invoke(app, [*args, "--seeds", "0-1"])
+    assert res.exit_code == 0, res.output
+    cost = json.loads((out / "metrics.json").read_text())["cost"]
+    assert cost["prior_evaluations_per_step"] == per_step and cost["trained_parameters"] == 0
+    assert 0 < cost["seconds_per_step"] <= cost["seconds"] and cost["peak_memory_gib"] is None
+    assert "prior evaluations per step and seed" in res.output
+    res = CliRunner().invoke(app, [*args, "--seeds", "0-2", "--resume"])  # seeds 0, 1 done: only seed 2 trains
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "metrics.json").read_text())["cost"]["prior_evaluations_per_step"] == per_step
+    res = CliRunner().invoke(app, [*args, "--seeds", "0-2", "--resume"])  # nothing left to train: no cost
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "metrics.json").read_text())["cost"] is None

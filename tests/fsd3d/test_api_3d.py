@@ -22,7 +22,7 @@ CLI_SMALL = ["--seeds", "0-1", "--resolution", "16", "--steps", "6", "--num-gaus
 
 
 def without_timing(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k not in ("seconds", "seed_batch")}
+    return {k: v for k, v in metrics.items() if k not in ("seconds", "seed_batch", "cost")}
 
 
 @pytest.fixture(scope="module")
