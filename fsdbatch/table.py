@@ -5,6 +5,9 @@ One row per finished run (done.json present) and per entry of its metrics.json:
     metrics["methods"] = {name: {...}}  -> one row per method, column `method`   (compare-2d, consistency)
     metrics["rows"] = [{...}, ...]      -> one row per entry, named by its first field (beta-sweep: beta)
     otherwise                           -> one row                               (shuffle-noise, gen-3d)
+metrics["cost"] (fsd2d.cost: per method for compare-2d, one for gen-3d) adds its numbers to the row it belongs to
+(prior_evaluations_per_step, seconds_per_step, peak_memory_gib, trained_parameters), so diversity is read
+beside cost; its total `seconds` is the command's, left out as the top level's is.
 Columns: run, index, the swept parameters, seconds (the run's time), then every scalar of the entry and
 of the top level of metrics.json (lists and per-seed details are left out; null is an undefined value, and the
 "inf"/"nan" of runs written before JSON held null become numbers).
@@ -85,15 +88,22 @@ def finished_run(run: SweepRun) -> tuple[Done, list[tuple[str | None, dict]]] | 
 
 def flatten(metrics: dict, source: Path | str = METRICS) -> list[tuple[str | None, dict]]:
     """metrics.json -> [(entry label column or None, {column: scalar})] as described in the module doc."""
-    top = {k: v for k, v in scalars(metrics).items() if k not in SKIPPED_TOP}
+    top = {k: v for k, v in scalars(metrics).items() if k not in (*SKIPPED_TOP, "cost")}  # cost: cost_columns
     if isinstance(metrics.get("methods"), dict):
         methods = metrics["methods"]
         if not all(isinstance(m, dict) for m in methods.values()):
             raise InputError(f"{source}: every entry of 'methods' should be an object")
-        return [("method", {**top, "method": name, **scalars(m)}) for name, m in methods.items()]
+        costs = cost if isinstance(cost := metrics.get("cost"), dict) else {}
+        return [("method", {**top, "method": name, **scalars(m), **cost_columns(costs.get(name))})
+                for name, m in methods.items()]
     if isinstance(metrics.get("rows"), list) and metrics["rows"]:
         return [(next(iter(r)), {**top, **scalars(r)}) for r in metrics["rows"] if isinstance(r, dict) and r]
-    return [(None, top)]
+    return [(None, {**top, **cost_columns(metrics.get("cost"))})]
+
+
+def cost_columns(cost) -> dict:
+    """A cost record's numbers as columns (module docstring); nothing for a missing or malformed one."""
+    return {k: v for k, v in scalars(cost).items() if k not in SKIPPED_TOP} if isinstance(cost, dict) else {}
 
 
 def scalars(d: dict) -> dict:

@@ -87,3 +87,21 @@ def test_gen_3d_writes_the_cost_of_its_training(tmp_path, cfg, cameras, per_step
     res = CliRunner().invoke(app, [*args, "--seeds", "0-2", "--resume"])  # nothing left to train: no cost
     assert res.exit_code == 0, res.output
     assert json.loads((out / "metrics.json").read_text())["cost"] is None
+
+
+def test_sweep_tables_carry_the_cost_beside_each_row():
+    """fsdbatch.table.flatten: compare-2d's per-method cost joins its method's row, gen-3d's its one row; the cost's
+    total seconds stays out (the CSV's `seconds` is the run's, from done.json)."""
+    from fsdbatch.table import flatten
+
+    cost = {"prior_evaluations_per_step": 2.0, "seconds_per_step": 0.01, "seconds": 3.0, "peak_memory_gib": None,
+            "trained_parameters": 0}
+    two_d = {"seconds": 9.0, "methods": {"ddim": {"diversity": 0.9}, "fsd": {"diversity": 0.8}},
+             "cost": {"ddim": {**cost, "prior_evaluations_per_step": 1.0}, "fsd": cost}}
+    rows = dict((r["method"], r) for _, r in flatten(two_d))
+    assert rows["fsd"]["prior_evaluations_per_step"] == 2.0 and rows["ddim"]["prior_evaluations_per_step"] == 1.0
+    assert rows["fsd"]["diversity"] == 0.8 and all("seconds" not in r for r in rows.values())
+    [(_, row)] = flatten({"seconds": 9.0, "diversity": 0.4, "cost": cost})
+    assert row["seconds_per_step"] == 0.01 and row["trained_parameters"] == 0 and "seconds" not in row
+    [(_, row)] = flatten({"diversity": 0.4, "cost": None})  # nothing trained: no cost columns
+    assert row == {"diversity": 0.4}
