@@ -181,7 +181,7 @@ SD3 = Defaults3D(
 SDXL = replace(STABLE_DIFFUSION, resolution=512)  # the SD profile (its sources above) at 512 px
 FLUX = replace(SD3, cfg=None, negative_prompt="")  # the SD3 profile with FluxPipeline's guidance (docstring)
 
-# the profile each backbone's folders take (fsd3d.settings.model_profile; fsd2d.priors.layouts.backbone_of_model)
+# the profile each backbone's folders take (fsd3d.settings.model_profile; fsd2d.priors.diffusers_prior.backbone_of_model)
 BACKBONE_PROFILES = {Backbone.STABLE_DIFFUSION: Profile.STABLE_DIFFUSION, Backbone.MVDREAM: Profile.MVDREAM,
                      Backbone.SD3: Profile.SD3, Backbone.SDXL: Profile.SDXL, Backbone.FLUX: Profile.FLUX,
                      Backbone.FLUX2_KLEIN: Profile.FLUX}

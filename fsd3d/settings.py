@@ -59,7 +59,7 @@ def model_profile(model: str, profile: Profile | None = None) -> tuple[Profile, 
     the models trained on the references' renders (world: TRAINED_WORLD) take EMBEDDED, any other model its
     backbone's (fsd3d.backbones.BACKBONE_PROFILES: MVDREAM, SD3, STABLE_DIFFUSION); `profile` (--defaults) replaces
     the profile, not the world."""
-    from fsd2d.priors.layouts import backbone_of_model
+    from fsd2d.priors.diffusers_prior import backbone_of_model
     from fsd2d.priors.trained import read_card, trained_folder
 
     if model in (REFERENCES, REFERENCES_LOCAL):

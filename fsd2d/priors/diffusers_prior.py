@@ -23,7 +23,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from fsd2d.priors.base import ModelError, Prior, match_prompt
-from fsd2d.priors.layouts import looks_like_path
+from fsd2d.priors.layouts import Backbone, backbone_named, backbone_of, folder_index, looks_like_path
 from fsd2d.schedule import (
     NoiseSchedule,
     Prediction,
@@ -405,6 +405,39 @@ def resolve_hub_id(model: str, components: tuple[str, ...] | None = ALL_COMPONEN
         return _cached_snapshot(model, f"the Hugging Face hub cannot be reached ({type(e).__name__}: {detail})",
                                 download, components, weighted)
     return None
+
+
+def model_index(model: str) -> dict:
+    """The model_index.json of a local diffusers folder or of a hub id, as a dict; {} where there is none
+    (fsd2d.priors.layouts.folder_index). A hub id is resolved first (`resolve_hub_id`: its cached copy when the hub
+    cannot be reached, a one-line ModelError when neither; the copy is checked by the backbone's loader against its
+    own parts); when the hub answers, that one file is downloaded."""
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        cached = resolve_hub_id(model, components=None)
+        if cached is None:
+            try:
+                from huggingface_hub import hf_hub_download
+
+                with quiet_libraries():
+                    cached = str(Path(hf_hub_download(model, "model_index.json",
+                                                      local_files_only=_hub_offline())).parent)
+            except Exception:  # noqa: BLE001 - the hub has no model_index.json for it: the loader says what is missing
+                return {}
+        folder = Path(cached)
+    return folder_index(folder)
+
+
+def backbone_of_model(model: str) -> Backbone:
+    """The backbone of a --model string: a local folder (fsd2d.priors.layouts.backbone_of) or a hub id, by its
+    model_index.json (`model_index`); a name or a missing folder is Stable Diffusion's, whose loader says what is
+    wrong in its own words."""
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        return backbone_of(folder)
+    if "/" not in model or looks_like_path(model):
+        return Backbone.STABLE_DIFFUSION
+    return backbone_named(model_index(model).get("_class_name"), model)
 
 
 def _cached_snapshot(model: str, why: str, advice: str, components: tuple[str, ...] | None,

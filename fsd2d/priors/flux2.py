@@ -16,11 +16,12 @@ and unflattens the output.
 
 Schedule: the scheduler config's rectified flow (FlowMatchEulerDiscreteScheduler), shifted by resolution
 (use_dynamic_shifting), but with FLUX.2's mu, not Flux.1's: the pipeline computes
-compute_empirical_mu(image_seq_len, num_inference_steps) (fsd2d.schedule.flux2_mu here: a fit in the token count AND the
-number of sampling steps). Our schedule is one table for every run, so the prior fixes the step count mu is taken
-at: `mu_steps`, by default the pipeline's num_inference_steps default 50 (klein base's 50-step sampling), and 4
-for a step-distilled klein (its published 4-step sampling: black-forest-labs/flux2 README, "[klein] ... 4 steps"). So DDIM here, with any grid, is the pipeline's Euler sampler called with
-num_inference_steps=mu_steps and that grid's sigmas. The transformer predicts the velocity v = eps - x_0 at
+compute_empirical_mu(image_seq_len, num_inference_steps) (fsd2d.schedule.flux2_mu here: a fit in the token count
+AND the number of sampling steps). Our schedule is one table for every run, so the prior fixes the step count mu is
+taken at: `mu_steps`, by default the pipeline's num_inference_steps default 50 (klein base's 50-step sampling), and
+4 for a step-distilled klein (its published 4-step sampling: black-forest-labs/flux2 README, "[klein] ... 4
+steps"). So DDIM here, with any grid, is the pipeline's Euler sampler called with num_inference_steps=mu_steps and
+that grid's sigmas. The transformer predicts the velocity v = eps - x_0 at
 timestep sigma_t (the pipeline passes its timestep / 1000), converted to eps in the one place
 (fsd2d.schedule.to_eps), so every method runs unchanged.
 
@@ -58,10 +59,10 @@ from fsd2d.priors.diffusers_prior import (
     check_resolution,
     load_parts,
     locate_model,
+    model_index,
     scheduler_config_of,
     text_placement,
 )
-from fsd2d.priors.layouts import model_index
 from fsd2d.schedule import Prediction, flow_schedule, flux2_mu
 
 PIPELINE_CLASS = "Flux2KleinPipeline"

@@ -8,7 +8,7 @@ import torch
 
 from fsd2d.models import BuiltinPrior, ModelKind, Source, find_prompt_list, model_info, model_names, models_summary
 from fsd2d.priors.base import ModelError, Prior, match_prompt
-from fsd2d.priors.layouts import Backbone, backbone_of_model
+from fsd2d.priors.layouts import Backbone
 from fsd2d.priors.trained import card_captions, read_card, trained_folder
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -85,6 +85,8 @@ def load_backbone(model: str, device: torch.device, dtype: torch.dtype | None, r
     """The prior of a diffusers folder or hub id, by its backbone (fsd2d.priors.layouts): each loader checks its
     own layout and says in one line what is missing. A trained model's card may fix how prompts are encoded
     (SD3: the T5 tokens it was trained with)."""
+    from fsd2d.priors.diffusers_prior import backbone_of_model  # diffusers: only when a diffusers folder is loaded
+
     backbone = backbone_of_model(model)
     if backbone is Backbone.MVDREAM:  # MVDream's diffusers-format conversion (priors/mvdream.py)
         from fsd2d.priors.mvdream import load_mvdream

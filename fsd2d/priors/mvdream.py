@@ -57,11 +57,12 @@ from torch import nn
 
 from fsd2d.priors.base import ModelError, Prior
 from fsd2d.priors.diffusers_prior import LatentPrior, check_resolution
+from fsd2d.priors.layouts import MVDREAM_UNET_CLASS, Backbone
 
 VIEWS = 4  # views per object the published model denoises together
 GROUPS = 32  # GroupNorm groups everywhere in the published network
-UNET_CLASS = "MultiViewUNetModel"  # `_class_name` of unet/config.json in the published conversion
-PIPELINE_CLASS = "MVDreamPipeline"  # `_class_name` of model_index.json
+UNET_CLASS = MVDREAM_UNET_CLASS  # `_class_name` of unet/config.json in the published conversion
+PIPELINE_CLASS = Backbone.MVDREAM.value  # `_class_name` of model_index.json
 # the 2D studies' fixed cameras: MVDream's text-to-image default, `get_camera(4, elevation=15, azimuth_start=0)`:
 # elevation 15, MVDream's azimuths 0, 90, 180, 270, which are ours minus 90 (MVDream's azimuth 0 is our -90:
 # see viewmats_to_mvdream)
@@ -450,20 +451,6 @@ class MVDreamPrior(Prior):
 
 
 # ------------------------------------------------------------------------------------------------ loading
-def is_mvdream_folder(folder: Path) -> bool:
-    """A local folder in MVDream's diffusers-format layout: model_index.json names MVDreamPipeline, or
-    unet/config.json names the multi-view UNet or has a camera_dim."""
-    for path, check in ((folder / "model_index.json", lambda c: c.get("_class_name") == PIPELINE_CLASS),
-                        (folder / "unet" / "config.json",
-                         lambda c: c.get("_class_name") == UNET_CLASS or "camera_dim" in c)):
-        try:
-            if check(json.loads(path.read_text())):
-                return True
-        except (OSError, ValueError, AttributeError):
-            continue
-    return False
-
-
 def _unet_weights(unet_dir: Path) -> dict[str, torch.Tensor]:
     """The UNet's state dict from unet/*.safetensors (one file, or the shards of an index); .bin is refused."""
     from safetensors.torch import load_file

@@ -45,12 +45,12 @@ from fsd2d.priors.diffusers_prior import (
     clip_encode,
     load_parts,
     locate_model,
+    model_index,
     pack_cond,
     scheduler_config_of,
     text_placement,
     unpack_cond,
 )
-from fsd2d.priors.layouts import model_index
 
 PIPELINE_CLASS = "StableDiffusionXLPipeline"
 COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")

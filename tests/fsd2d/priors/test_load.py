@@ -108,7 +108,8 @@ def test_a_cached_hub_id_loads_by_its_own_pipeline_class(no_hub, tiny_sd3_path):
     """A hub id of a flow model (here SD3's layout) is recognised by its model_index.json, from the cached copy
     when the hub cannot be reached: it loads as SD3 and takes the sd3 profile, not Stable Diffusion's loader (which
     asked for a unet/)."""
-    from fsd2d.priors.layouts import Backbone, backbone_of_model
+    from fsd2d.priors.diffusers_prior import backbone_of_model
+    from fsd2d.priors.layouts import Backbone
     from fsd2d.priors.load import load_prior
     from fsd2d.priors.sd3 import SD3Prior
     from fsd3d.backbones import Profile
@@ -126,7 +127,8 @@ def test_a_hub_id_the_hub_answers_for_is_read_from_its_downloaded_model_index(no
     """When the hub answers, model_index.json alone is downloaded to tell the backbone (no weights fetched)."""
     import huggingface_hub
 
-    from fsd2d.priors.layouts import Backbone, backbone_of_model
+    from fsd2d.priors.diffusers_prior import backbone_of_model
+    from fsd2d.priors.layouts import Backbone
 
     asked = []
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda self, repo, timeout=None: None)

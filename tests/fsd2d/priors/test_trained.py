@@ -176,7 +176,8 @@ def test_stable_diffusion_names_load_through_diffusers_unchanged():
 
 def test_mvdream_name_loads_in_mvdream_layout():
     from fsd2d.priors.load import load_prior
-    from fsd2d.priors.mvdream import MVDreamPrior, is_mvdream_folder
+    from fsd2d.priors.layouts import is_mvdream_folder
+    from fsd2d.priors.mvdream import MVDreamPrior
 
     assert is_mvdream_folder(trained_folder("tiny-mvdream"))
     prior = load_prior("tiny-mvdream", "cpu")
