@@ -35,7 +35,6 @@ class Meter:
     evaluations: int = 0
     seconds: float = 0.0
     peak_memory_bytes: int | None = None
-    trained_parameters: int = 0
     ticks: list[float] = field(default_factory=list)  # perf_counter() at the end of each step (`tick`)
     seed_steps: int = 0  # steps times the rows they advanced, where a loop counts them (3D: a resumed seed joins late)
 
@@ -44,10 +43,11 @@ class Meter:
         self.ticks.append(time.perf_counter())
 
     def cost(self, steps: int, rows: int) -> "Cost":
+        """The Cost of `steps` steps of `rows` rows (seed_steps, where a loop counted them, replaces steps x rows)."""
         gaps = sorted(b - a for a, b in zip(self.ticks, self.ticks[1:]))
         step = gaps[len(gaps) // 2] if gaps else self.seconds / steps  # the median step, else the mean
-        return Cost(self.evaluations, self.seconds, steps, rows, self.peak_memory_bytes, self.trained_parameters,
-                    step, self.seed_steps or None)
+        return Cost(self.evaluations, self.seconds, steps, rows, self.peak_memory_bytes, step,
+                    self.seed_steps or steps * rows)
 
 
 @dataclass(frozen=True)
@@ -59,15 +59,15 @@ class Cost:
     steps: int
     rows: int
     peak_memory_bytes: int | None
-    trained_parameters: int = 0
-    seconds_per_step: float | None = None  # the median step (Meter.tick); None: seconds / steps
-    seed_steps: int | None = None  # rows x steps actually advanced; None: steps * rows
+    seconds_per_step: float  # the median step (Meter.tick), else seconds / steps
+    seed_steps: int  # rows x steps actually advanced (steps x rows unless a resumed seed joined late)
+    trained_parameters: int = 0  # no method here trains a network yet
 
     def record(self) -> dict:
         """metrics.json's form: per step (and per row for the evaluations), memory in GiB (None on the CPU)."""
         return {
-            "prior_evaluations_per_step": self.evaluations / (self.seed_steps or self.steps * self.rows),
-            "seconds_per_step": self.seconds / self.steps if self.seconds_per_step is None else self.seconds_per_step,
+            "prior_evaluations_per_step": self.evaluations / self.seed_steps,
+            "seconds_per_step": self.seconds_per_step,
             "seconds": self.seconds,
             "peak_memory_gib": None if self.peak_memory_bytes is None else self.peak_memory_bytes / GIB,
             "trained_parameters": self.trained_parameters,

@@ -1,10 +1,10 @@
 """The trained tiny models shipped in the package, by name (registered in fsd2d.models), and the model card every
 trained folder carries.
 
-`fsd train-prior` (fsdtrain) trains small Stable Diffusion, MVDream and Stable Diffusion 3 models here, on 2 CPU cores, on the
-embedded worlds, and writes them in the diffusers layout (Stable Diffusion) or MVDream's published layout, so
-they load through the same `--model PATH` code as any real model, with no special case. Beside the weights it
-writes `fsd_model.json`, the model card:
+`fsd train-prior` (fsdtrain) trains small Stable Diffusion, MVDream and Stable Diffusion 3 models here, on 2 CPU
+cores, on the embedded worlds, and writes them in the diffusers layout (Stable Diffusion, SD3) or MVDream's published
+layout, so they load through the same `--model PATH` code as any real model, with no special case. Beside the
+weights it writes `fsd_model.json`, the model card:
 
     dataset                       "imageset", "objects" or "objects-mv" (fsd train-prior DATASET)
     world                         "imageset" (2D pictures) or "references" (the 3D reference objects)

@@ -70,8 +70,8 @@ def test_compare_2d_writes_the_cost_and_prints_it(tmp_path):
 @pytest.mark.parametrize("cfg,cameras,per_step", [(1.0, 2, 2.0), (7.5, 3, 6.0)])
 def test_gen_3d_writes_the_cost_of_its_training(tmp_path, cfg, cameras, per_step):
     """gen-3d's metrics.json: per step and seed one evaluation per camera, two with CFG (fsd3d.train counts each
-    step's view prior); a call that adds a seed to a finished run records that seed's training, and one with nothing
-    left to train records none."""
+    step's view prior); a call that adds a seed to a finished run records the cost of its training, per step and
+    seed as before, and one with nothing left to train records none."""
     out = tmp_path / "run"
     args = ["gen-3d", "--prompt", "mushroom", "--steps", "4", "--cfg", str(cfg), "--cameras-per-step", str(cameras),
             "--out", str(out), "--no-progress"]
