@@ -110,6 +110,14 @@ SdiInversionSteps = Annotated[int, typer.Option(help="SDI: DDIM inversion grid o
 SdiInversionCfg = Annotated[Optional[float], typer.Option(
     help="SDI: CFG of the inversion, standard form, may be negative (SDI paper: -7.5). Default: --cfg.")]
 SdiEta = Annotated[float, typer.Option(help="SDI: DDIM-eta noise per inversion step, in [0, 1] (threestudio: 0.3).")]
+# The diversity rivals (fsd2d.vsd, fsd2d.dsd)
+Particles = Annotated[int, typer.Option(help="VSD / ESD: particles per seed sharing one LoRA critic (ProlificDreamer's "
+                                             "particles; each seed is its own run).")]
+LoraRank = Annotated[int, typer.Option(help="VSD / ESD: LoRA rank of the critic (threestudio: 4).")]
+LoraLr = Annotated[float, typer.Option(help="VSD / ESD: the critic's AdamW learning rate (threestudio: 1e-4).")]
+EsdLambda = Annotated[float, typer.Option(help="ESD: entropy weight lambda in [0, 1]; the critic's camera CFG is "
+                                               "1 - lambda (ESD's README: 0.5).")]
+DsdPoints = Annotated[int, typer.Option(help="DSD: points of its coarse ODE grid linspace(999, 0, n) (theirs: 11).")]
 
 
 @app.command("compare-2d")
@@ -119,8 +127,8 @@ def compare_2d(
     negative_prompt: NegativePrompt = "",
     seeds: Seeds = "0-7",
     methods: Annotated[str, typer.Option(
-        help="Comma list from ddim, fsd, fsd-exact, sds, sds-annealed and the family ism, sdi, csd, nfsd "
-             "(ddim always runs).")] = "ddim,fsd,fsd-exact,sds",
+        help="Comma list from ddim, fsd, fsd-exact, sds, sds-annealed, the family ism, sdi, csd, nfsd and the "
+             "diversity rivals vsd, esd, dsd (ddim always runs).")] = "ddim,fsd,fsd-exact,sds",
     steps: Steps = 300, cfg: Cfg = None, beta: Beta = 1.0, t_min: TMin = 20, t_max: TMax = 980,
     anneal: AnnealOpt = "linear", lr: Lr = None, model: Model = "imageset", resolution: Resolution = None,
     device: Device = "auto", dtype: Dtype = "auto",
@@ -128,9 +136,12 @@ def compare_2d(
         "outputs/compare-2d"),
     ism_interval: IsmInterval = 25, ism_stride: IsmStride = 200, ism_inversion_steps: IsmInversionSteps = 5,
     sdi_inversion_steps: SdiInversionSteps = 10, sdi_inversion_cfg: SdiInversionCfg = None, sdi_eta: SdiEta = 0.3,
+    particles: Particles = 1, lora_rank: LoraRank = 4, lora_lr: LoraLr = 1e-4, esd_lambda: EsdLambda = 0.5,
+    dsd_points: DsdPoints = 11,
     progress: Progress = True,
 ):
-    """Same seeds through DDIM, FSD and SDS (paper Fig. 3), or ISM/SDI/CSD/NFSD: grid.png, images/, metrics.json."""
+    """Same seeds through DDIM, FSD and SDS (paper Fig. 3), or ISM/SDI/CSD/NFSD and VSD/ESD/DSD: grid.png, images/,
+    metrics.json (with particles: particles_<method>.png)."""
     options = config_options(locals())
     from fsd2d.compare import Compare2DConfig
     from fsd2d.study import run_study
@@ -296,8 +307,9 @@ def gen_3d(
         help="fsd (world-map noise, annealed t), sds (fresh noise, t uniform: DreamFusion), sds-annealed (fresh noise, "
              "annealed t: differs from fsd in the noise only), a noise function on fsd's annealed t: worldmap (= fsd), "
              "constant, random (= sds-annealed), surface (noise fixed on the object's surface, the authors' "
-             "successor), or the family ism, sdi, csd, nfsd (fresh noise, their own gradient and timesteps). Each name "
-             "means what compare-2d's does.")] = "fsd",
+             "successor), the family ism, sdi, csd, nfsd (fresh noise, their own gradient and timesteps), or the "
+             "diversity rivals vsd, esd (a LoRA critic per seed, fresh noise, t uniform) and dsd (the seed's DDIM "
+             "trajectory, one fixed noise, sqrt-annealed t). Each name means what compare-2d's does.")] = "fsd",
     seeds: Seeds = "0-7",
     steps: Annotated[Optional[int], typer.Option(help="Optimisation steps per seed (default: the profile's: 150 "
                                                       "embedded, 500 SD / MVDream).")] = None,
@@ -367,6 +379,8 @@ def gen_3d(
         help="torch.compile Stable Diffusion's UNet (CUDA graphs) and VAE encoder; the first steps compile.")] = False,
     ism_interval: IsmInterval = 25, ism_stride: IsmStride = 200, ism_inversion_steps: IsmInversionSteps = 5,
     sdi_inversion_steps: SdiInversionSteps = 10, sdi_inversion_cfg: SdiInversionCfg = None, sdi_eta: SdiEta = 0.3,
+    particles: Particles = 1, lora_rank: LoraRank = 4, lora_lr: LoraLr = 1e-4, esd_lambda: EsdLambda = 0.5,
+    dsd_points: DsdPoints = 11,
     turntable: Annotated[str, typer.Option(help="Turntable video format: mp4 (H.264) or gif.")] = "mp4",
     mesh: Annotated[bool, typer.Option(help="Also write seed_*/mesh.glb (marching cubes on the density) and its "
                                             "silhouette IoU and watertightness in the seed's metrics.json.")] = False,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-shot GPU check: install, gsplat CUDA build, CUDA tests, renderer and 3D-step benchmarks, one table.
 #
-#     bash benchmarks/fetch_wheels.sh       # where there is network: writes wheels/ (42 MB, ignored by git)
+#     bash benchmarks/fetch_wheels.sh       # where there is network: writes wheels/ (43 MB, ignored by git)
 #     bash benchmarks/gpu_check.sh          # on the CUDA machine, from the repo root; no network needed
 #
 # wheels/ is made by benchmarks/fetch_wheels.sh (the pinned wheels and why each is there are listed in it)

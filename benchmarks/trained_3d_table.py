@@ -7,7 +7,8 @@ One row per (model [--defaults], method, prompt), from each run's metrics.json (
 the model was trained on): variants reached (mean PSNR >= 22 dB, with the 95 % bootstrap interval over seeds),
 variants nearest (distinct nearest references over the seeds, at any PSNR), mean PSNR to the nearest reference
 +- std over seeds, holes +- std, depth artefacts +- std, diversity (mean pairwise 1 - SSIM) [95 % interval].
-Then one line per (model, method) averaged over the prompts.
+Then one line per (model, method) averaged over the prompts, with what the method cost (metrics.json's `cost`:
+prior evaluations per step and seed, seconds per step of the whole seed batch, parameters trained per seed).
 """
 from __future__ import annotations
 
@@ -32,11 +33,14 @@ def main() -> None:
             nearest = len({s["majority"] for s in m["per_seed"].values()})
             key = (cfg["model"] + (f" --defaults {profile}" if profile else ""), m["method"])
             rows.append((key, cfg["prompt"], m, sp, nearest))
+            cost = m.get("cost") or {}
             for name, value in (("reached", m["references_reached"]), ("nearest", nearest),
                                 ("psnr", sp["majority_psnr"]), ("holes", sp["holes"]),
-                                ("depth", sp["depth_artefacts"]), ("diversity", sp["diversity"])):
+                                ("depth", sp["depth_artefacts"]), ("diversity", sp["diversity"]),
+                                ("evals", cost.get("prior_evaluations_per_step")),
+                                ("seconds", cost.get("seconds_per_step")), ("trained", cost.get("trained_parameters"))):
                 means[key][name].append(value)
-    order = {"fsd": 0, "sds-annealed": 1, "constant": 2, "surface": 3}
+    order = {"fsd": 0, "sds": 1, "sds-annealed": 2, "constant": 3, "surface": 4, "vsd": 5, "esd": 6, "dsd": 7}
     rows.sort(key=lambda r: (r[0][0], order.get(r[0][1], 9), PROMPTS.index(r[1]) if r[1] in PROMPTS else 9))
     print("| model | method | prompt | reached of 5 [95% CI] | nearest of 5 | PSNR (dB) | holes | depth artefacts "
           "| diversity [95% CI] |")
@@ -48,12 +52,18 @@ def main() -> None:
               f"{sp['majority_psnr']:.1f} +- {sp['majority_psnr_std']:.1f} | {sp['holes']:.3f} +- {sp['holes_std']:.3f} | "
               f"{sp['depth_artefacts']:.3f} +- {sp['depth_artefacts_std']:.3f} | {sp['diversity']:.2f} [{dlo:.2f}, {dhi:.2f}] |")
     print()
-    print("| model | method | prompts | reached of 5 | nearest of 5 | PSNR (dB) | holes | depth artefacts | diversity |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| model | method | prompts | reached of 5 | nearest of 5 | PSNR (dB) | holes | depth artefacts | diversity "
+          "| evals / step | s / step | trained |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def mean(values: list, fmt: str) -> str:  # a cost the runs did not record (older runs): -
+        return "-" if any(v is None for v in values) else format(float(np.mean(values)), fmt)
+
     for (model, method), v in sorted(means.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9))):
         print(f"| {model} | {method} | {len(v['psnr'])} | {np.mean(v['reached']):.2f} | {np.mean(v['nearest']):.2f} | "
               f"{np.mean(v['psnr']):.1f} | {np.mean(v['holes']):.3f} | {np.mean(v['depth']):.3f} | "
-              f"{np.mean(v['diversity']):.2f} |")
+              f"{np.mean(v['diversity']):.2f} | {mean(v['evals'], '.1f')} | {mean(v['seconds'], '.3f')} | "
+              f"{mean(v['trained'], '.0f')} |")
 
 
 if __name__ == "__main__":

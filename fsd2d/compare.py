@@ -27,7 +27,9 @@ from fsd2d.io import atomic_output_dir, run_record, save_png, write_json
 from fsd2d.folders import COMPARE_2D, Layout, claim
 from fsd2d.priors.base import Prior
 from fsd2d.priors.imageset import ImageSetPrior
-from fsd2d.sampling import DistillConfig, Method, sample
+from fsd2d.errors import InputError
+from fsd2d.sampling import DistillConfig, Method, rows_per_seed, sample
+from fsd2d.vsd import critic_parameters
 from fsd2d.study import StudyConfig
 
 __all__ = ["Compare2DConfig", "Compare2D", "compare_methods", "run_methods", "evaluate", "compare_2d"]
@@ -72,6 +74,13 @@ class Compare2DConfig(StudyConfig):
     def validate(self) -> None:
         super().validate()
         self.family.validate()
+        if self.family.particles > 1 and not any(m in (Method.VSD, Method.ESD) for m in self.methods):
+            raise InputError("--particles is the number of particles sharing one critic: it needs --methods with "
+                             "vsd or esd")
+
+    def particles_of(self, method: Method) -> int:
+        """Particles per seed of `method`'s run (VSD / ESD's, else 1)."""
+        return 1 if method is Method.DDIM else rows_per_seed(method.config(self.distill_base()))
 
     def ordered_methods(self) -> tuple[Method, ...]:
         """DDIM first (always run), then the others in the order given, without repeats."""
@@ -93,7 +102,9 @@ def run_methods(prior: Prior, config: Compare2DConfig, progress: bool = False) -
 
 def run_methods_metered(prior: Prior, config: Compare2DConfig,
                         progress: bool = False) -> tuple[dict[Method, torch.Tensor], dict[Method, Cost]]:
-    """`run_methods`'s results and, per method, what it cost (fsd2d.cost: prior evaluations, seconds, memory)."""
+    """`run_methods`'s results and, per method, what it cost (fsd2d.cost: prior evaluations, seconds, memory, the
+    critic's parameters; per seed, all its particles together). VSD / ESD with particles give [S * P, C, h, w]
+    (seed-major; `split_particles`)."""
     for method_config in method_configs(config).values():  # every method's rule checked before any runs
         check_rule(method_config.rule, prior)
     guidance, base = config.guidance(prior), config.distill_base()  # prompts encoded once, outside every meter
@@ -101,8 +112,14 @@ def run_methods_metered(prior: Prior, config: Compare2DConfig,
     for m in config.ordered_methods():
         with metered(prior.device) as meter, counted(prior, meter):
             latents[m] = sample(prior, guidance, m, config.seeds, base, callback=meter.tick, progress=progress)
-        costs[m] = meter.cost(config.steps, len(config.seeds))
+        trained = critic_parameters(prior, config.family.lora_rank) if m in (Method.VSD, Method.ESD) else 0
+        costs[m] = meter.cost(config.steps, len(config.seeds), trained)
     return latents, costs
+
+
+def split_particles(images: torch.Tensor, seeds: int) -> torch.Tensor:
+    """[S * P, ...] seed-major -> [S, P, ...]."""
+    return images.reshape(seeds, images.shape[0] // seeds, *images.shape[1:])
 
 
 @dataclass(frozen=True)
@@ -111,8 +128,10 @@ class Compare2D:
 
     config: Compare2DConfig
     images: dict[Method, torch.Tensor]  # per method, DDIM first: [B, C, H, W] float32 on the CPU in [0, 1], B = seeds
+    #                                     (VSD / ESD with particles: each seed's particle 0, as a one-particle run's)
     metrics: dict  # metrics.json less "seconds" and "cost" (evaluate): per method and seed the distance to DDIM, ...
     cost: dict[Method, Cost] = field(default_factory=dict)  # per method (fsd2d.cost); metrics.json's "cost"
+    particles: dict[Method, torch.Tensor] = field(default_factory=dict)  # VSD / ESD with P > 1: [S, P, C, H, W]
 
 
 def compare_methods(prior: Prior, config: Compare2DConfig, progress: bool = False) -> Compare2D:
@@ -121,8 +140,20 @@ def compare_methods(prior: Prior, config: Compare2DConfig, progress: bool = Fals
     config.validate()
     latents, costs = run_methods_metered(prior, config, progress=progress)
     with torch.no_grad():
-        images = {m: prior.decode(z).float().cpu() for m, z in latents.items()}
-    return Compare2D(config, images, evaluate(prior, config, images), costs)
+        decoded = {m: split_particles(prior.decode(z).float().cpu(), len(config.seeds)) for m, z in latents.items()}
+    images = {m: ims[:, 0] for m, ims in decoded.items()}
+    particles = {m: ims for m, ims in decoded.items() if ims.shape[1] > 1}
+    result = evaluate(prior, config, images)
+    for m, ims in particles.items():
+        add_particle_scores(result["methods"][m.value], ims)
+    return Compare2D(config, images, result, costs, particles)
+
+
+def add_particle_scores(entry: dict, particles: torch.Tensor) -> None:
+    """A method with particles [S, P, 3, H, W]: their number and their diversity within each seed's run (the mean
+    over seeds of metrics.diversity across its P particles); `diversity` stays the one across seeds (particle 0)."""
+    entry["particles"] = particles.shape[1]
+    entry["particle_diversity"] = float(sum(metrics.diversity(p) for p in particles) / len(particles))
 
 
 def evaluate(prior: Prior, config: Compare2DConfig, images: dict[Method, torch.Tensor]) -> dict:
@@ -187,6 +218,13 @@ def compare_2d(prior: Prior, config: Compare2DConfig, out: Path, progress: bool 
         for method, ims in images.items():
             for seed, im in zip(config.seeds, metrics.to_hwc(ims)):
                 save_png(tmp / "images" / f"{method.value}_seed{seed}.png", im)
+        for method, parts in result.particles.items():  # particle 0 is the seed's image above
+            for seed, row in zip(config.seeds, parts):
+                for k, im in enumerate(metrics.to_hwc(row[1:]), start=1):
+                    save_png(tmp / "images" / f"{method.value}_seed{seed}_particle{k}.png", im)
+            image_grid(tmp / f"particles_{method.value}.png", [metrics.to_hwc(parts[:, k]) for k in range(parts.shape[1])],
+                       [f"particle {k}" for k in range(parts.shape[1])], [f"seed {s}" for s in config.seeds],
+                       title=f"{method.value}: {parts.shape[1]} particles per seed sharing one critic")
         per = summary["methods"]
         image_grid(
             tmp / "grid.png",

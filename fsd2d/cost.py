@@ -42,12 +42,13 @@ class Meter:
         """Call at the end of each step (it takes and ignores a callback's argument, fsd2d.sampling.StepInfo)."""
         self.ticks.append(time.perf_counter())
 
-    def cost(self, steps: int, rows: int) -> "Cost":
-        """The Cost of `steps` steps of `rows` rows (seed_steps, where a loop counted them, replaces steps x rows)."""
+    def cost(self, steps: int, rows: int, trained_parameters: int = 0) -> "Cost":
+        """The Cost of `steps` steps of `rows` rows (seed_steps, where a loop counted them, replaces steps x rows);
+        `trained_parameters`: what each row's run trains besides its image or scene (VSD's critic)."""
         gaps = sorted(b - a for a, b in zip(self.ticks, self.ticks[1:]))
         step = gaps[len(gaps) // 2] if gaps else self.seconds / steps  # the median step, else the mean
         return Cost(self.evaluations, self.seconds, steps, rows, self.peak_memory_bytes, step,
-                    self.seed_steps or steps * rows)
+                    self.seed_steps or steps * rows, trained_parameters)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Cost:
     peak_memory_bytes: int | None
     seconds_per_step: float  # the median step (Meter.tick), else seconds / steps
     seed_steps: int  # rows x steps actually advanced (steps x rows unless a resumed seed joined late)
-    trained_parameters: int = 0  # no method here trains a network yet
+    trained_parameters: int = 0  # per run (seed), besides its image or scene: VSD / ESD's critic
 
     def record(self) -> dict:
         """metrics.json's form: per step (and per row for the evaluations), memory in GiB (None on the CPU)."""

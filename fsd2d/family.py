@@ -23,6 +23,11 @@ ISM    eps_s(x_t, t) - eps(x_s, s, null), s = t - interval,           [Liang et 
 SDI    eps_s(x_t, t) - kappa,  x_t = DDIM inversion of theta to t,     [Lukoianov et al. 2024 Eq. 10 with kappa_y^t]
          kappa = (x_t - alpha_t theta) / sigma_t  (the noise that inversion "found"; FSD Eq. 1 inverted)
                  [Lukoianov: kappa_y^t is the root of Eq. 8, found by DDIM inversion + entropy term, Eq. 11]
+The diversity rivals, each in its own module:
+VSD    eps_s(x_t, t) - eps_lora(x_t, t, c)  (a LoRA critic trained on the particles)   [fsd2d.vsd; ProlificDreamer]
+ESD    VSD with the critic's camera CFG 1 - lambda                                        [fsd2d.vsd; Wang et al. 2024]
+DSD    eps_s(x_t, t) - eps_1(x_t', t'), x_. = alpha_. theta + sigma_. e_ode (the seed's DDIM ODE at t' >= t)
+                                                                                            [fsd2d.dsd; Xu et al. 2024]
 
 A DDIM inversion step is `updates.ddim_step` towards a larger timestep (Eq. 5 read upwards).
 """
@@ -34,11 +39,12 @@ from dataclasses import dataclass
 
 import torch
 
-from fsd2d import updates
+from fsd2d import dsd, updates, vsd
 from fsd2d.errors import InputError, check_finite, check_int_range
 from fsd2d.guidance import Guidance, cfg_combine, expand, predict_eps
 from fsd2d.priors.base import Prior
 from fsd2d.schedule import NUM_TRAIN_TIMESTEPS
+from fsd2d.updates import Estimate  # the rules' result (defined beside the update rules)
 
 
 class Rule(str, enum.Enum):
@@ -49,6 +55,14 @@ class Rule(str, enum.Enum):
     SDI = "sdi"
     CSD = "csd"
     NFSD = "nfsd"
+    VSD = "vsd"  # the rivals: a critic per run (fsd2d.vsd), or the seed's DDIM trajectory (fsd2d.dsd)
+    ESD = "esd"
+    DSD = "dsd"
+
+    @property
+    def has_critic(self) -> bool:
+        """VSD and ESD: a LoRA critic per run, trained on its particles (fsd2d.vsd.Critic)."""
+        return self in (Rule.VSD, Rule.ESD)
 
 
 # Peers' defaults: LucidDreamer configs (delta_t 25, xs_delta_t 200, xs_inv_steps 5); SDI's threestudio
@@ -64,7 +78,8 @@ MAX_INVERSION_STEPS = 1000  # one prior call per step: beyond T steps every stri
 
 # the options of FamilyOptions that the commands take (--ism-interval ...): compare-2d's and gen-3d's
 FAMILY_FLAGS = ("ism_interval", "ism_stride", "ism_inversion_steps", "sdi_inversion_steps", "sdi_inversion_cfg",
-                "sdi_eta")
+                "sdi_eta", "particles", "lora_rank", "lora_lr", "esd_lambda", "dsd_points")
+MAX_PARTICLES = 64  # particles sharing one critic (ProlificDreamer's 2D runs: 8; thu-ml's 3D example: 4)
 
 
 @dataclass(frozen=True)
@@ -78,6 +93,13 @@ class FamilyOptions:
     sdi_inversion_cfg: float | None = None  # CFG of SDI's inversion (standard form); None: the run's scale
     sdi_eta: float = SDI_ETA  # DDIM-eta noise added per inversion step (0 = deterministic inversion)
     nfsd_t_threshold: int = NFSD_T_THRESHOLD
+    particles: int = 1  # VSD / ESD: particles per run sharing one critic (other rules: 1 per seed, this ignored)
+    lora_rank: int = vsd.LORA_RANK  # the critic's LoRA rank
+    lora_lr: float = vsd.LORA_LR  # the critic's AdamW learning rate
+    camera_dropout: float = vsd.CAMERA_DROPOUT  # the critic's camera replaced by zeros w.p. this in training
+    esd_lambda: float = vsd.ESD_LAMBDA  # ESD's entropy weight: its critic's camera CFG is 1 - lambda
+    dsd_points: int = dsd.DSD_POINTS  # DSD's coarse ODE grid linspace(top, 0, points)
+    dsd_perturbation: float = dsd.DSD_PERTURBATION  # DSD's t' = t + floor(u min(f (t - t_min), top - t))
 
     def validate(self) -> None:
         top = NUM_TRAIN_TIMESTEPS - 1
@@ -92,38 +114,55 @@ class FamilyOptions:
         if self.sdi_inversion_cfg is not None and abs(self.sdi_inversion_cfg) > 1000.0:
             raise InputError(f"sdi-inversion-cfg must be in [-1000, 1000], got {self.sdi_inversion_cfg}")
         check_int_range("nfsd t threshold", self.nfsd_t_threshold, 0, NUM_TRAIN_TIMESTEPS)
+        check_int_range("particles", self.particles, 1, MAX_PARTICLES)
+        check_int_range("lora-rank", self.lora_rank, 1, 256)
+        check_int_range("dsd-points", self.dsd_points, 2, NUM_TRAIN_TIMESTEPS)
+        for name, value, low, high in (("lora-lr", self.lora_lr, 0.0, 1.0), ("camera-dropout", self.camera_dropout, 0.0, 1.0),
+                                       ("esd-lambda", self.esd_lambda, 0.0, 1.0),
+                                       ("dsd-perturbation", self.dsd_perturbation, 0.0, 1.0)):
+            check_finite(name, value)
+            if not low <= value <= high or (name == "lora-lr" and value == 0.0):
+                raise InputError(f"{name} must be in {'(' if name == 'lora-lr' else '['}{low:g}, {high:g}], got {value}")
 
-
-@dataclass(frozen=True)
-class Estimate:
-    """One step's outcome. All [B, C, h, w] in the working space (detached)."""
-
-    grad: torch.Tensor  # gradient w.r.t. theta (w_t = 1)
-    x_t: torch.Tensor  # the noisy point where the guided prediction was taken
-    eps_hat: torch.Tensor  # the guided prediction eps_s(x_t, t) there (standard CFG, uncond = negative prompt)
-    noise: torch.Tensor  # the noise x_t carries: (x_t - alpha_t theta) / sigma_t (the input noise for SDS/CSD/NFSD)
+    def lora_scale(self, rule: "Rule") -> float:
+        """The critic's camera CFG s_L: 1 for VSD, 1 - lambda for ESD."""
+        return 1.0 - self.esd_lambda if rule is Rule.ESD else 1.0
 
 
 def check_rule(rule: Rule, prior: Prior) -> None:
     """A one-line InputError where `rule` cannot run on `prior`: every rule but SDS's reads the unconditional model
     or builds its classifier term by hand (eps_c - eps_u), which a prior that embeds its guidance scale (FLUX.1-dev:
-    one guided call, no unconditional branch; fsd2d.guidance.predict_eps) does not have."""
+    one guided call, no unconditional branch; fsd2d.guidance.predict_eps) does not have; VSD / ESD need a denoiser
+    network to put their critic's LoRA in (fsd2d.vsd.denoiser_of: not the analytic priors)."""
     if rule is not Rule.SDS and prior.embeds_guidance:
         name = prior.describe().get("model", type(prior).__name__)
         raise InputError(f"{rule.value} combines the model's conditional and unconditional predictions, and {name} "
                          "embeds its guidance scale (no unconditional branch): use ddim, fsd, fsd-exact or sds on it "
                          "(or load it with real CFG: load_flux(..., true_cfg=True))")
+    if rule.has_critic:
+        vsd.time_embedding_of(vsd.denoiser_of(prior))
 
 
 def gradient(rule: Rule, prior: Prior, guidance: Guidance, null: torch.Tensor, theta: torch.Tensor,
-             t: torch.Tensor, noise: torch.Tensor, options: FamilyOptions = FamilyOptions()) -> Estimate:
+             t: torch.Tensor, noise: torch.Tensor, options: FamilyOptions = FamilyOptions(), *,
+             critics: vsd.Critics | None = None, t_prime: torch.Tensor | None = None) -> Estimate:
     """The gradient of `rule` at theta [B, C, h, w] for timesteps t (CPU long [B]) and noise [B, C, h, w].
 
     `null` [1 or B, ...] is the empty prompt's conditioning (ISM's inversion, NFSD's null terms).
-    Runs under no_grad; theta is read, never written.
+    VSD / ESD also take the runs' `critics` (fsd2d.vsd.Critics: one per run, B / len contiguous rows each, and the
+    rows' cameras, None in 2D: c = 0, so ESD is VSD there); DSD takes t' [B] >= t (`dsd.perturbed_timesteps`) and reads `noise` as the fixed eps~.
+    Runs under no_grad; theta is read, never written (the critics are trained by the loop: vsd.train_critics).
     """
     with torch.no_grad():
         theta = theta.detach()
+        if rule.has_critic:
+            if critics is None:
+                raise ValueError(f"{rule.value} needs the runs' critics (fsd2d.vsd.Critics)")
+            return vsd.vsd_gradient(prior, critics, guidance, theta, t, noise, options.lora_scale(rule))
+        if rule is Rule.DSD:
+            if t_prime is None:
+                raise ValueError("dsd needs t' per row (fsd2d.dsd.perturbed_timesteps)")
+            return dsd.dsd_gradient(prior, guidance, theta, t, t_prime, noise, options.dsd_points)
         if rule is Rule.SDS:
             return sds(prior, guidance, theta, t, noise)
         if rule is Rule.CSD:
@@ -139,8 +178,14 @@ def gradient(rule: Rule, prior: Prior, guidance: Guidance, null: torch.Tensor, t
 
 def prior_calls(rule: Rule, t: int, scale: float, options: FamilyOptions = FamilyOptions(),
                 negative_is_null: bool = True) -> int:
-    """Prior evaluations per sample of one step at timestep t (a batched call of 2B samples counts 2)."""
+    """Prior evaluations per sample of one step at timestep t (a batched call of 2B samples counts 2); DSD's at
+    t' = t (its ODE runs to t'); VSD / ESD count the critic's training forward (and its backward, not counted)."""
     guided = 1 if scale == 1.0 else 2
+    if rule.has_critic:
+        return guided + (1 if options.lora_scale(rule) == 1.0 else 2) + 1
+    if rule is Rule.DSD:
+        top = NUM_TRAIN_TIMESTEPS - 1
+        return dsd.ode_steps(t, top, options.dsd_points) * guided + guided + 1 + guided
     if rule is Rule.SDS:
         return guided
     if rule is Rule.CSD:

@@ -7,6 +7,7 @@ batch, device or dtype (drawn in float32, then cast).
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
@@ -14,7 +15,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from fsd2d import updates
+from fsd2d import dsd, updates, vsd
 from fsd2d.family import FamilyOptions, Rule, check_rule, gradient
 from fsd2d.errors import InputError, check_finite, check_int_range
 from fsd2d.guidance import Guidance, check_cfg, predict_eps
@@ -22,7 +23,7 @@ from fsd2d.priors.base import Prior
 from fsd2d.schedule import Anneal, timesteps, uniform_timesteps
 
 __all__ = ["Method", "DistillConfig", "TimestepSampling", "Optimizer", "StepInfo", "Callback", "sample", "ddim_sample",
-           "distill", "initial_noise"]
+           "distill", "initial_noise", "rows_per_seed"]
 
 # The authors' 2D playground (REFERENCE.md): Adam betas (0, 0.99), eps 1e-15, lr 2.5e-3 over 1000 steps.
 ADAM_BETAS = (0.0, 0.99)
@@ -114,6 +115,11 @@ class Method(str, enum.Enum):
     SDI = "sdi"  # noise from DDIM inversion of theta (fresh noise only in its eta term), t annealed (their t_anneal)
     CSD = "csd"  # classifier term alone, fresh noise, t uniform
     NFSD = "nfsd"  # condition + denoising terms, no noise subtracted, fresh noise, t uniform
+    # The diversity rivals: a LoRA critic per seed shared by its particles (fsd2d.vsd), fresh noise, t uniform
+    # (threestudio's prolificdreamer); DSD (fsd2d.dsd): fixed noise, t annealed with its sqrt schedule
+    VSD = "vsd"
+    ESD = "esd"
+    DSD = "dsd"
 
     @property
     def sampling(self) -> TimestepSampling | None:
@@ -122,7 +128,7 @@ class Method(str, enum.Enum):
         (its own grid)."""
         if self is Method.DDIM:
             return None
-        uniform = (Method.SDS, Method.ISM, Method.CSD, Method.NFSD)
+        uniform = (Method.SDS, Method.ISM, Method.CSD, Method.NFSD, Method.VSD, Method.ESD)
         return TimestepSampling.UNIFORM if self in uniform else TimestepSampling.ANNEALED
 
     def config(self, base: DistillConfig) -> DistillConfig | None:
@@ -130,8 +136,12 @@ class Method(str, enum.Enum):
         from `base`."""
         if self is Method.DDIM:
             return None
-        if self in FAMILY:
-            return replace(base, beta=0.0, sampling=self.sampling, optimizer=Optimizer.ADAM, rule=FAMILY[self])
+        if self in FAMILY or self in RIVALS:
+            rule = FAMILY.get(self) or RIVALS[self]
+            if self is Method.DSD:  # its fixed noise, its sqrt anneal (fsd2d.dsd)
+                return replace(base, beta=1.0, sampling=self.sampling, anneal=Anneal.SQRT, optimizer=Optimizer.ADAM,
+                               rule=rule)
+            return replace(base, beta=0.0, sampling=self.sampling, optimizer=Optimizer.ADAM, rule=rule)
         if self is Method.FSD:
             return replace(base, sampling=self.sampling, optimizer=Optimizer.ADAM)
         if self is Method.FSD_EXACT:  # Proposition 1 needs the fixed noise: beta = 1 whatever the base says
@@ -140,6 +150,7 @@ class Method(str, enum.Enum):
 
 
 FAMILY = {Method.ISM: Rule.ISM, Method.SDI: Rule.SDI, Method.CSD: Rule.CSD, Method.NFSD: Rule.NFSD}
+RIVALS = {Method.VSD: Rule.VSD, Method.ESD: Rule.ESD, Method.DSD: Rule.DSD}
 
 
 @dataclass(frozen=True)
@@ -221,6 +232,17 @@ def ddim_sample(
     return x
 
 
+def particle_generators(seeds: Sequence[int], particles: int) -> list[torch.Generator]:
+    """One generator per row, seed-major: particle 0 of a seed is the seed's own generator (so its draws are a
+    one-particle run's), particle k > 0 draws from seed + k 2^31 (above every seed: no other seed's stream)."""
+    return [torch.Generator().manual_seed(int(s) + k * SEED_LIMIT) for s in seeds for k in range(particles)]
+
+
+def rows_per_seed(config: DistillConfig) -> int:
+    """Rows of theta per seed: VSD / ESD's particles (sharing the seed's critic), else 1."""
+    return config.family.particles if config.rule.has_critic else 1
+
+
 def distill(
     prior: Prior,
     guidance: Guidance,
@@ -232,23 +254,27 @@ def distill(
     desc: str = "distill",
     noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Score distillation on the clean image theta [B, C, h, w] (one row per seed); returns the final theta.
+    """Score distillation on the clean image theta [B, C, h, w] (one row per seed and particle, seed-major:
+    B = seeds x `rows_per_seed(config)`, P = config.family.particles for VSD / ESD, else 1); returns the final theta.
 
     Per step (Eq. 9-13):
-      1. t: the annealed grid value t(tau) (same for all seeds) or, for UNIFORM, one draw per seed;
-      2. noise = blend_noise(eps~, fresh, beta)   (eps~ fixed per seed, fresh drawn every step);
+      1. t: the annealed grid value t(tau) (same for all seeds) or, for UNIFORM, one draw per row;
+      2. noise = blend_noise(eps~, fresh, beta)   (eps~ fixed per row, fresh drawn every step);
       3. x_t = alpha_t theta + sigma_t noise,  eps_hat = guided eps_phi(x_t | y, t);
       4. grad = eps_hat - noise  (Eq. 10), or the family's rule (`family.gradient`, config.rule);
       5. EXACT: theta -= Delta(sigma/alpha) grad (Eq. 12-13; last step goes to sigma/alpha = 0);
          ADAM: Adam step on theta with that gradient (w_t = 1: Adam is scale invariant).
+    VSD / ESD: each seed's critic (fsd2d.vsd.Critic) takes one training step on its particles after step 4;
+    the critics are deleted from the prior at the end. DSD: t' drawn per row (fsd2d.dsd.perturbed_timesteps).
     `noise` [B, C, h, w] replaces eps~ (e.g. a patch-shuffled copy); fresh draws still come from the seeds.
     ISM / NFSD read the null model from `guidance.null_or_uncond` (as 3D does; `Guidance.from_prompts` sets it).
     """
     prior.schedule.check_range(config.t_max)
     check_rule(config.rule, prior)
-    gens = seed_generators(seeds)
+    particles = rows_per_seed(config)
+    gens = particle_generators(seeds, particles)
     shape, dtype, device = prior.latent_shape, work_dtype(prior), prior.device
-    b = len(seeds)
+    b = len(gens)
     fixed = given_noise(draw_noise(gens, shape, dtype, device), noise)  # eps~ = initial_noise(prior, seeds), or `noise`
     theta = (torch.zeros(b, *shape, dtype=dtype, device=device) if theta0 is None else theta0.clone()).requires_grad_(
         config.optimizer is Optimizer.ADAM
@@ -260,27 +286,37 @@ def distill(
         if config.optimizer is Optimizer.ADAM
         else None
     )
-    bar = tqdm(range(config.steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
-    for i in bar:
-        if config.sampling is TimestepSampling.ANNEALED:
-            t = grid[i].expand(b)
-        else:
-            t = uniform_timesteps(gens, config.t_min, config.t_max)
-        fresh = draw_noise(gens, shape, dtype, device) if config.beta < 1.0 else None
-        noise = updates.blend_noise(fixed, fresh, config.beta) if fresh is not None else fixed
-        with torch.no_grad():
-            est = gradient(config.rule, prior, guidance, guidance.null_or_uncond, theta, t, noise, config.family)
-            grad = est.grad
-            if callback is not None:
-                alpha, sigma = prior.schedule.alpha_sigma(t, dtype, device)
-                x_gt = updates.one_step_estimate(est.x_t, est.eps_hat, alpha, sigma)
-                callback(StepInfo(i, t, theta.detach().clone(), x_gt, est.noise))
-            if opt is None:
-                theta.copy_(updates.flow_step(theta, grad, ratios[i].to(dtype), ratios[i + 1].to(dtype)))
-        if opt is not None:
-            theta.grad = grad
-            opt.step()
-        bar.set_postfix(t=int(t[0]), refresh=False)
+    top = dsd.top_timestep(prior)
+    with contextlib.ExitStack() as stack:
+        critics = vsd.Critics([stack.enter_context(vsd.Critic(prior, f"critic{k}", seed, config.family.lora_rank,
+                                                              config.family.lora_lr, config.family.camera_dropout))
+                               for k, seed in enumerate(seeds)]) if config.rule.has_critic else None  # 2D: no cameras
+        bar = tqdm(range(config.steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+        for i in bar:
+            if config.sampling is TimestepSampling.ANNEALED:
+                t = grid[i].expand(b)
+            else:
+                t = uniform_timesteps(gens, config.t_min, config.t_max)
+            fresh = draw_noise(gens, shape, dtype, device) if config.beta < 1.0 else None
+            noise = updates.blend_noise(fixed, fresh, config.beta) if fresh is not None else fixed
+            t_prime = dsd.perturbed_timesteps(t, gens, config.t_min, top, config.family.dsd_perturbation) \
+                if config.rule is Rule.DSD else None
+            with torch.no_grad():
+                est = gradient(config.rule, prior, guidance, guidance.null_or_uncond, theta, t, noise, config.family,
+                               critics=critics, t_prime=t_prime)
+                grad = est.grad
+                if callback is not None:
+                    alpha, sigma = prior.schedule.alpha_sigma(t, dtype, device)
+                    x_gt = updates.one_step_estimate(est.x_t, est.eps_hat, alpha, sigma)
+                    callback(StepInfo(i, t, theta.detach().clone(), x_gt, est.noise))
+                if opt is None:
+                    theta.copy_(updates.flow_step(theta, grad, ratios[i].to(dtype), ratios[i + 1].to(dtype)))
+            if critics is not None:  # the critic learns the particles as they are at this step (threestudio: one step)
+                critics.train(prior, theta.detach(), guidance.cond)
+            if opt is not None:
+                theta.grad = grad
+                opt.step()
+            bar.set_postfix(t=int(t[0]), refresh=False)
     return theta.detach()
 
 
@@ -295,7 +331,8 @@ def sample(
     callback: Callback | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Every method behind one contract: the final clean image [B, C, h, w] (one row per seed, the prior's working
+    """Every method behind one contract: the final clean image [B, C, h, w] (one row per seed, or per seed and
+    particle for VSD / ESD, seed-major: `rows_per_seed`; the prior's working
     space: pixels in [-1, 1] for analytic priors, latents for Stable Diffusion; prior.decode gives [0, 1] images).
 
     `base` carries the run's settings: steps, t range, anneal, Adam's lr, FSD's beta, the family's options.

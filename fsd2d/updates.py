@@ -11,9 +11,21 @@ All tensors share shape [B, C, h, w]; 3D reuses these functions on rendered imag
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from fsd2d.errors import InputError
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One step's outcome. All [B, C, h, w] in the working space (detached)."""
+
+    grad: torch.Tensor  # gradient w.r.t. theta (w_t = 1)
+    x_t: torch.Tensor  # the noisy point where the guided prediction was taken
+    eps_hat: torch.Tensor  # the guided prediction eps_s(x_t, t) there (standard CFG, uncond = negative prompt)
+    noise: torch.Tensor  # the noise x_t carries: (x_t - alpha_t theta) / sigma_t (the input noise for SDS/CSD/NFSD)
 
 
 def blend_noise(fixed: torch.Tensor, fresh: torch.Tensor, beta: float) -> torch.Tensor:

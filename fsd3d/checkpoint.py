@@ -14,6 +14,7 @@ import torch
 from fsd2d.errors import InputError
 from fsd2d.io import atomic_path, differences
 from fsd2d.sampling import ADAM_EPS
+from fsd2d.vsd import Critic
 from fsd3d.densify import state_to
 from fsd3d.gaussians import GaussianScene
 from fsd3d.settings import ResolvedTrain3D
@@ -52,6 +53,8 @@ class SeedState:
     noise_gen: torch.Generator  # fresh noise and uniform timesteps
     densify_gen: torch.Generator  # the densification strategy's random draws (splits, MCMC)
     densify_state: dict | None = None  # the strategy's running state (None: not started yet)
+    critic: Critic | None = None  # VSD / ESD: the seed's LoRA critic (fsd2d.vsd), made by the training loop
+    critic_state: dict | None = None  # a checkpoint's critic (Critic.state_dict), loaded into it when it is made
 
 
 
@@ -96,6 +99,7 @@ def save_checkpoint(path: Path, state: SeedState, config: ResolvedTrain3D, ident
         "noise_gen": state.noise_gen.get_state(),
         "densify_gen": state.densify_gen.get_state(),
         "densify_state": None if state.densify_state is None else state_to(state.densify_state, "cpu"),
+        "critic": None if state.critic is None else state.critic.state_dict(),  # weights, AdamW, generator
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -129,4 +133,5 @@ def load_checkpoint(path: Path, config: ResolvedTrain3D, device: torch.device, i
         g.set_state(payload[key])
     densify_state = payload["densify_state"]
     return SeedState(int(payload["seed"]), int(payload["step"]), scene, optimizers, *gens,
-                     None if densify_state is None else state_to(densify_state, device))
+                     None if densify_state is None else state_to(densify_state, device),
+                     critic_state=payload.get("critic"))

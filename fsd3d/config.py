@@ -57,6 +57,9 @@ class NoiseKind(str, enum.Enum):
     SDI = "sdi"
     CSD = "csd"
     NFSD = "nfsd"
+    VSD = "vsd"  # the rivals (fsd2d.vsd, fsd2d.dsd): VSD / ESD fresh noise, t uniform, a LoRA critic per seed;
+    ESD = "esd"
+    DSD = "dsd"  # DSD: one fixed noise per seed for every view (its code's), t annealed (sqrt unless --anneal)
 
     @property
     def sampling(self) -> TimestepSampling:
@@ -75,7 +78,7 @@ class NoiseKind(str, enum.Enum):
         d, h, w = shape
         if self in (NoiseKind.FSD, NoiseKind.WORLDMAP):
             return WorldMapNoise(d, h, w, beta=beta, seed=seed, theta_deg=theta, alpha0=alpha0)
-        if self is NoiseKind.CONSTANT:
+        if self in (NoiseKind.CONSTANT, NoiseKind.DSD):
             return ConstantNoise(d, h, w, beta=beta, seed=seed)
         if self is NoiseKind.SURFACE:
             return SurfaceNoise(d, h, w, beta=beta, seed=seed, alpha0=alpha0)
@@ -182,6 +185,9 @@ class Train3DConfig:
             raise InputError(f"camera radius must be <= {MAX_CAMERA_RADIUS:g}, got {ranges.radius}")
         self.densify.validate()
         self.family.validate()
+        if self.family.particles > 1:
+            raise InputError("gen-3d trains one particle per seed (each seed its own critic); particles sharing a "
+                             "critic are compare-2d's (--particles there)")
 
     def camera_ranges(self, base: CameraRanges) -> CameraRanges:
         """`base` (the given or the profile's ranges) with the ranges given as elevation / radius / fov."""

@@ -21,6 +21,7 @@ import torch
 from fsd2d.cost import Cost, Meter, metered
 from fsd2d.errors import InputError
 from fsd2d.family import check_rule
+from fsd2d.vsd import critic_parameters
 from fsd2d.io import differences
 from fsd2d.models import REFERENCES, REFERENCES_WORLD
 from fsd3d.cameras import Camera
@@ -151,7 +152,8 @@ def execute(scene_prior: ScenePrior, settings: Resolved3D, states: dict[int, See
     run.per_seed = {s: run.per_seed[s] for s in every}
     run.summary = summarize(scene_prior, config, run.renders, run.per_seed)
     if meter.seed_steps:
-        run.cost = meter.cost(train.steps, len(seeds))
+        trained = critic_parameters(scene_prior.prior, train.family.lora_rank) if train.method.rule.has_critic else 0
+        run.cost = meter.cost(train.steps, len(seeds), trained)
     return run
 
 
@@ -182,8 +184,10 @@ def load(config: Gen3DConfig) -> ScenePrior:
 
         res = 32 if config.resolution is None else config.resolution  # 0 is an error, not the default
         embedded = ReferencePrior if config.model == REFERENCES else LocalReferencePrior
-        return embedded(config.prompt, config.negative_prompt or "", resolution=res,
-                        device=resolve_device(config.device), dtype=resolve_dtype(config.dtype) or torch.float64)
+        scene_prior = embedded(config.prompt, config.negative_prompt or "", resolution=res,
+                               device=resolve_device(config.device), dtype=resolve_dtype(config.dtype) or torch.float64)
+        check_rule(config.train.method.rule, scene_prior.prior)  # VSD / ESD: no network to put a critic in
+        return scene_prior
     from fsd2d.priors.mvdream import MVDreamPrior
     from fsd3d.mvdream_prior import MVDreamScenePrior
     from fsd3d.priors3d import StableDiffusionScenePrior
@@ -194,6 +198,9 @@ def load(config: Gen3DConfig) -> ScenePrior:
         raise InputError(f"'{config.model}' was trained on 2D {prior.card.get('world')} crops; gen-3d takes a model "
                          "trained on the references' renders (tiny-sd-objects, tiny-mvdream) or any other SD folder")
     check_rule(config.train.method.rule, prior)
+    if config.compile and config.train.method.rule.has_critic:
+        raise InputError(f"--compile captures the denoiser as it is, and {config.train.method.value}'s critic changes "
+                         "it every step (a LoRA trained in place): run it without --compile")
     cls = MVDreamScenePrior if isinstance(prior, MVDreamPrior) else StableDiffusionScenePrior  # MVDream: 4-view sets
     negative = run_defaults(config).negative_prompt if config.negative_prompt is None else config.negative_prompt
     scene_prior = cls(prior, config.prompt, negative, compile=config.compile)

@@ -15,9 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from fsd2d.family import Rule
 from fsd2d.io import jsonable
 from fsd2d.models import REFERENCES, REFERENCES_LOCAL
 from fsd2d.records import typed
+from fsd2d.schedule import Anneal
 from fsd3d.backbones import BACKBONE_PROFILES, Background, Defaults3D, Profile, defaults
 from fsd3d.cameras import CameraRanges
 from fsd3d.config import CAMERA_OVERRIDES, FROM_PRIOR, Gen3DConfig, Train3DConfig
@@ -89,6 +91,8 @@ def resolve_train(train: Train3DConfig, scene_prior: ScenePrior, base: Defaults3
     fill = {k: getattr(base, k) for k in FROM_PRIOR if getattr(train, k) is None}
     if train.cfg is None:
         fill["cfg"] = base.cfg if base.cfg is not None else scene_prior.default_cfg
+    if train.anneal is None and train.method.rule is Rule.DSD:  # DSD's own schedule, as compare-2d's dsd
+        fill["anneal"] = Anneal.SQRT
     config = replace(train, **fill)
     densify = config.densify.resolved(config.steps, config.num_gaussians, scene_prior.densify_grad_threshold,
                                       scene_prior.default_densify, base.prune_scale3d)

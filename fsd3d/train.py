@@ -29,12 +29,13 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from fsd2d import updates
+from fsd2d import dsd, updates
 from fsd2d.cost import Meter, counted
 from fsd2d.errors import InputError
-from fsd2d.family import gradient
+from fsd2d.family import Rule, gradient
 from fsd2d.sampling import TimestepSampling
 from fsd2d.schedule import timesteps, uniform_timesteps
+from fsd2d.vsd import Critic, Critics
 from fsd3d.backbones import Background, Weighting
 from fsd3d.cameras import sample_cameras, stack_cameras
 from fsd3d.checkpoint import SeedState, check_resolved, save_checkpoint, seed_for
@@ -107,6 +108,14 @@ def start_loop(scene_prior: ScenePrior, config: ResolvedTrain3D, states: list[Se
         for s in states:
             if s.densify_state is None:
                 s.densify_state = densifier.initial_state()
+    if config.method.rule.has_critic:  # VSD / ESD: each seed's critic, from its checkpoint where it has one
+        for s in states:
+            if s.critic is None:
+                s.critic = Critic(prior, f"critic_seed{s.seed}", s.seed, config.family.lora_rank,
+                                  config.family.lora_lr, config.family.camera_dropout)
+                if s.critic_state is not None:
+                    s.critic.load_state_dict(s.critic_state)
+                    s.critic_state = None
     grid = timesteps(config.steps, config.t_min, config.t_max, config.anneal, prior.schedule)  # CPU long [steps]
     # [3], made once: no host copy per step
     background = torch.zeros(3, device=device) if config.background is Background.BLACK else \
@@ -141,6 +150,20 @@ def train_seeds(
     if len({s.seed for s in states}) != len(states):
         raise InputError("each seed may appear once in a batch of seeds")
     loop = start_loop(scene_prior, config, states, timings, meter)
+    try:
+        run_steps(loop, states, checkpoints, identity, progress, callback)
+    finally:  # the critics leave the prior (their last state is in the checkpoints)
+        for s in states:
+            if s.critic is not None:
+                s.critic.close()
+                s.critic = None
+    return states
+
+
+def run_steps(loop: Loop, states: list[SeedState], checkpoints: dict[int, Path] | None, identity: dict | None,
+              progress: bool, callback: Callable[[SeedState, StepLog], None] | None) -> None:
+    """`train_seeds`'s steps, from the earliest seed's step to the end."""
+    config, meter = loop.config, loop.meter
     first = min((s.step for s in states), default=config.steps)
     bar = tqdm(range(first, config.steps), initial=first, total=config.steps, disable=not progress, leave=False,
                desc=f"seed{'s' if len(states) > 1 else ''} {','.join(str(s.seed) for s in states)}",
@@ -159,7 +182,6 @@ def train_seeds(
                 save_checkpoint(checkpoints[s.seed], s, config, identity)
             if callback is not None:
                 callback(s, StepLog(s.step, int(t_cpu[k * loop.views]), losses[k]))
-    return states
 
 
 def train_step(loop: Loop, active: list[SeedState], i: int, with_loss: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -183,11 +205,22 @@ def train_step(loop: Loop, active: list[SeedState], i: int, with_loss: bool) -> 
         for k, (s, o, el_az) in enumerate(zip(active, outs, angles))])
     loop.clock.lap("rest")
     view_prior, guidance = scene_prior.view_batch(cams, config.cfg)
+    rule = config.method.rule
+    critics = seed_critics(loop, active, cams) if rule.has_critic else None
+    vpc = scene_prior.views_per_camera  # DSD's t' is drawn per camera (MVDream's 4 views share it, as they share t)
+    t_prime = dsd.perturbed_timesteps(t_cpu[::vpc], [s.noise_gen for s in active for _ in range(loop.cameras)],
+                                      config.t_min, dsd.top_timestep(prior),
+                                      config.family.dsd_perturbation).repeat_interleave(vpc) if rule is Rule.DSD else None
     # the family's rules (fsd2d.family, the 2D functions): SDS/FSD is eps_hat - noise (Eq. 15), one guided call
     # for every seed and camera; ISM/NFSD also use the empty prompt's conditioning at these cameras
-    with counted(view_prior, loop.meter) if loop.meter is not None else contextlib.nullcontext():
-        est = gradient(config.method.rule, view_prior, guidance, guidance.null_or_uncond, z.detach(), t_cpu, noise,
-                       config.family)
+    with contextlib.ExitStack() as counting:
+        if loop.meter is not None:
+            for p in {id(p): p for p in [view_prior, *(critics.priors if critics else [])]}.values():
+                counting.enter_context(counted(p, loop.meter))
+        est = gradient(rule, view_prior, guidance, guidance.null_or_uncond, z.detach(), t_cpu, noise, config.family,
+                       critics=critics, t_prime=t_prime)
+        if critics is not None:  # each seed's critic learns its renders of this step (threestudio: one joint step)
+            critics.train(view_prior, z.detach(), guidance.cond)
     loop.clock.lap("prior")
     grad = est.grad if config.weighting is Weighting.ONE else \
         est.grad * step_weights(prior.schedule, t_cpu, est.grad)  # w(t) = sigma_t / alpha_t
@@ -200,6 +233,15 @@ def train_step(loop: Loop, active: list[SeedState], i: int, with_loss: bool) -> 
     update_scenes(loop, active, i, z, grad, outs)
     loop.clock.lap("rest")
     return t_cpu, losses
+
+
+def seed_critics(loop: Loop, active: list[SeedState], cams: list) -> Critics:
+    """The active seeds' critics over their views (a seed's C consecutive rows), each with the view prior of its own
+    cameras (MVDream's is bound to them) and the views' flattened camera-to-world matrices [S*C, 16]."""
+    c = loop.views
+    priors = [loop.scene_prior.view_batch(cams[k * c:(k + 1) * c], loop.config.cfg)[0] for k in range(len(active))]
+    c2w = torch.stack([torch.linalg.inv(cam.viewmat.double()).flatten() for cam in cams]).float()  # [S*C, 16]
+    return Critics([s.critic for s in active], priors, c2w)
 
 
 def render_views(loop: Loop, active: list[SeedState], i: int):

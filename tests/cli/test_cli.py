@@ -78,7 +78,7 @@ def test_rerun_replaces_only_on_success(tmp_path):
     "args,needle",
     [
         (["--prompt", "a dragon"], "unknown prompt 'a dragon'"),
-        (["--methods", "ddim,vsd"], "allowed: ddim, fsd, fsd-exact, sds, sds-annealed"),
+        (["--methods", "ddim,prolific"], "allowed: ddim, fsd, fsd-exact, sds, sds-annealed"),
         (["--model", "no such model"], "unknown model"),
         (["--model", "./missing/folder"], "does not exist"),
         (["--steps", "0"], "steps must be >= 1"),

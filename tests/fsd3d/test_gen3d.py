@@ -86,7 +86,7 @@ def test_fsd_reaches_at_least_as_many_references_as_sds():
 @pytest.mark.parametrize("args,needle", [
     (["--beta", "1.5"], "beta must be in [0, 1]"),
     (["--theta", "0"], "theta must be > 0"),
-    (["--method", "vsd"], "allowed: fsd, sds, sds-annealed, worldmap, constant, surface, random"),
+    (["--method", "prolific"], "allowed: fsd, sds, sds-annealed, worldmap, constant, surface, random"),
     (["--prompt", "dragon"], "unknown prompt"),
     (["--elevation", "40,0"], "inverted"),
     (["--resolution", "4"], "8..128"),
