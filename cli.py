@@ -429,6 +429,8 @@ def print_3d_summary(summary: dict) -> None:
             typer.echo(f"{seed:>6}  {m['majority']:<20}{m['agreement']:>10.2f}{m['majority_psnr']:>8.2f}"
                        f"{m['holes']:>8.3f}")
     line = f"method {summary['method']}: diversity (1 - SSIM, matched views) {summary['diversity']:.3f}"
+    if "particle_diversity" in summary:
+        line += f" across seeds, {summary['particle_diversity']:.3f} across a seed's particles"
     if "references_reached" in summary:
         line += (f", distinct references reached {summary['references_reached']} / {len(summary['seeds'])} seeds"
                  f" (PSNR >= {summary['threshold_db']:.0f} dB)")

@@ -31,6 +31,7 @@ REPORT = "report.html"  # `fsd report` may add it to any run or sweep folder (fs
 RUN_RECORD = "run.json"
 METRICS = "metrics.json"  # a run's numbers; in a gen-3d seed folder, the seed's
 SEED_PREFIX = "seed_"  # gen-3d: one folder per seed, seed_<S>
+PARTICLE_PREFIX = "particle_"  # gen-3d with VSD / ESD's --particles: seed_<S>/particle_<K> for K >= 1
 # the sweep folder of `fsd batch` (fsdbatch.layout joins these names into paths and reads them)
 SWEEP_RECORD = "sweep.json"  # the expanded grid
 SWEEP_RESULTS = "results.csv"  # fsd gather's table
@@ -75,13 +76,20 @@ SEEDS = f"{SEED_PREFIX}*"
 def seed_dir(run: Path, seed: int | str) -> Path:
     """A gen-3d run's folder of one seed: run/seed_<S>."""
     return Path(run) / f"{SEED_PREFIX}{seed}"
+
+
+def particle_dir(run: Path, seed: int | str, particle: int) -> Path:
+    """A gen-3d run's folder of a seed's particle K >= 1 (VSD / ESD's --particles): run/seed_<S>/particle_<K>
+    (particle 0 is the seed's own folder)."""
+    return seed_dir(run, seed) / f"{PARTICLE_PREFIX}{particle}"
 COMPARE_2D = Layout("compare-2d", (*STUDY, "grid.png", "images/*.png"))
 SHUFFLE_NOISE = Layout("shuffle-noise", (*STUDY, "shuffle.png"))
 CONSISTENCY = Layout("consistency", (*STUDY, "strip.png", "curve.png"))
 BETA_SWEEP = Layout("beta-sweep", (*STUDY, "beta_sweep.png", "grid.png", "table.csv"))
-GEN_3D = Layout("gen-3d", (*STUDY, "summary.png", *(f"{SEEDS}/{name}" for name in (
+GEN_3D = Layout("gen-3d", (*STUDY, "summary.png", "particles.png", *(f"{SEEDS}/{name}" for name in (
     "checkpoint.pt", "gaussians.ply", "turntable.mp4", "turntable.gif", "views.png", "views/az_*.png", METRICS,
-    "mesh.glb", "mesh.obj", "mesh.json"))), Mode.EXTEND)
+    "mesh.glb", "mesh.obj", "mesh.json")), *(f"{SEEDS}/{PARTICLE_PREFIX}*/{name}" for name in (
+    "gaussians.ply", "turntable.mp4", "turntable.gif", "views.png", "views/az_*.png", METRICS))), Mode.EXTEND)
 BATCH = Layout("batch", (SWEEP_RECORD, SWEEP_RESULTS, f"{SUMMARY_PREFIX}*.png", f"*/{RUN_DONE}", f"*/{RUN_FAILED}",
                          f"*/{RUN_RESULT}/**"), Mode.EXTEND, markers=(SWEEP_RECORD,))
 TABLE1 = Layout("table1", ("table1.md", "table1.csv", "table1_per_prompt.md", "table1_per_prompt.csv"),

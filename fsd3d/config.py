@@ -185,9 +185,9 @@ class Train3DConfig:
             raise InputError(f"camera radius must be <= {MAX_CAMERA_RADIUS:g}, got {ranges.radius}")
         self.densify.validate()
         self.family.validate()
-        if self.family.particles > 1:
-            raise InputError("gen-3d trains one particle per seed (each seed its own critic); particles sharing a "
-                             "critic are compare-2d's (--particles there)")
+        if self.family.particles > 1 and not self.method.rule.has_critic:
+            raise InputError("--particles is the number of scenes per seed sharing one critic: it needs --method vsd "
+                             "or esd")
 
     def camera_ranges(self, base: CameraRanges) -> CameraRanges:
         """`base` (the given or the profile's ranges) with the ranges given as elevation / radius / fov."""

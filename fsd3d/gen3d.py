@@ -30,7 +30,7 @@ from pathlib import Path
 from fsd2d import metrics
 from fsd2d.errors import InputError
 from fsd2d.figures import image_grid
-from fsd2d.folders import GEN_3D, claim, seed_dir
+from fsd2d.folders import GEN_3D, claim, particle_dir, seed_dir
 from fsd2d.models import REFERENCES, REFERENCES_LOCAL
 from fsd2d.io import check_output_dir, differences, jsonable, read_object, run_record, write_json
 from fsd3d.cameras import CameraRanges
@@ -96,6 +96,11 @@ def save_seed(run: Run3D, seed: int, out: Path, mesh: bool) -> None:
     orbit = [v.to(device) for v in run.train.cameras.evaluation_cameras(run.resolution, run.config.turntable_frames)]
     export_seed(folder, state.scene, run.renders[seed], run.per_seed[seed] | extra, orbit, run.background,
                 run.config.turntable)
+    for k, (particle, rendered) in enumerate(zip(state.particles, run.particle_renders.get(seed, [])), start=1):
+        particle_folder = particle_dir(out, seed, k)  # VSD / ESD's particles: the seed's critic shared
+        particle_folder.mkdir(exist_ok=True)
+        export_seed(particle_folder, particle.scene, rendered, {"seed": seed, "particle": k}, orbit, run.background,
+                    run.config.turntable)
 
 
 def save_summary(run: Run3D, out: Path) -> None:
@@ -104,6 +109,11 @@ def save_summary(run: Run3D, out: Path) -> None:
     image_grid(out / "summary.png", [metrics.to_hwc(run.renders[s].rgb) for s in run.renders],
                [f"seed {s}" for s in run.renders], [f"az {v.azimuth:.0f}" for v in run.views],
                title=f"'{run.config.prompt}' - {run.config.train.method.value}, {run.train.steps} steps")
+    if run.particle_renders:  # one row per seed and particle, a seed's particles together
+        rows = [(s, k, r) for s in run.renders for k, r in enumerate([run.renders[s], *run.particle_renders.get(s, [])])]
+        image_grid(out / "particles.png", [metrics.to_hwc(r.rgb) for _, _, r in rows],
+                   [f"seed {s} p{k}" for s, k, _ in rows], [f"az {v.azimuth:.0f}" for v in run.views],
+                   title=f"'{run.config.prompt}' - {run.config.train.method.value}, particles sharing each seed's critic")
 
 
 def gen_3d(config: Gen3DConfig, out: Path, resume: bool = False, progress: bool = False,

@@ -13,9 +13,10 @@ checkpoints and an earlier run's seeds.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 
 from fsd2d.cost import Cost, Meter, metered
@@ -28,7 +29,7 @@ from fsd3d.cameras import Camera
 from fsd3d.checkpoint import SeedState, initial_state
 from fsd3d.config import Gen3DConfig, check_noise_function
 from fsd3d.gaussians import GaussianScene
-from fsd3d.metrics3d import mean_over_pairs, pairwise_dissimilarity_3d, references_reached, score_scene, seed_spread
+from fsd3d.metrics3d import diversity_3d, mean_over_pairs, pairwise_dissimilarity_3d, references_reached, score_scene, seed_spread
 from fsd3d.priors3d import ScenePrior
 from fsd3d.renderer import RenderOutput, render_scene
 from fsd3d.settings import Resolved3D, ResolvedTrain3D, resolve, run_defaults
@@ -52,6 +53,7 @@ class Run3D:
     resolution: int  # render side in pixels
     background: torch.Tensor  # [3] in [0, 1]: the colour the evaluation views and turntables are rendered on
     cost: Cost | None = None  # what training the seeds of this call cost (fsd2d.cost); None: none was trained
+    particle_renders: dict[int, list[RenderOutput]] = field(default_factory=dict)  # seed -> its particles 1..P-1's
 
     @property
     def config(self) -> Gen3DConfig:
@@ -128,7 +130,12 @@ def execute(scene_prior: ScenePrior, settings: Resolved3D, states: dict[int, See
     def score(seed: int, state: SeedState) -> None:  # the seed's renders at the views and its metrics
         with torch.no_grad():
             run.renders[seed] = render_scene(state.scene, views, background)
+            particles = [render_scene(p.scene, views, background) for p in state.particles]
         run.per_seed[seed] = scene_metrics(scene_prior, run.renders[seed], views, refs)
+        if particles:  # VSD / ESD's particles: their renders, and their diversity (as the seeds', matched views)
+            run.particle_renders[seed] = particles
+            rgb = torch.stack([r.rgb for r in (run.renders[seed], *particles)]).float().cpu()  # [P, V, 3, R, R]
+            run.per_seed[seed]["particle_diversity"] = diversity_3d(rgb)
         run.states[seed] = state
 
     seeds = list(states)
@@ -224,10 +231,11 @@ def seed_batch(scene_prior: ScenePrior, config: Gen3DConfig, train: ResolvedTrai
 
     res = scene_prior.resolution
     cams = sample_cameras(1, train.cameras, torch.Generator().manual_seed(0), res, res, device=device)
-    per_view = view_bytes(scene_prior, next(iter(states.values())).scene, cams, scene_prior.background_tensor(device),
-                          train.clamp_renders)
+    first = next(iter(states.values()))
+    per_view = view_bytes(scene_prior, first.scene, cams, scene_prior.background_tensor(device), train.clamp_renders)
     free, _ = torch.cuda.mem_get_info(device)
-    return seeds_that_fit(free, train.cameras_per_step * scene_prior.views_per_camera * per_view, len(states))
+    views = train.cameras_per_step * scene_prior.views_per_camera * len(first.scenes)  # a seed's, all its particles
+    return seeds_that_fit(free, views * per_view, len(states))
 
 
 def reference_renders(scene_prior: ScenePrior, views: list[Camera]) -> RenderOutput | None:
@@ -261,7 +269,10 @@ def summarize(scene_prior: ScenePrior, config: Gen3DConfig, renders: dict[int, R
                "diversity": mean_over_pairs(pairwise) if pairwise is not None else float("nan"),
                "per_seed": {str(s): {k: v for k, v in m.items() if k != "reference_renders"}
                             for s, m in per_seed.items()}}
-    if all(per_seed.values()):
+    particles = [m["particle_diversity"] for m in per_seed.values() if "particle_diversity" in m]
+    if particles:  # VSD / ESD's particles: the mean over seeds of the diversity across a seed's particles
+        summary["particle_diversity"] = float(np.mean(particles))
+    if all("majority" in m for m in per_seed.values()):  # scored against references
         reached = references_reached(list(per_seed.values()))
         summary |= {k: reached[k] for k in ("references_reached", "reached", "threshold_db")}
         # each number with its spread over the seeds (std; bootstrap intervals for reached and diversity)

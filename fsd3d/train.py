@@ -105,7 +105,7 @@ def start_loop(scene_prior: ScenePrior, config: ResolvedTrain3D, states: list[Se
         fov = 0.5 * (config.cameras.fov[0] + config.cameras.fov[1])  # camera distances (relative radii converted)
         distances = tuple(config.cameras.distance(r, fov) for r in config.cameras.radius)
         densifier = Densifier(config.densify, scene_scale(distances), config.lr.means)
-        for s in states:
+        for s in (p for seed in states for p in seed.scenes):
             if s.densify_state is None:
                 s.densify_state = densifier.initial_state()
     if config.method.rule.has_critic:  # VSD / ESD: each seed's critic, from its checkpoint where it has one
@@ -172,26 +172,28 @@ def run_steps(loop: Loop, states: list[SeedState], checkpoints: dict[int, Path] 
         active = [s for s in states if s.step == i]
         if not active:
             continue
-        t_cpu, losses = train_step(loop, active, i, with_loss=callback is not None)
+        t_seed, losses = train_step(loop, active, i, with_loss=callback is not None)
         if meter is not None:
             meter.seed_steps += len(active)
             meter.tick()
-        bar.set_postfix(t=int(t_cpu[0]), gaussians=len(active[0].scene), refresh=False)
+        bar.set_postfix(t=int(t_seed[0]), gaussians=len(active[0].scene), refresh=False)
         for k, s in enumerate(active):
             if checkpoints is not None and (s.step % config.checkpoint_every == 0 or s.step == config.steps):
                 save_checkpoint(checkpoints[s.seed], s, config, identity)
             if callback is not None:
-                callback(s, StepLog(s.step, int(t_cpu[k * loop.views]), losses[k]))
+                callback(s, StepLog(s.step, int(t_seed[k]), losses[k]))
 
 
-def train_step(loop: Loop, active: list[SeedState], i: int, with_loss: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Step i of the seeds in `active` (Eq. 14-15): render, encode, noise, one guided prior call, one backward, Adam
-    and densification per seed. Returns the timesteps [S*C] (CPU) and, `with_loss`, each seed's loss [S]."""
+def train_step(loop: Loop, seeds: list[SeedState], i: int, with_loss: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Step i of the seeds in `seeds` (Eq. 14-15): render, encode, noise, one guided prior call, one backward, Adam
+    and densification per scene (a seed's, and its particles' with VSD / ESD's --particles). Returns each seed's
+    timestep [S] (CPU; its first view's) and, `with_loss`, each seed's loss [S] (its particle 0's)."""
     config, scene_prior = loop.config, loop.scene_prior
     prior = scene_prior.prior
     if scene_prior.compiled:
         torch.compiler.cudagraph_mark_step_begin()
     loop.clock.start()
+    active = [p for s in seeds for p in s.scenes]  # the scenes: each seed's particles consecutive
     cams, angles, t_cpu, outs = render_views(loop, active, i)
     loop.clock.lap("render")
     rgb = torch.cat([o.rgb for o in outs])  # [S*C, 3, R, R]; colours may exceed 1 (no upper clamp on SH)
@@ -206,7 +208,7 @@ def train_step(loop: Loop, active: list[SeedState], i: int, with_loss: bool) -> 
     loop.clock.lap("rest")
     view_prior, guidance = scene_prior.view_batch(cams, config.cfg)
     rule = config.method.rule
-    critics = seed_critics(loop, active, cams) if rule.has_critic else None
+    critics = seed_critics(loop, seeds, cams) if rule.has_critic else None
     vpc = scene_prior.views_per_camera  # DSD's t' is drawn per camera (MVDream's 4 views share it, as they share t)
     t_prime = dsd.perturbed_timesteps(t_cpu[::vpc], [s.noise_gen for s in active for _ in range(loop.cameras)],
                                       config.t_min, dsd.top_timestep(prior),
@@ -229,19 +231,20 @@ def train_step(loop: Loop, active: list[SeedState], i: int, with_loss: bool) -> 
         with torch.no_grad():
             alpha, sigma = prior.schedule.alpha_sigma(t_cpu, prior.dtype, prior.device)
             x_gt = updates.one_step_estimate(est.x_t, est.eps_hat, alpha, sigma)
-            losses = (z.detach() - x_gt).pow(2).flatten(1).mean(1).view(len(active), c).mean(1)  # [S]
+            losses = (z.detach() - x_gt).pow(2).flatten(1).mean(1).view(len(active), c).mean(1)  # [scenes]
     update_scenes(loop, active, i, z, grad, outs)
     loop.clock.lap("rest")
-    return t_cpu, losses
+    first = torch.tensor([active.index(s) for s in seeds])  # each seed's particle 0 among the scenes
+    return t_cpu[first * c], None if losses is None else losses[first.to(losses.device)]
 
 
-def seed_critics(loop: Loop, active: list[SeedState], cams: list) -> Critics:
-    """The active seeds' critics over their views (a seed's C consecutive rows), each with the view prior of its own
-    cameras (MVDream's is bound to them) and the views' flattened camera-to-world matrices [S*C, 16]."""
-    c = loop.views
-    priors = [loop.scene_prior.view_batch(cams[k * c:(k + 1) * c], loop.config.cfg)[0] for k in range(len(active))]
-    c2w = torch.stack([torch.linalg.inv(cam.viewmat.double()).flatten() for cam in cams]).float()  # [S*C, 16]
-    return Critics([s.critic for s in active], priors, c2w)
+def seed_critics(loop: Loop, seeds: list[SeedState], cams: list) -> Critics:
+    """The seeds' critics over their rows (a seed's P particles x C views, consecutive), each with the view prior of
+    its own cameras (MVDream's is bound to them) and the views' flattened camera-to-world matrices [S*P*C, 16]."""
+    n = len(cams) // len(seeds)
+    priors = [loop.scene_prior.view_batch(cams[k * n:(k + 1) * n], loop.config.cfg)[0] for k in range(len(seeds))]
+    c2w = torch.stack([torch.linalg.inv(cam.viewmat.double()).flatten() for cam in cams]).float()  # [S*P*C, 16]
+    return Critics([s.critic for s in seeds], priors, c2w)
 
 
 def render_views(loop: Loop, active: list[SeedState], i: int):

@@ -1,6 +1,6 @@
-"""VSD / ESD / DSD in gen-3d: each seed's critic is checkpointed and a run killed with SIGKILL resumes to the same
-bits; the critic leaves the prior when training ends; the cost counts its evaluations and parameters; the methods
-that cannot run refuse in one line."""
+"""VSD / ESD / DSD in gen-3d: each seed's critic and particles are checkpointed and a run killed with SIGKILL resumes
+to the same bits; the critic leaves the prior when training ends; the cost counts its evaluations and parameters; the
+methods that cannot run refuse in one line."""
 from __future__ import annotations
 
 import json
@@ -42,30 +42,37 @@ def killing_step(loop, active, i, with_loss):
 
 training.train_step = killing_step
 config = Gen3DConfig.from_flags(model="tiny-sd-objects", prompt="mushroom", steps=6, num_gaussians=60,
-                                checkpoint_every=2, method=sys.argv[2], seeds="0")
+                                checkpoint_every=2, method=sys.argv[2], seeds="0", particles=int(sys.argv[4]))
 gen_3d(config, Path(sys.argv[1]))
 """
 
 
-@pytest.mark.parametrize("method", ["vsd", "dsd"])
-def test_killed_with_sigkill_resumes_to_the_same_bits(tmp_path, method):
+@pytest.mark.parametrize("method, particles", [("vsd", 2), ("dsd", 1)])
+def test_killed_with_sigkill_resumes_to_the_same_bits(tmp_path, method, particles):
     """gen-3d killed by SIGKILL after its step-2 checkpoint, then --resume: the same gaussians.ply bytes as the run
-    uninterrupted (VSD: the critic's LoRA, camera MLP, AdamW and generator come back from the checkpoint)."""
+    uninterrupted, for the seed and each of its particles (VSD: the critic's LoRA, camera MLP, AdamW and generator
+    and every particle's scene, Adams and generators come back from the seed's one checkpoint)."""
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    res = runner.invoke(app, ["gen-3d", *TINY, "--method", method, "--seeds", "0", "--out", str(whole)])
+    flags = [*TINY, "--method", method, "--seeds", "0", "--particles", str(particles)]
+    res = runner.invoke(app, ["gen-3d", *flags, "--out", str(whole)])
     assert res.exit_code == 0, res.output
-    proc = subprocess.run([sys.executable, "-c", KILLER, str(killed), method, str(torch.get_num_threads())],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(killed), method, str(torch.get_num_threads()),
+                           str(particles)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == -9, proc.stderr[-2000:]
     ckpt = torch.load(killed / "seed_0" / "checkpoint.pt", weights_only=True)
-    assert ckpt["step"] == 2
+    assert ckpt["step"] == 2 and len(ckpt["particles"]) == particles - 1
     if method == "vsd":
         assert ckpt["critic"]["steps"] == 2 and len(ckpt["critic"]["lora"]) > 0
     else:
         assert ckpt["critic"] is None
-    res = runner.invoke(app, ["gen-3d", *TINY, "--method", method, "--seeds", "0", "--out", str(killed), "--resume"])
+    res = runner.invoke(app, ["gen-3d", *flags, "--out", str(killed), "--resume"])
     assert res.exit_code == 0, res.output
-    assert (killed / "seed_0" / "gaussians.ply").read_bytes() == (whole / "seed_0" / "gaussians.ply").read_bytes()
+    plys = ["seed_0/gaussians.ply", *(f"seed_0/particle_{k}/gaussians.ply" for k in range(1, particles))]
+    for ply in plys:
+        assert (killed / ply).read_bytes() == (whole / ply).read_bytes(), ply
+    if particles > 1:  # the particles are other scenes
+        assert (whole / plys[0]).read_bytes() != (whole / plys[1]).read_bytes()
+        assert json.loads((whole / "metrics.json").read_text())["particle_diversity"] > 0
 
 
 def test_in_process_resume_and_the_critic_leaves_the_prior(tmp_path):
@@ -97,7 +104,7 @@ def test_cost_counts_the_critic(tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["--method", "vsd"], "closed-form score"),  # the embedded references: no network
-    (["--model", "tiny-sd-objects", "--method", "vsd", "--particles", "2"], "one particle per seed"),
+    (["--model", "tiny-sd-objects", "--method", "fsd", "--particles", "2"], "needs --method vsd or esd"),
 ])
 def test_rivals_refused_in_one_line(tmp_path, args, needle):
     out = tmp_path / "run"
