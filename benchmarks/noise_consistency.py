@@ -35,7 +35,7 @@ from fsd3d.metrics3d import view_disagreement, warp_view
 from fsd3d.ply import load_ply
 from fsd3d.renderer import render_scene
 from fsd3d.config import NoiseKind
-from fsd3d.checkpoint import seed_for
+from fsd2d.seeds import seed_for
 from fsd3d.train import view_points
 
 T_PROBE = 500

@@ -19,6 +19,9 @@ Method.DDIM and Method.FSD are interchangeable in one call (`base`: a DistillCon
     base = fsd2d.DistillConfig(steps=50)
     x = {m: fsd2d.sample(prior, guidance, m, seeds=(0, 1), base=base) for m in (fsd2d.Method.DDIM, fsd2d.Method.FSD)}
 
+`base.family` (FamilyOptions) holds the peers' own settings, VSD / ESD's particles among them:
+`sample(prior, guidance, Method.VSD, (0, 1), DistillConfig(steps=300, family=FamilyOptions(particles=4)))` gives
+[8, C, h, w], each seed's 4 particles (sharing its critic) consecutive.
 `ddim_sample` and `distill` are the two loops behind it. A study into its folder, as its command does:
 `run_study(ShuffleConfig.from_flags(seeds="0-3"), Path("out"))`; its run.json loads back with
 `ShuffleConfig.from_record(...)`. Bad input anywhere: `InputError`, one line, the command's message.
@@ -38,6 +41,7 @@ _OWNERS = {
     "Guidance": "fsd2d.guidance",
     "Method": "fsd2d.sampling",
     "DistillConfig": "fsd2d.sampling",
+    "FamilyOptions": "fsd2d.family",
     "sample": "fsd2d.sampling",
     "ddim_sample": "fsd2d.sampling",
     "distill": "fsd2d.sampling",
@@ -58,6 +62,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from fsd2d.compare import Compare2D, Compare2DConfig, compare_methods, run_methods
     from fsd2d.consistency import ConsistencyConfig
     from fsd2d.errors import InputError
+    from fsd2d.family import FamilyOptions
     from fsd2d.guidance import Guidance
     from fsd2d.priors.load import load_prior
     from fsd2d.sampling import DistillConfig, Method, ddim_sample, distill, sample

@@ -28,7 +28,7 @@ from fsd2d.folders import COMPARE_2D, Layout, claim
 from fsd2d.priors.base import Prior
 from fsd2d.priors.imageset import ImageSetPrior
 from fsd2d.errors import InputError
-from fsd2d.sampling import DistillConfig, Method, rows_per_seed, sample
+from fsd2d.sampling import DistillConfig, Method, sample
 from fsd2d.vsd import critic_parameters
 from fsd2d.study import StudyConfig
 
@@ -77,10 +77,6 @@ class Compare2DConfig(StudyConfig):
         if self.family.particles > 1 and not any(m in (Method.VSD, Method.ESD) for m in self.methods):
             raise InputError("--particles is the number of particles sharing one critic: it needs --methods with "
                              "vsd or esd")
-
-    def particles_of(self, method: Method) -> int:
-        """Particles per seed of `method`'s run (VSD / ESD's, else 1)."""
-        return 1 if method is Method.DDIM else rows_per_seed(method.config(self.distill_base()))
 
     def ordered_methods(self) -> tuple[Method, ...]:
         """DDIM first (always run), then the others in the order given, without repeats."""
@@ -222,7 +218,8 @@ def compare_2d(prior: Prior, config: Compare2DConfig, out: Path, progress: bool 
             for seed, row in zip(config.seeds, parts):
                 for k, im in enumerate(metrics.to_hwc(row[1:]), start=1):
                     save_png(tmp / "images" / f"{method.value}_seed{seed}_particle{k}.png", im)
-            image_grid(tmp / f"particles_{method.value}.png", [metrics.to_hwc(parts[:, k]) for k in range(parts.shape[1])],
+            rows = [metrics.to_hwc(parts[:, k]) for k in range(parts.shape[1])]  # a row per particle, a column per seed
+            image_grid(tmp / f"particles_{method.value}.png", rows,
                        [f"particle {k}" for k in range(parts.shape[1])], [f"seed {s}" for s in config.seeds],
                        title=f"{method.value}: {parts.shape[1]} particles per seed sharing one critic")
         per = summary["methods"]

@@ -13,9 +13,12 @@ classifier term at s - 1: the perturbation is what moves theta towards the traje
 Defaults and sources: BillyXYB/Diverse-Score-Distillation (threestudio/models/guidance/stable_diffusion_dsd_guidance.py,
 configs/dsd.yaml): 11 grid points (at most 10 ODE steps, re-simulated every step), f = 0.1, t annealed as
 t = T[(0.98 - 0.32)(1 - sqrt(k / K)) + 0.32], i.e. fsd2d.schedule.Anneal.SQRT from t_max 980 to t_min 320 (ours: the
-run's t range). Two differences, stated: their ODE starts at x_T = eps~, ours where the project's DDIM starts
-(sigma_top eps~, theta_0 = 0; 0.3 % apart on SD's schedule), so the ODE point is DDIM's x_t' exactly (tested); and
-`top` is the last timestep with alpha > 0 (999 on a VP schedule; a flow model's last index is pure noise).
+run's t range). Their guidance_scale 7.5 is in threestudio's +1 form (8.5 here), with perp-neg prompts (not here).
+Three differences, stated: their ODE starts at x_T = eps~, ours where the project's DDIM starts (sigma_top eps~,
+theta_0 = 0; 0.3 % apart on SD's schedule), so the ODE point is DDIM's x_t' exactly (tested); `top` is the last
+timestep with alpha > 0 (999 on a VP schedule; a flow model's last index is pure noise); and eps_1 is the conditional
+model, the paper's unguided prediction, where their code calls its +1-form helper with 1.0 (standard scale 2; at
+CFG 1 that reference would push theta off the prompt).
 """
 from __future__ import annotations
 
@@ -55,7 +58,8 @@ def ode_steps(t_prime: int, top: int, points: int) -> int:
     return int((grid[1:] > t_prime).sum()) + (1 if t_prime < top else 0)
 
 
-def ode_point(prior: Prior, guidance: Guidance, fixed: torch.Tensor, t_prime: torch.Tensor, points: int) -> torch.Tensor:
+def ode_point(prior: Prior, guidance: Guidance, fixed: torch.Tensor, t_prime: torch.Tensor,
+              points: int) -> torch.Tensor:
     """x_t'^ode [B, C, h, w]: DDIM (eta = 0, `guidance`) from sigma_top eps~ (`fixed` [B, C, h, w]) down the grid
     `ode_grid(top, points)` through its points above t'_b, then to t'_b (CPU long [B]), per row; one batched prior
     call per grid interval, rows that have arrived kept bit for bit."""

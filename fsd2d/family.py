@@ -84,7 +84,9 @@ MAX_PARTICLES = 64  # particles sharing one critic (ProlificDreamer's 2D runs: 8
 
 @dataclass(frozen=True)
 class FamilyOptions:
-    """The family's own settings (ignored by SDS/FSD/CSD)."""
+    """The peers' own settings, each read only by its rule (ISM's, SDI's, NFSD's; VSD / ESD's critic and particles;
+    DSD's ODE grid); FSD, SDS and CSD read none. The command-line flags of the same names set them (--ism-interval,
+    --particles, ...)."""
 
     ism_interval: int = ISM_INTERVAL  # delta_t = t - s between ISM's two points
     ism_stride: int = ISM_STRIDE  # timesteps per DDIM inversion step from 0 up to s
@@ -117,12 +119,11 @@ class FamilyOptions:
         check_int_range("particles", self.particles, 1, MAX_PARTICLES)
         check_int_range("lora-rank", self.lora_rank, 1, 256)
         check_int_range("dsd-points", self.dsd_points, 2, NUM_TRAIN_TIMESTEPS)
-        for name, value, low, high in (("lora-lr", self.lora_lr, 0.0, 1.0), ("camera-dropout", self.camera_dropout, 0.0, 1.0),
-                                       ("esd-lambda", self.esd_lambda, 0.0, 1.0),
-                                       ("dsd-perturbation", self.dsd_perturbation, 0.0, 1.0)):
+        for name, value in (("lora-lr", self.lora_lr), ("camera-dropout", self.camera_dropout),
+                            ("esd-lambda", self.esd_lambda), ("dsd-perturbation", self.dsd_perturbation)):
             check_finite(name, value)
-            if not low <= value <= high or (name == "lora-lr" and value == 0.0):
-                raise InputError(f"{name} must be in {'(' if name == 'lora-lr' else '['}{low:g}, {high:g}], got {value}")
+            if not 0.0 <= value <= 1.0 or (name == "lora-lr" and value == 0.0):
+                raise InputError(f"{name} must be in {'(' if name == 'lora-lr' else '['}0, 1], got {value}")
 
     def lora_scale(self, rule: "Rule") -> float:
         """The critic's camera CFG s_L: 1 for VSD, 1 - lambda for ESD."""
@@ -150,7 +151,8 @@ def gradient(rule: Rule, prior: Prior, guidance: Guidance, null: torch.Tensor, t
 
     `null` [1 or B, ...] is the empty prompt's conditioning (ISM's inversion, NFSD's null terms).
     VSD / ESD also take the runs' `critics` (fsd2d.vsd.Critics: one per run, B / len contiguous rows each, and the
-    rows' cameras, None in 2D: c = 0, so ESD is VSD there); DSD takes t' [B] >= t (`dsd.perturbed_timesteps`) and reads `noise` as the fixed eps~.
+    rows' cameras, None in 2D: c = 0, so ESD is VSD there); DSD takes t' [B] >= t (`dsd.perturbed_timesteps`) and
+    reads `noise` as the fixed eps~.
     Runs under no_grad; theta is read, never written (the critics are trained by the loop: vsd.train_critics).
     """
     with torch.no_grad():
@@ -179,7 +181,8 @@ def gradient(rule: Rule, prior: Prior, guidance: Guidance, null: torch.Tensor, t
 def prior_calls(rule: Rule, t: int, scale: float, options: FamilyOptions = FamilyOptions(),
                 negative_is_null: bool = True) -> int:
     """Prior evaluations per sample of one step at timestep t (a batched call of 2B samples counts 2); DSD's at
-    t' = t (its ODE runs to t'); VSD / ESD count the critic's training forward (and its backward, not counted)."""
+    t' = t (its ODE runs to t') on a VP schedule (top 999); VSD / ESD count the critic's training forward (its
+    backward not counted), ESD's camera CFG as two calls (3D: in 2D, without cameras, it makes one, as VSD)."""
     guided = 1 if scale == 1.0 else 2
     if rule.has_critic:
         return guided + (1 if options.lora_scale(rule) == 1.0 else 2) + 1

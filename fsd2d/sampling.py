@@ -21,6 +21,7 @@ from fsd2d.errors import InputError, check_finite, check_int_range
 from fsd2d.guidance import Guidance, check_cfg, predict_eps
 from fsd2d.priors.base import Prior
 from fsd2d.schedule import Anneal, timesteps, uniform_timesteps
+from fsd2d.seeds import SEED_LIMIT, stream_seed
 
 __all__ = ["Method", "DistillConfig", "TimestepSampling", "Optimizer", "StepInfo", "Callback", "sample", "ddim_sample",
            "distill", "initial_noise", "rows_per_seed"]
@@ -33,7 +34,6 @@ ADAM_TOTAL_LR = 2.5  # lr * steps: 2.5e-3 * 1000; the default lr keeps this prod
 # Caps no real run reaches; beyond them a value is a typo that would overflow or exhaust memory.
 MAX_STEPS = 100_000  # of a sampling or distillation run, 2D or 3D (paper: 1000 / 2000); training: MAX_TRAIN_STEPS
 MAX_SEEDS = 4096  # seeds in one run (each is a row of one batch)
-SEED_LIMIT = 2**31  # seeds are non-negative and below this (what every RNG takes)
 MAX_LR = 100.0  # Adam's step on pixels in [-1, 1] (default 2.5 / steps); far beyond, images overflow to NaN
 MAX_CFG = 1000.0  # guidance scale; DreamFusion-style 3D runs use 100
 
@@ -234,8 +234,9 @@ def ddim_sample(
 
 def particle_generators(seeds: Sequence[int], particles: int) -> list[torch.Generator]:
     """One generator per row, seed-major: particle 0 of a seed is the seed's own generator (so its draws are a
-    one-particle run's), particle k > 0 draws from seed + k 2^31 (above every seed: no other seed's stream)."""
-    return [torch.Generator().manual_seed(int(s) + k * SEED_LIMIT) for s in seeds for k in range(particles)]
+    one-particle run's), particle k > 0 draws from a stream of its own (`stream_seed`)."""
+    return [torch.Generator().manual_seed(int(s) if k == 0 else stream_seed(s, f"particle/{k}"))
+            for s in seeds for k in range(particles)]
 
 
 def rows_per_seed(config: DistillConfig) -> int:

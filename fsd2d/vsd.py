@@ -46,6 +46,7 @@ from fsd2d import updates
 from fsd2d.errors import InputError
 from fsd2d.guidance import Guidance, cfg_combine, expand, predict_eps
 from fsd2d.priors.base import Prior
+from fsd2d.seeds import stream_seed
 
 __all__ = ["Critic", "Critics", "critic_parameters", "vsd_gradient", "denoiser_of", "CAMERA_DIM"]
 
@@ -57,6 +58,7 @@ LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections
 CAMERA_DROPOUT = 0.1  # stable_diffusion_vsd_guidance.py: camera_condition zeroed w.p. 0.1 in train_lora
 ESD_LAMBDA = 0.5  # VITA-Group/3D-Mode-Collapse README: guidance_scale_lora = 1 - lambda = 0.5
 CAMERA_DIM = 16  # the flattened 4x4 camera-to-world matrix
+FLAGS = "_fsd_requires_grad"  # the denoiser's attribute holding its weights' requires_grad while critics exist
 TIME_EMBEDDINGS = ("time_embedding", "time_text_embed", "time_embed")  # UNet2D / SD3, Flux / our MVDream UNet
 
 
@@ -114,9 +116,11 @@ class Critic:
         self.name, self.camera_dropout = name, camera_dropout
         self.net = denoiser_of(prior)
         embedding, dim = time_embedding_of(self.net)
-        start = int(seed) + (1 << 40)  # the critic's own stream, apart from the seed's noise draws
+        start = stream_seed(seed, "critic")  # the critic's own stream, apart from every seed's draws
+        if not hasattr(self.net, FLAGS):  # the first critic on this net: its weights' own requires_grad, for close()
+            setattr(self.net, FLAGS, {n: p.requires_grad for n, p in self.net.named_parameters()})
         with torch.random.fork_rng(devices=[]), warnings.catch_warnings():  # init from the seed, not the global RNG
-            torch.manual_seed(start)
+            torch.random.default_generator.manual_seed(start)  # the CPU generator only (fork_rng restores it)
             warnings.simplefilter("ignore", UserWarning)  # several critics (one per seed) are several adapters
             inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=list(LORA_TARGETS)), self.net,
                                     adapter_name=name)
@@ -127,10 +131,13 @@ class Critic:
                              f"({', '.join(LORA_TARGETS)}) for the critic's LoRA")
         self._switch(None)
         device = next(self.net.parameters()).device
-        # peft keeps a half-precision model's adapters in float32; the MLP likewise (float64 on a float64 model)
+        # float32 weights on a half-precision model (AdamW's steps underflow in float16; peft's forward casts its input
+        # to the adapter's dtype and its output back), float64 on a float64 one
         dtype = torch.float64 if next(self.net.parameters()).dtype == torch.float64 else torch.float32
         self.camera_mlp = camera_mlp.to(device=device, dtype=dtype)
         self.lora_params = [p for m in self.layers for n, p in m.named_parameters() if f".{name}." in f".{n}."]
+        for p in self.lora_params:
+            p.data = p.data.to(dtype)
         self.optimizer = torch.optim.AdamW([*self.lora_params, *self.camera_mlp.parameters()], lr=lr,
                                            betas=LORA_BETAS, eps=LORA_EPS)
         self.generator = torch.Generator().manual_seed(start)
@@ -210,9 +217,9 @@ class Critic:
     def state_dict(self) -> dict:
         """A copy of the critic's trainable weights, its optimiser, its generator and its step count (a checkpoint's
         part; plain tensors, numbers and lists: torch.load(weights_only=True) reads it)."""
-        return copy.deepcopy({"lora": [p.detach() for p in self.lora_params], "camera_mlp": self.camera_mlp.state_dict(),
-                              "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
-                              "steps": self.steps})
+        return copy.deepcopy({"lora": [p.detach() for p in self.lora_params],
+                              "camera_mlp": self.camera_mlp.state_dict(), "optimizer": self.optimizer.state_dict(),
+                              "generator": self.generator.get_state(), "steps": self.steps})
 
     def load_state_dict(self, state: dict) -> None:
         if len(state["lora"]) != len(self.lora_params) or any(
@@ -227,7 +234,8 @@ class Critic:
         self.steps = int(state["steps"])
 
     def close(self) -> None:
-        """Delete the adapter and the camera hook: the denoiser is the prior's again."""
+        """Delete the adapter and the camera hook; with the last critic gone, the denoiser is the prior's again: the
+        LoRA wrappers replaced by their layers, peft's config removed, every weight's requires_grad as it was."""
         self._hook.remove()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -238,6 +246,8 @@ class Critic:
         configs = getattr(self.net, "peft_config", None)
         if isinstance(configs, dict):
             configs.pop(self.name, None)
+        if not any(len(layer.lora_A) for layer in self.layers):
+            unwrap(self.net)
 
     def __enter__(self) -> "Critic":
         return self
@@ -255,6 +265,22 @@ def critic_parameters(prior: Prior, rank: int = LORA_RANK) -> int:
                if any(name == k or name.endswith("." + k) for k in LORA_TARGETS)]
     lora = sum(rank * (m.in_features + m.out_features) for m in targets if isinstance(m, nn.Linear))
     return lora + CAMERA_DIM * dim + dim + dim * dim + dim
+
+
+def unwrap(net: nn.Module) -> None:
+    """Undo the adapters' traces once none is left: each LoRA wrapper back to the layer it wraps, no peft config, and
+    the weights' requires_grad as the first critic found them."""
+    wrapped = [(name, m) for name, m in net.named_modules() if _is_lora_layer(m)]
+    for name, layer in wrapped:
+        parent, _, child = name.rpartition(".")
+        setattr(net.get_submodule(parent) if parent else net, child, layer.get_base_layer())
+    if hasattr(net, "peft_config"):
+        del net.peft_config
+    flags = getattr(net, FLAGS, None)
+    if flags is not None:
+        for n, p in net.named_parameters():
+            p.requires_grad_(flags.get(n, p.requires_grad))
+        delattr(net, FLAGS)
 
 
 def _is_lora_layer(module: nn.Module) -> bool:

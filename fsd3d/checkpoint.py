@@ -5,7 +5,6 @@ of other settings is refused with what differs."""
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,21 +14,13 @@ import torch
 from fsd2d.errors import InputError
 from fsd2d.io import atomic_path, differences
 from fsd2d.sampling import ADAM_EPS
+from fsd2d.seeds import seed_for
 from fsd2d.vsd import Critic
 from fsd3d.densify import state_to
 from fsd3d.gaussians import GaussianScene
 from fsd3d.settings import ResolvedTrain3D
 
 __all__ = ["SeedState", "initial_state", "load_checkpoint", "save_checkpoint", "seed_for"]
-
-
-def seed_for(seed: int, purpose: str) -> int:
-    """An independent 63-bit generator seed per (seed, purpose): scene init, cameras, noise map, fresh noise.
-
-    Plain seed + k offsets would make seed s's camera stream seed s+1's scene stream."""
-    return int.from_bytes(hashlib.sha256(f"{seed}/{purpose}".encode()).digest()[:8], "little") >> 1
-
-
 
 
 def build_optimizers(scene: GaussianScene, config: ResolvedTrain3D) -> dict[str, torch.optim.Adam]:
@@ -180,4 +171,5 @@ def scene_state(payload: dict, scene: GaussianScene, seed: int, step: int, confi
     for g, key in zip(gens, ("camera_gen", "noise_gen", "densify_gen")):
         g.set_state(payload[key])
     densify_state = payload["densify_state"]
-    return SeedState(seed, step, scene, optimizers, *gens, None if densify_state is None else state_to(densify_state, device))
+    return SeedState(seed, step, scene, optimizers, *gens,
+                     None if densify_state is None else state_to(densify_state, device))

@@ -110,10 +110,12 @@ def save_summary(run: Run3D, out: Path) -> None:
                [f"seed {s}" for s in run.renders], [f"az {v.azimuth:.0f}" for v in run.views],
                title=f"'{run.config.prompt}' - {run.config.train.method.value}, {run.train.steps} steps")
     if run.particle_renders:  # one row per seed and particle, a seed's particles together
-        rows = [(s, k, r) for s in run.renders for k, r in enumerate([run.renders[s], *run.particle_renders.get(s, [])])]
+        rows = [(s, k, r) for s in run.renders
+                for k, r in enumerate([run.renders[s], *run.particle_renders.get(s, [])])]
         image_grid(out / "particles.png", [metrics.to_hwc(r.rgb) for _, _, r in rows],
                    [f"seed {s} p{k}" for s, k, _ in rows], [f"az {v.azimuth:.0f}" for v in run.views],
-                   title=f"'{run.config.prompt}' - {run.config.train.method.value}, particles sharing each seed's critic")
+                   title=f"'{run.config.prompt}' - {run.config.train.method.value}, particles sharing each seed's "
+                         "critic")
 
 
 def gen_3d(config: Gen3DConfig, out: Path, resume: bool = False, progress: bool = False,

@@ -29,7 +29,8 @@ from fsd3d.cameras import Camera
 from fsd3d.checkpoint import SeedState, initial_state
 from fsd3d.config import Gen3DConfig, check_noise_function
 from fsd3d.gaussians import GaussianScene
-from fsd3d.metrics3d import diversity_3d, mean_over_pairs, pairwise_dissimilarity_3d, references_reached, score_scene, seed_spread
+from fsd3d.metrics3d import (diversity_3d, mean_over_pairs, pairwise_dissimilarity_3d, references_reached, score_scene,
+                             seed_spread)
 from fsd3d.priors3d import ScenePrior
 from fsd3d.renderer import RenderOutput, render_scene
 from fsd3d.settings import Resolved3D, ResolvedTrain3D, resolve, run_defaults

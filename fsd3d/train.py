@@ -38,7 +38,8 @@ from fsd2d.schedule import timesteps, uniform_timesteps
 from fsd2d.vsd import Critic, Critics
 from fsd3d.backbones import Background, Weighting
 from fsd3d.cameras import sample_cameras, stack_cameras
-from fsd3d.checkpoint import SeedState, check_resolved, save_checkpoint, seed_for
+from fsd2d.seeds import seed_for
+from fsd3d.checkpoint import SeedState, check_resolved, save_checkpoint
 from fsd3d.densify import Densifier, Densify, scene_scale
 from fsd3d.noise import NoiseFunction, surface_points
 from fsd3d.priors3d import ScenePrior
@@ -108,14 +109,6 @@ def start_loop(scene_prior: ScenePrior, config: ResolvedTrain3D, states: list[Se
         for s in (p for seed in states for p in seed.scenes):
             if s.densify_state is None:
                 s.densify_state = densifier.initial_state()
-    if config.method.rule.has_critic:  # VSD / ESD: each seed's critic, from its checkpoint where it has one
-        for s in states:
-            if s.critic is None:
-                s.critic = Critic(prior, f"critic_seed{s.seed}", s.seed, config.family.lora_rank,
-                                  config.family.lora_lr, config.family.camera_dropout)
-                if s.critic_state is not None:
-                    s.critic.load_state_dict(s.critic_state)
-                    s.critic_state = None
     grid = timesteps(config.steps, config.t_min, config.t_max, config.anneal, prior.schedule)  # CPU long [steps]
     # [3], made once: no host copy per step
     background = torch.zeros(3, device=device) if config.background is Background.BLACK else \
@@ -151,13 +144,28 @@ def train_seeds(
         raise InputError("each seed may appear once in a batch of seeds")
     loop = start_loop(scene_prior, config, states, timings, meter)
     try:
+        if config.method.rule.has_critic:
+            make_critics(loop, states)
         run_steps(loop, states, checkpoints, identity, progress, callback)
-    finally:  # the critics leave the prior (their last state is in the checkpoints)
+    finally:  # the critics leave the prior; each state keeps its critic's last state (and its checkpoint has it)
         for s in states:
             if s.critic is not None:
+                s.critic_state = s.critic.state_dict()
                 s.critic.close()
                 s.critic = None
     return states
+
+
+def make_critics(loop: Loop, states: list[SeedState]) -> None:
+    """VSD / ESD: each seed's critic in the prior's denoiser, restored from `critic_state` (a checkpoint's, or an
+    earlier call's) where the seed has one."""
+    family = loop.config.family
+    for s in states:
+        s.critic = Critic(loop.scene_prior.prior, f"critic_seed{s.seed}", s.seed, family.lora_rank, family.lora_lr,
+                          family.camera_dropout)
+        if s.critic_state is not None:
+            s.critic.load_state_dict(s.critic_state)
+            s.critic_state = None
 
 
 def run_steps(loop: Loop, states: list[SeedState], checkpoints: dict[int, Path] | None, identity: dict | None,
@@ -210,9 +218,9 @@ def train_step(loop: Loop, seeds: list[SeedState], i: int, with_loss: bool) -> t
     rule = config.method.rule
     critics = seed_critics(loop, seeds, cams) if rule.has_critic else None
     vpc = scene_prior.views_per_camera  # DSD's t' is drawn per camera (MVDream's 4 views share it, as they share t)
-    t_prime = dsd.perturbed_timesteps(t_cpu[::vpc], [s.noise_gen for s in active for _ in range(loop.cameras)],
-                                      config.t_min, dsd.top_timestep(prior),
-                                      config.family.dsd_perturbation).repeat_interleave(vpc) if rule is Rule.DSD else None
+    t_prime = None if rule is not Rule.DSD else dsd.perturbed_timesteps(
+        t_cpu[::vpc], [s.noise_gen for s in active for _ in range(loop.cameras)], config.t_min, dsd.top_timestep(prior),
+        config.family.dsd_perturbation).repeat_interleave(vpc)
     # the family's rules (fsd2d.family, the 2D functions): SDS/FSD is eps_hat - noise (Eq. 15), one guided call
     # for every seed and camera; ISM/NFSD also use the empty prompt's conditioning at these cameras
     with contextlib.ExitStack() as counting:
@@ -234,7 +242,7 @@ def train_step(loop: Loop, seeds: list[SeedState], i: int, with_loss: bool) -> t
             losses = (z.detach() - x_gt).pow(2).flatten(1).mean(1).view(len(active), c).mean(1)  # [scenes]
     update_scenes(loop, active, i, z, grad, outs)
     loop.clock.lap("rest")
-    first = torch.tensor([active.index(s) for s in seeds])  # each seed's particle 0 among the scenes
+    first = torch.arange(len(seeds)) * len(seeds[0].scenes)  # each seed's particle 0 among the scenes
     return t_cpu[first * c], None if losses is None else losses[first.to(losses.device)]
 
 

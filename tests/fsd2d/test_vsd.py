@@ -204,3 +204,57 @@ def test_compare_2d_with_particles_writes_them_and_their_cost(tiny_sd_path, tmp_
     assert m["cost"]["vsd"]["trained_parameters"] > 0 and m["cost"]["dsd"]["trained_parameters"] == 0
     assert (out / "particles_vsd.png").exists() and (out / "images" / "vsd_seed1_particle1.png").exists()
     assert not (out / "particles_dsd.png").exists() and "particles" not in m["methods"]["dsd"]
+
+
+def test_particles_are_distinct_streams(prior, guidance):
+    """Every particle of a seed draws from a stream of its own (torch keeps a seed's low 32 bits only: offsets by
+    multiples of 2^32 would repeat a stream), so 3 particles end as 3 different images."""
+    out = sample(prior, guidance, Method.VSD, [2], DistillConfig(steps=2, family=FamilyOptions(particles=3)))
+    assert not torch.equal(out[0], out[2]) and not torch.equal(out[1], out[2]) and not torch.equal(out[0], out[1])
+
+
+def test_closing_the_last_critic_restores_the_denoiser(tiny_sd_path):
+    """After the last critic closes: no LoRA wrapper, no peft config, the same state-dict keys and requires_grad."""
+    prior = load_prior(str(tiny_sd_path), device="cpu", dtype="float64")
+    prior.unet.conv_in.weight.requires_grad_(True)  # a weight left trainable by its loader stays so
+    keys, flags = list(prior.unet.state_dict()), {n: p.requires_grad for n, p in prior.unet.named_parameters()}
+    a, b = vsd.Critic(prior, "a", seed=0), vsd.Critic(prior, "b", seed=1)
+    a.close()
+    assert any(isinstance(m, type(b.layers[0])) for m in prior.unet.modules())  # b still there
+    b.close()
+    assert list(prior.unet.state_dict()) == keys and not hasattr(prior.unet, "peft_config")
+    assert {n: p.requires_grad for n, p in prior.unet.named_parameters()} == flags
+
+
+def test_a_half_precision_critic_trains_in_float32(tiny_sd_path):
+    """On a float16 model the LoRA and the camera MLP are float32 (AdamW's steps underflow in float16) and a few
+    training steps stay finite; the critic's eps comes back in the input's dtype."""
+    prior = load_prior(str(tiny_sd_path), device="cpu", dtype="float32")
+    prior.unet.to(torch.float16)  # as on CUDA (the loader refuses float16 on the CPU: slow, not wrong)
+    prior.dtype = torch.float16
+    theta = torch.randn(2, *prior.latent_shape, generator=torch.Generator().manual_seed(0))
+    cond = prior.encode_prompt("a cat")
+    with vsd.Critic(prior, "h", seed=0, lr=1e-3) as critic:
+        assert {p.dtype for p in critic.lora_params} == {torch.float32}
+        losses = [float(critic.train_step(prior, theta, cond, torch.ones(2, vsd.CAMERA_DIM))) for _ in range(3)]
+        assert all(torch.isfinite(p).all() for p in critic.lora_params)
+        with torch.no_grad():
+            eps = critic.eps(prior, theta, torch.tensor([300, 600]), cond, torch.ones(2, vsd.CAMERA_DIM), 0.5)
+    assert all(map(lambda v: v == v and abs(v) < 1e6, losses)) and eps.dtype == theta.dtype and eps.isfinite().all()
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--esd-lambda", "2"], "esd-lambda must be in [0, 1], got 2.0"),
+    (["--lora-lr", "0"], "lora-lr must be in (0, 1], got 0.0"),
+    (["--particles", "0"], "particles must be"),
+    (["--lora-rank", "0"], "lora-rank must be"),
+    (["--dsd-points", "1"], "dsd-points must be"),
+])
+@pytest.mark.parametrize("command", ["compare-2d", "gen-3d"])
+def test_bad_rival_options_are_one_line(tmp_path, command, flags, needle):
+    out = tmp_path / "run"
+    method = ["--methods", "vsd,dsd"] if command == "compare-2d" else ["--method", "vsd"]
+    res = runner.invoke(app, [command, "--model", "tiny-sd" if command == "compare-2d" else "tiny-sd-objects",
+                              *method, *flags, "--steps", "2", "--out", str(out), "--no-progress"])
+    assert res.exit_code == 2 and res.output.startswith("error: ") and needle in res.output, res.output
+    assert not out.exists()
