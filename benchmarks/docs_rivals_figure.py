@@ -44,6 +44,9 @@ def figure_2d(prompt: str, seeds: int, out: Path) -> None:
                     suffix = "" if k == 0 else f"_particle{k}"
                     rows.append(np.stack([load(run / "images" / f"{method}_seed{s}{suffix}.png") for s in range(seeds)]))
                     labels.append(method if particles == 1 else f"{method} x{particles}\nparticle {k}")
+    order = ["ddim", "fsd", "sds", "vsd", "esd", "dsd"]
+    keyed = sorted(zip(labels, rows), key=lambda lr: (order.index(lr[0].split()[0]), lr[0]))
+    rows, labels = [r for _, r in keyed], [label for label, _ in keyed]
     image_grid(out, rows, labels, [f"seed {s}" for s in range(seeds)],
                title=f"'{prompt}' on tiny-sd, CFG 7.5, 300 steps: the same seeds through each method")
 

@@ -8,7 +8,8 @@ the model was trained on): variants reached (mean PSNR >= 22 dB, with the 95 % b
 variants nearest (distinct nearest references over the seeds, at any PSNR), mean PSNR to the nearest reference
 +- std over seeds, holes +- std, depth artefacts +- std, diversity (mean pairwise 1 - SSIM) [95 % interval].
 Then one line per (model, method) averaged over the prompts, with what the method cost (metrics.json's `cost`:
-prior evaluations per step and seed, seconds per step of the whole seed batch, parameters trained per seed).
+prior evaluations per step and seed, seconds per step of the whole seed batch, parameters trained per seed); VSD / ESD
+with P particles per seed are their own method, `vsd xP`.
 """
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ def main() -> None:
             m = json.loads((run / "result" / "metrics.json").read_text())
             sp = m["spread"]
             nearest = len({s["majority"] for s in m["per_seed"].values()})
-            key = (cfg["model"] + (f" --defaults {profile}" if profile else ""), m["method"])
+            particles = cfg["train"].get("family", {}).get("particles", 1)  # VSD / ESD's particles per seed
+            key = (cfg["model"] + (f" --defaults {profile}" if profile else ""),
+                   m["method"] + (f" x{particles}" if particles > 1 else ""))
             rows.append((key, cfg["prompt"], m, sp, nearest))
             cost = m.get("cost") or {}
             for name, value in (("reached", m["references_reached"]), ("nearest", nearest),
@@ -41,7 +44,8 @@ def main() -> None:
                                 ("seconds", cost.get("seconds_per_step")), ("trained", cost.get("trained_parameters"))):
                 means[key][name].append(value)
     order = {"fsd": 0, "sds": 1, "sds-annealed": 2, "constant": 3, "surface": 4, "vsd": 5, "esd": 6, "dsd": 7}
-    rows.sort(key=lambda r: (r[0][0], order.get(r[0][1], 9), PROMPTS.index(r[1]) if r[1] in PROMPTS else 9))
+    rows.sort(key=lambda r: (r[0][0], order.get(r[0][1].split()[0], 9), r[0][1],
+                             PROMPTS.index(r[1]) if r[1] in PROMPTS else 9))
     print("| model | method | prompt | reached of 5 [95% CI] | nearest of 5 | PSNR (dB) | holes | depth artefacts "
           "| diversity [95% CI] |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -59,7 +63,8 @@ def main() -> None:
     def mean(values: list, fmt: str) -> str:  # a cost the runs did not record (older runs): -
         return "-" if any(v is None for v in values) else format(float(np.mean(values)), fmt)
 
-    for (model, method), v in sorted(means.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9))):
+    for (model, method), v in sorted(means.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1].split()[0], 9),
+                                                                    kv[0][1])):
         print(f"| {model} | {method} | {len(v['psnr'])} | {np.mean(v['reached']):.2f} | {np.mean(v['nearest']):.2f} | "
               f"{np.mean(v['psnr']):.1f} | {np.mean(v['holes']):.3f} | {np.mean(v['depth']):.3f} | "
               f"{np.mean(v['diversity']):.2f} | {mean(v['evals'], '.1f')} | {mean(v['seconds'], '.3f')} | "
