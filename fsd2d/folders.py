@@ -82,7 +82,7 @@ def particle_dir(run: Path, seed: int | str, particle: int) -> Path:
     """A gen-3d run's folder of a seed's particle K >= 1 (VSD / ESD's --particles): run/seed_<S>/particle_<K>
     (particle 0 is the seed's own folder)."""
     return seed_dir(run, seed) / f"{PARTICLE_PREFIX}{particle}"
-COMPARE_2D = Layout("compare-2d", (*STUDY, "grid.png", "images/*.png"))
+COMPARE_2D = Layout("compare-2d", (*STUDY, "grid.png", "images/*.png", "particles_*.png"))
 SHUFFLE_NOISE = Layout("shuffle-noise", (*STUDY, "shuffle.png"))
 CONSISTENCY = Layout("consistency", (*STUDY, "strip.png", "curve.png"))
 BETA_SWEEP = Layout("beta-sweep", (*STUDY, "beta_sweep.png", "grid.png", "table.csv"))

@@ -204,6 +204,9 @@ def test_compare_2d_with_particles_writes_them_and_their_cost(tiny_sd_path, tmp_
     assert m["cost"]["vsd"]["trained_parameters"] > 0 and m["cost"]["dsd"]["trained_parameters"] == 0
     assert (out / "particles_vsd.png").exists() and (out / "images" / "vsd_seed1_particle1.png").exists()
     assert not (out / "particles_dsd.png").exists() and "particles" not in m["methods"]["dsd"]
+    again = runner.invoke(app, ["compare-2d", "--model", str(tiny_sd_path), "--prompt", "a cat", "--methods", "vsd",
+                                "--particles", "2", "--steps", "2", "--seeds", "0", "--out", str(out), "--no-progress"])
+    assert again.exit_code == 0, again.output  # its own particles_*.png: the folder is compare-2d's to replace
 
 
 def test_particles_are_distinct_streams(prior, guidance):
