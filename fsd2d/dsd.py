@@ -28,16 +28,11 @@ from fsd2d import updates
 from fsd2d.guidance import Guidance, predict_eps
 from fsd2d.priors.base import Prior
 
-__all__ = ["DSD_POINTS", "DSD_PERTURBATION", "top_timestep", "ode_grid", "perturbed_timesteps", "ode_point",
+__all__ = ["DSD_POINTS", "DSD_PERTURBATION", "ode_grid", "perturbed_timesteps", "ode_point",
            "dsd_gradient", "ode_steps"]
 
 DSD_POINTS = 11  # torch.linspace(999, 0, 11): the coarse ODE grid
 DSD_PERTURBATION = 0.1  # f in t' = t + floor(u min(f (t - t_min), top - t))
-
-
-def top_timestep(prior: Prior) -> int:
-    """The highest timestep with alpha > 0 (T - 1 on a VP schedule, T - 2 on a flow one)."""
-    return int((prior.schedule.alphas > 0).nonzero().max())
 
 
 def ode_grid(top: int, points: int) -> torch.Tensor:
@@ -63,7 +58,7 @@ def ode_point(prior: Prior, guidance: Guidance, fixed: torch.Tensor, t_prime: to
     """x_t'^ode [B, C, h, w]: DDIM (eta = 0, `guidance`) from sigma_top eps~ (`fixed` [B, C, h, w]) down the grid
     `ode_grid(top, points)` through its points above t'_b, then to t'_b (CPU long [B]), per row; one batched prior
     call per grid interval, rows that have arrived kept bit for bit."""
-    top = top_timestep(prior)
+    top = prior.schedule.top
     alpha, sigma = prior.schedule.alpha_sigma(torch.full_like(t_prime, top), fixed.dtype, fixed.device)
     x = updates.add_noise(torch.zeros_like(fixed), fixed, alpha, sigma)
     cur = torch.full_like(t_prime, top)

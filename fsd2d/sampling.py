@@ -287,7 +287,7 @@ def distill(
         if config.optimizer is Optimizer.ADAM
         else None
     )
-    top = dsd.top_timestep(prior)
+    top = prior.schedule.top
     with contextlib.ExitStack() as stack:
         critics = vsd.Critics([stack.enter_context(vsd.Critic(prior, f"critic{k}", seed, config.family.lora_rank,
                                                               config.family.lora_lr, config.family.camera_dropout))

@@ -110,13 +110,17 @@ class NoiseSchedule:
             return t.to(torch.float64)
         return self.sigmas[t] * self.num_timesteps
 
+    @property
+    def top(self) -> int:
+        """The highest timestep with alpha > 0: T - 1 on a VP schedule, T - 2 on a flow one (its last is pure noise)."""
+        return int((self.alphas > 0).nonzero().max())
+
     def check_range(self, t_max: int) -> None:
         """A grid that starts at t_max must have alpha > 0 there (a flow schedule's last index is pure noise, where
         x_0 cannot be estimated): an InputError saying which t_max works."""
         if not 0 <= t_max < self.num_timesteps or self.alphas[t_max] <= 0.0:
-            last = int((self.alphas > 0).nonzero().max())
             raise InputError(f"t_max {t_max} is pure noise on this model (alpha_t = 0: nothing of the image is left "
-                             f"to estimate); use t_max <= {last}")
+                             f"to estimate); use t_max <= {self.top}")
 
     def describe(self) -> dict:
         return {"kind": self.kind.value, **({"shift": self.shift} if self.shift else {})}

@@ -219,7 +219,7 @@ def train_step(loop: Loop, seeds: list[SeedState], i: int, with_loss: bool) -> t
     critics = seed_critics(loop, seeds, cams) if rule.has_critic else None
     vpc = scene_prior.views_per_camera  # DSD's t' is drawn per camera (MVDream's 4 views share it, as they share t)
     t_prime = None if rule is not Rule.DSD else dsd.perturbed_timesteps(
-        t_cpu[::vpc], [s.noise_gen for s in active for _ in range(loop.cameras)], config.t_min, dsd.top_timestep(prior),
+        t_cpu[::vpc], [s.noise_gen for s in active for _ in range(loop.cameras)], config.t_min, prior.schedule.top,
         config.family.dsd_perturbation).repeat_interleave(vpc)
     # the family's rules (fsd2d.family, the 2D functions): SDS/FSD is eps_hat - noise (Eq. 15), one guided call
     # for every seed and camera; ISM/NFSD also use the empty prompt's conditioning at these cameras
@@ -251,7 +251,7 @@ def seed_critics(loop: Loop, seeds: list[SeedState], cams: list) -> Critics:
     its own cameras (MVDream's is bound to them) and the views' flattened camera-to-world matrices [S*P*C, 16]."""
     n = len(cams) // len(seeds)
     priors = [loop.scene_prior.view_batch(cams[k * n:(k + 1) * n], loop.config.cfg)[0] for k in range(len(seeds))]
-    c2w = torch.stack([torch.linalg.inv(cam.viewmat.double()).flatten() for cam in cams]).float()  # [S*P*C, 16]
+    c2w = torch.linalg.inv(torch.stack([cam.viewmat for cam in cams]).double()).flatten(1).float()  # [S*P*C, 16]
     return Critics([s.critic for s in seeds], priors, c2w)
 
 

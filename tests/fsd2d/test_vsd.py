@@ -199,7 +199,7 @@ def test_compare_2d_with_particles_writes_them_and_their_cost(tiny_sd_path, tmp_
                               "--no-progress"])
     assert res.exit_code == 0, res.output
     m = json.loads((out / "metrics.json").read_text())
-    assert m["methods"]["vsd"]["particles"] == 2 and m["methods"]["vsd"]["particle_diversity"] >= 0.0
+    assert m["methods"]["vsd"]["particles"] == 2 and m["methods"]["vsd"]["particle_diversity"] > 0.0
     assert m["cost"]["vsd"]["prior_evaluations_per_step"] == 8.0
     assert m["cost"]["vsd"]["trained_parameters"] > 0 and m["cost"]["dsd"]["trained_parameters"] == 0
     assert (out / "particles_vsd.png").exists() and (out / "images" / "vsd_seed1_particle1.png").exists()
