@@ -9,7 +9,8 @@ variants nearest (distinct nearest references over the seeds, at any PSNR), mean
 +- std over seeds, holes +- std, depth artefacts +- std, diversity (mean pairwise 1 - SSIM) [95 % interval].
 Then one line per (model, method) averaged over the prompts, with what the method cost (metrics.json's `cost`:
 prior evaluations per step and seed, seconds per step of the whole seed batch, parameters trained per seed); VSD / ESD
-with P particles per seed are their own method, `vsd xP`.
+with P particles per seed are their own method, `vsd xP`, and a last table gives their diversity across each seed's
+particles (metrics.json's `particle_diversity`, the mean over its seeds) per prompt.
 """
 from __future__ import annotations
 
@@ -69,6 +70,14 @@ def main() -> None:
               f"{np.mean(v['psnr']):.1f} | {np.mean(v['holes']):.3f} | {np.mean(v['depth']):.3f} | "
               f"{np.mean(v['diversity']):.2f} | {mean(v['evals'], '.1f')} | {mean(v['seconds'], '.3f')} | "
               f"{mean(v['trained'], '.0f')} |")
+    particle_rows = [(key, prompt, m["particle_diversity"]) for key, prompt, m, _, _ in rows
+                     if "particle_diversity" in m]
+    if particle_rows:
+        print()
+        print("| model | method | prompt | diversity across particles |")
+        print("|---|---|---|---|")
+        for (model, method), prompt, diversity in particle_rows:
+            print(f"| {model} | {method} | {prompt} | {diversity:.2f} |")
 
 
 if __name__ == "__main__":
