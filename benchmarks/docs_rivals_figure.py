@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from fsd2d.figures import image_grid
+from fsd2d.folders import particle_dir, seed_dir
 
 BATCH = Path("outputs/batch")
 
@@ -64,7 +65,7 @@ def figure_3d(prompt: str, seeds: int, out: Path, model: str, sweeps: tuple[str,
             method, particles = config["train"]["method"], config["train"]["family"]["particles"]
             for k in range(particles):
                 def folder(s: int, k: int = k) -> Path:  # particle 0 is the seed's own folder
-                    return run / f"seed_{s}" / (f"particle_{k}" if k else "")
+                    return particle_dir(run, s, k) if k else seed_dir(run, s)
                 rows.append(np.stack([load(folder(s) / "views" / f"{v}.png") for s in range(seeds) for v in views]))
                 labels.append(method if particles == 1 else f"{method} x{particles}\nparticle {k}")
     order = ["fsd", "sds", "vsd", "esd", "dsd"]

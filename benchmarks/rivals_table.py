@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fsd3d.metrics3d import bootstrap_interval, pairwise_dissimilarity_3d
+from fsd3d.metrics3d import diversity_spread, pairwise_dissimilarity_3d
 
 ORDER = ("ddim", "fsd", "sds", "vsd", "esd", "dsd")
 
@@ -33,16 +33,8 @@ def seed_images(run: Path, method: str, seeds: list[int]):
 
 
 def bootstrap_diversity(images) -> tuple[float, float]:
-    """The 95 % bootstrap interval of the diversity over resampled seeds, as gen-3d's (fsd3d.metrics3d.seed_spread:
-    pairs that draw the same seed twice are left out)."""
-    pairwise = pairwise_dissimilarity_3d(images[:, None])  # [S, S] 1 - SSIM (one view)
-
-    def div(idx: np.ndarray) -> float:
-        a, b = np.triu_indices(len(idx), 1)
-        keep = idx[a] != idx[b]
-        return float(pairwise[idx[a][keep], idx[b][keep]].mean()) if keep.any() else float("nan")
-
-    return bootstrap_interval(div, len(pairwise))
+    """The 95 % bootstrap interval of the diversity over resampled seeds, as gen-3d's (fsd3d.metrics3d)."""
+    return diversity_spread(pairwise_dissimilarity_3d(images[:, None]))[1]  # [S, S] 1 - SSIM (one view)
 
 
 def main() -> None:

@@ -240,14 +240,21 @@ def seed_spread(scores: list[dict], pairwise: np.ndarray | None = None,
         if pairwise.shape != (n, n):
             raise InputError(f"pairwise must be [{n}, {n}], got {list(pairwise.shape)}")
 
-        def div(idx: np.ndarray) -> float:
-            a, b = np.triu_indices(len(idx), 1)
-            keep = idx[a] != idx[b]
-            return float(pairwise[idx[a][keep], idx[b][keep]].mean()) if keep.any() else float("nan")
-
-        out["diversity"] = div(np.arange(n))
-        out["diversity_ci"] = list(bootstrap_interval(div, n))
+        out["diversity"], interval = diversity_spread(pairwise)
+        out["diversity_ci"] = list(interval)
     return out
+
+
+def diversity_spread(pairwise: np.ndarray) -> tuple[float, tuple[float, float]]:
+    """The diversity over S >= 2 seeds from their pairwise dissimilarity [S, S] (mean over i < j) and its bootstrap
+    interval over resampled seeds, pairs that draw the same seed twice left out (a seed is not compared with
+    itself); the one source for gen-3d's spread and the 2D rivals' table."""
+    def div(idx: np.ndarray) -> float:
+        a, b = np.triu_indices(len(idx), 1)
+        keep = idx[a] != idx[b]
+        return float(pairwise[idx[a][keep], idx[b][keep]].mean()) if keep.any() else float("nan")
+
+    return div(np.arange(len(pairwise))), bootstrap_interval(div, len(pairwise))
 
 
 def _check_rgb(scene_rgb: torch.Tensor, ref_rgb: torch.Tensor) -> None:
